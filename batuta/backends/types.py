@@ -1,0 +1,107 @@
+"""Neutral request, chunk and response types shared by every adapter and the router.
+
+Adapters translate these to and from their wire protocol; nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn. ``role`` is system, user or assistant."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """What the user asked for, independent of any backend.
+
+    ``assistant_prefix`` is text already shown to the user by a target that failed
+    mid-stream: the next target continues from it instead of starting over.
+    """
+
+    prompt: str
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = True
+    seed: int | None = None
+    model: str | None = None  # overrides the target's model when set
+    history: tuple[Message, ...] = ()  # earlier turns, before ``prompt``
+    assistant_prefix: str = ""
+
+    def messages(self) -> list[Message]:
+        """The chat as a message list: system, history, the prompt, then any prefix."""
+        out: list[Message] = []
+        if self.system:
+            out.append(Message("system", self.system))
+        out.extend(self.history)
+        out.append(Message("user", self.prompt))
+        if self.assistant_prefix:
+            out.append(Message("assistant", self.assistant_prefix))
+        return out
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the server reported them (None when it did not)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a streamed answer. The last one carries ``finish_reason`` and/or usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved place to send a request: one entry of a route in the routing table."""
+
+    name: str
+    backend: str  # catalogue key
+    protocol: str
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    options: dict[str, str] = field(default_factory=dict)  # protocol extras (api_version, region, ...)
+    local: bool = False
+
+
+@dataclass
+class Completion:
+    """What one adapter call returned."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class InferenceResponse:
+    """The answer to a routed query: the product's InferenceResponse plus routing facts."""
+
+    text: str
+    tokens_generated: int
+    latency_ms: float
+    tokens_per_second: float
+    target: str = ""
+    ttft_ms: float | None = None
+    attempts: int = 1
+    fallbacks: int = 0
+    failed_over_from: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    usage_source: str = "server"  # "server" | "estimate"
+    cost_usd: float = 0.0

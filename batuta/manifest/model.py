@@ -1,0 +1,164 @@
+"""The manifest as pydantic models: the shape of ``batuta.yaml``.
+
+Unknown keys are forbidden everywhere. Durations and sizes accept human units
+(``30s``, ``500ms``, ``2m``, ``2GiB``) and are normalised to seconds and bytes.
+Cross-field rules (references, ports, privacy, quantization) live in ``rules.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, None: 1,
+}  # fmt: skip
+
+
+def parse_duration(value: object) -> float:
+    """``30s`` / ``500ms`` / ``2m`` / ``1h`` / a bare number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 500ms or 2m")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 500ms, 2m)")
+
+
+def parse_size(value: object) -> int:
+    """``2GiB`` / ``512MB`` / a bare number of bytes → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 2GiB or 512MB")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        unit = m.group(2).lower() if m.group(2) else None
+        return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    raise ValueError(f"{value!r} is not a size (use e.g. 2GiB, 512MB)")
+
+
+# JSON Schema sees the human form (string or number); Python sees seconds / bytes.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string"}]}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    Field(json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Model(_Strict):
+    """A model file (or registry name) that servers load."""
+
+    source: str = Field(
+        description="pkg://package/file.gguf, ./path.gguf, hf://org/repo/file.gguf, "
+        "ollama://name:tag or https://..."
+    )
+    format: Literal[
+        "gguf", "safetensors", "pytorch", "onnx", "tensorrt", "openvino", "mlc", "exl2"
+    ] = "gguf"
+    quantization: str | None = Field(
+        default=None, description="Q4_K_M, Q4_1, F16, EXL2, ... checked against the file"
+    )
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    revision: str | None = None
+
+
+class Server(_Strict):
+    """A local inference server batuta launches and supervises."""
+
+    backend: str = Field(description="realizar | ollama | llamacpp | llamafile | candle | ...")
+    model: str = Field(description="name of an entry under models:")
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, description="allocated from a range when absent")
+    ctx: int | None = Field(default=None, ge=128, description="context size in tokens")
+    threads: int | None = Field(default=None, ge=1)
+    args: list[str] = Field(default_factory=list, description="extra command-line arguments")
+    env: dict[str, str] = Field(default_factory=dict)
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    executable: str | None = Field(default=None, description="path of the server executable")
+    ready_timeout: Duration = 120.0
+
+
+class Endpoint(_Strict):
+    """A remote API (or an already-running server batuta does not manage)."""
+
+    provider: str = Field(description="openai | anthropic | groq | together | ... ")
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the key variable"
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="provider extras: api_version, region, project, ..."
+    )
+    pricing: tuple[float, float] | None = Field(
+        default=None, description="USD per million (input, output) tokens"
+    )
+
+
+class Tier(_Strict):
+    """What a route promises: how fast, how private, how cheap."""
+
+    latency: Literal["realtime", "interactive", "batch"] = "interactive"
+    privacy: Literal["sovereign", "private", "standard"] = "standard"
+    cost: Literal["minimal", "balanced", "performance"] = "balanced"
+
+
+class Budget(_Strict):
+    """Spend limits for a route's paid targets."""
+
+    daily_usd: float | None = Field(default=None, gt=0)
+    per_request_usd: float | None = Field(default=None, gt=0)
+
+
+class Route(_Strict):
+    """A named, ordered fallback chain of servers and endpoints."""
+
+    tier: Tier = Field(default_factory=Tier)
+    targets: list[str] | None = Field(
+        default=None, description="ordered fallback chain; filled from the tier when absent"
+    )
+    timeout: Duration = 30.0
+    first_byte_timeout: Duration | None = None
+    retries: int = Field(default=1, ge=0, le=10)
+    budget: Budget | None = None
+
+
+class Defaults(_Strict):
+    """Values servers and routes take when they do not say."""
+
+    host: str = "127.0.0.1"
+    port_range: tuple[int, int] = (8100, 8999)
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    timeout: Duration = 30.0
+    retries: int = Field(default=1, ge=0, le=10)
+    ready_timeout: Duration = 120.0
+    log_max_size: Size = 10 * 2**20
+
+
+class Manifest(_Strict):
+    """The whole of ``batuta.yaml``."""
+
+    version: Literal[1] = 1
+    models: dict[Name, Model] = Field(default_factory=dict)
+    servers: dict[Name, Server] = Field(default_factory=dict)
+    endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
+    routes: dict[Name, Route] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)

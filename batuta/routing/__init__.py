@@ -1,0 +1,1 @@
+"""The routing table: the file apply writes and the router reads."""

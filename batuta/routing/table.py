@@ -1,0 +1,129 @@
+"""``.batuta/routes.json``: every route resolved to concrete targets, without secrets.
+
+``apply`` writes it atomically (temp file + rename, so a reader never sees half a file);
+``serve query`` reads only this file plus live health. Keys appear by variable *name*.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batuta.backends.types import Target
+from batuta.errors import RoutingError
+
+TABLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    """One target of a route as apply resolved it."""
+
+    name: str
+    backend: str
+    protocol: str
+    base_url: str
+    model: str
+    local: bool
+    api_key_env: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    pricing: tuple[float, float] | None = None
+    health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
+
+    def target(self) -> Target:
+        """The adapter-facing view of this entry."""
+        return Target(
+            name=self.name,
+            backend=self.backend,
+            protocol=self.protocol,
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            options=dict(self.options),
+            local=self.local,
+        )
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One route: its tier, limits and ordered targets."""
+
+    name: str
+    latency: str
+    privacy: str
+    cost: str
+    targets: tuple[TargetEntry, ...]
+    timeout: float = 30.0
+    first_byte_timeout: float | None = None
+    retries: int = 1
+    daily_usd: float | None = None
+    per_request_usd: float | None = None
+    reason: str = ""  # why the targets are in this order, when the tier chose them
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """All routes of one manifest."""
+
+    manifest: str
+    routes: dict[str, RouteEntry]
+    version: int = TABLE_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's JSON form (see schemas/routes.schema.json)."""
+        routes: dict[str, Any] = {}
+        for name, route in self.routes.items():
+            data = asdict(route)
+            del data["name"]
+            for t in data["targets"]:
+                t["pricing"] = list(t["pricing"]) if t["pricing"] else None
+            routes[name] = data
+        return {"version": self.version, "manifest": self.manifest, "routes": routes}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoutingTable:
+        """Parse the file's JSON form."""
+        routes: dict[str, RouteEntry] = {}
+        for name, raw in data["routes"].items():
+            targets = tuple(
+                TargetEntry(
+                    **{**t, "pricing": tuple(t["pricing"]) if t.get("pricing") else None}
+                )
+                for t in raw["targets"]
+            )
+            routes[name] = RouteEntry(name=name, **{**raw, "targets": targets})
+        return cls(manifest=data["manifest"], routes=routes, version=data["version"])
+
+
+def write_table(path: Path, table: RoutingTable) -> None:
+    """Write atomically: a concurrent reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".routes.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(table.to_json(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: Path) -> RoutingTable:
+    """Read the table, with a clear error when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RoutingError(f"no routing table at {path}: run `batuta apply` first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RoutingError(f"routing table {path} is unreadable: {exc}") from exc
+    try:
+        return RoutingTable.from_json(data)
+    except (KeyError, TypeError) as exc:
+        raise RoutingError(f"routing table {path} has an unexpected shape: {exc}") from exc
