@@ -8,7 +8,6 @@ so the CLI can render tables and trees from it without paying for httpx or pydan
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -144,6 +143,8 @@ class Backend:
 
     def executable_path(self) -> str | None:
         """Where the backend's executable is, or None when it is not installed."""
+        import shutil  # pulls in bz2/lzma: keep it off the start-up path
+
         return shutil.which(self.executable) if self.executable else None
 
     def key_is_set(self) -> bool | None:
@@ -305,7 +306,7 @@ CATALOGUE: dict[str, Backend] = {
                install="cargo install mistralrs-server (or a mistral.rs release)"),
         _local("vllm", S.VLLM, "vLLM", language="Python", feature="PagedAttention",
                group="python_based", formats=(F.PYTORCH, F.SAFETENSORS, F.GGUF),
-               quants=_NO_K_QUANTS + ("FP8", "AWQ", "GPTQ"), port=8000, health="/health",
+               quants=(*_NO_K_QUANTS, "FP8", "AWQ", "GPTQ"), port=8000, health="/health",
                executable="vllm", api_key_env="VLLM_API_KEY", batch=True,
                install="pip install vllm"),
         _local("tgi", S.TGI, "TGI", language="Rust/Py", feature="HF official server",
@@ -356,20 +357,20 @@ CATALOGUE: dict[str, Backend] = {
                 base_url="https://bedrock-runtime.{region}.amazonaws.com",
                 key_env="AWS_ACCESS_KEY_ID", privacy=Privacy.DEDICATED, protocol="bedrock",
                 adapter="batuta.backends.bedrock:BedrockAdapter", pricing=(3.0, 15.0),
-                health=None),
+                health=None, key_required=False),  # SigV4 keys or AWS_BEARER_TOKEN_BEDROCK
         _remote("azure-openai", S.AZURE_OPENAI, "Azure OpenAI", feature="Microsoft managed",
                 group="enterprise", label="azure_openai",
                 base_url="https://{resource}.openai.azure.com", key_env="AZURE_OPENAI_API_KEY",
                 privacy=Privacy.DEDICATED, protocol="azure",
                 adapter="batuta.backends.azure:AzureOpenAIAdapter",
                 dialect=Dialect(auth_header="api-key", max_tokens_field="max_completion_tokens"),
-                pricing=(2.5, 10.0)),
+                pricing=(2.5, 10.0), key_required=False),  # or an Entra token (options.token_env)
         _remote("vertex", S.GOOGLE_VERTEX, "Google Vertex AI", feature="Google managed",
                 group="enterprise", label="google_vertex",
                 base_url="https://{location}-aiplatform.googleapis.com/v1",
                 key_env="VERTEX_ACCESS_TOKEN", privacy=Privacy.DEDICATED, protocol="gemini",
                 adapter="batuta.backends.gemini:GeminiAdapter", pricing=(0.3, 2.5),
-                health=None),
+                health=None, key_required=False),  # or Application Default Credentials
         _remote("openai", S.OPENAI, "OpenAI", feature="GPT models", group="frontier_apis",
                 base_url="https://api.openai.com/v1", key_env="OPENAI_API_KEY",
                 dialect=Dialect(max_tokens_field="max_completion_tokens"), pricing=(2.5, 10.0)),

@@ -1,0 +1,34 @@
+"""Apply: make what runs match the manifest (``execute``), again on every edit (``watch``).
+
+``state`` (the ``.batuta/`` files and the apply lock) is imported by the runtime, so this
+package imports nothing eagerly; the names below load on first use::
+
+    from batuta.apply import apply
+    result = apply("batuta.yaml")        # ApplyResult: added, changed, destroyed, ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batuta.apply.execute import ApplyFailed, ApplyResult, apply, apply_loaded
+    from batuta.apply.watch import WatchLoop
+
+# (``watch`` the function stays in batuta.apply.watch: the name is that submodule's.)
+__all__ = ["ApplyFailed", "ApplyResult", "WatchLoop", "apply", "apply_loaded"]
+
+_WHERE = {
+    "ApplyFailed": "batuta.apply.execute",
+    "ApplyResult": "batuta.apply.execute",
+    "apply": "batuta.apply.execute",
+    "apply_loaded": "batuta.apply.execute",
+    "WatchLoop": "batuta.apply.watch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,7 +75,9 @@ class Target:
     base_url: str
     model: str
     api_key_env: str | None = None
-    options: dict[str, str] = field(default_factory=dict)  # protocol extras (api_version, region, ...)
+    options: dict[str, str] = field(
+        default_factory=dict
+    )  # protocol extras (api_version, region, ...)
     local: bool = False
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -44,16 +44,37 @@ def parse_size(value: object) -> int:
     raise ValueError(f"{value!r} is not a size (use e.g. 2GiB, 512MB)")
 
 
+# The same grammars for JSON Schema (ECMA-262 regexes, so no inline flags): an editor then
+# rejects "30 seconds" exactly as the loader does.
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([Bb]|[KkMmGgTt][Ii]?[Bb])?\s*$"
+
 # JSON Schema sees the human form (string or number); Python sees seconds / bytes.
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
+            "description": "seconds, or a duration such as 30s, 500ms, 2m, 1h",
+        }
+    ),
 ]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    Field(json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": "bytes, or a size such as 2GiB, 512MB",
+        }
+    ),
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -86,7 +107,9 @@ class Server(_Strict):
     backend: str = Field(description="realizar | ollama | llamacpp | llamafile | candle | ...")
     model: str = Field(description="name of an entry under models:")
     host: str = "127.0.0.1"
-    port: int | None = Field(default=None, description="allocated from a range when absent")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="allocated from a range when absent"
+    )
     ctx: int | None = Field(default=None, ge=128, description="context size in tokens")
     threads: int | None = Field(default=None, ge=1)
     args: list[str] = Field(default_factory=list, description="extra command-line arguments")

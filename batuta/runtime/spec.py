@@ -12,7 +12,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-ServerState = Literal["starting", "ready", "unhealthy", "crashloop", "stopped", "exited"]
+ServerState = Literal[
+    "starting", "ready", "unhealthy", "crashloop", "stopping", "stopped", "exited"
+]
 Origin = Literal["manifest", "adhoc"]
 
 

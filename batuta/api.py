@@ -1,0 +1,57 @@
+"""The library's front door: the few calls a Python user needs, each one line.
+
+::
+
+    import batuta
+    loaded = batuta.load_manifest("batuta.yaml")
+    print(batuta.make_plan("batuta.yaml").summary)
+    batuta.apply_manifest("batuta.yaml")
+    print(batuta.query("Why is the sky blue?").text)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batuta.backends.types import InferenceResponse
+
+
+def state_dir_for(manifest: str | os.PathLike[str] | None = None) -> Path:
+    """``$BATUTA_STATE_DIR``, else ``.batuta`` next to the manifest."""
+    from batuta.manifest import manifest_path
+
+    env = os.environ.get("BATUTA_STATE_DIR")
+    if env:
+        return Path(env).expanduser().absolute()
+    return manifest_path(None if manifest is None else str(manifest))[0].parent / ".batuta"
+
+
+def query(
+    prompt: str,
+    *,
+    route: str = "default",
+    manifest: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> InferenceResponse:
+    """Answer ``prompt`` through a route of the routing table that ``apply`` wrote.
+
+    ``options`` are :class:`~batuta.backends.types.InferenceRequest` fields
+    (system, max_tokens, temperature, top_p, stop, seed, stream).
+    """
+    from batuta.backends.types import InferenceRequest
+    from batuta.errors import RoutingError
+    from batuta.router.engine import run_query
+    from batuta.routing.table import read_table
+
+    state = state_dir_for(manifest)
+    table = read_table(state / "routes.json")
+    entry = table.routes.get(route)
+    if entry is None:
+        known = ", ".join(sorted(table.routes)) or "none"
+        raise RoutingError(f"no route {route!r} in the routing table (routes: {known})")
+    if "stop" in options:
+        options["stop"] = tuple(options["stop"])
+    return run_query(entry, InferenceRequest(prompt=prompt, **options), state_dir=state)

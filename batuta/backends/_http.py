@@ -1,0 +1,335 @@
+"""HTTP plumbing every adapter shares: URLs, auth headers, timeouts, sending, body readers.
+
+Adapters build a request body and parse their protocol's answer; *how* a call fails is
+decided here and in :mod:`batuta.backends._failures`, so every backend reports failures the
+same way:
+
+- :func:`send` opens a streamed response and raises a classified
+  :class:`~batuta.errors.BackendError` for transport failures, first-byte timeouts and
+  non-2xx answers (via :func:`error_from_response`).
+- :func:`iter_bytes`, :func:`iter_lines`, :func:`iter_ndjson`, :func:`iter_sse`,
+  :func:`read_json` read the body under the same first-byte timeout and overall deadline,
+  turning a dropped connection into ``STREAM_CUT`` and bad JSON into ``MALFORMED``.
+
+This module is the one import adapters need: it re-exports the error helpers of
+:mod:`~batuta.backends._failures`, the payload helpers of :mod:`~batuta.backends._payload`
+and :class:`~batuta.backends._sse.SSEEvent`.
+
+Deadlines are absolute ``time.monotonic()`` values so a router can give one budget to a
+whole fallback chain. Messages never contain request headers, keys or query strings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import time
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from batuta.backends._failures import (
+    MAX_MESSAGE,
+    describe_error,
+    error_from_body,
+    error_from_response,
+    malformed,
+    parse_json,
+    parse_retry_after,
+    transport_error,
+)
+from batuta.backends._payload import (
+    StopFilter,
+    body_extras,
+    finish_reason,
+    int_or_none,
+    plain_prompt,
+)
+from batuta.backends._sse import SSEEvent, parse_sse
+from batuta.catalogue import lookup
+from batuta.errors import BackendError, FailureKind
+
+if TYPE_CHECKING:
+    from batuta.backends.types import Target
+
+CONNECT_TIMEOUT = 10.0  # seconds to open a TCP/TLS connection
+READ_TIMEOUT = 600.0  # longest silence tolerated between two reads when nothing else is set
+
+_VERSIONED = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
+
+
+# ---------------------------------------------------------------------------- URLs, auth
+
+
+def api_url(base_url: str, path: str, *, prefix: str = "/v1") -> str:
+    """Join ``base_url`` and ``path``, inserting ``prefix`` unless the base already ends in a
+    version segment: ``http://h:8080`` + ``/chat/completions`` → ``.../v1/chat/completions``,
+    but ``https://api.groq.com/openai/v1`` keeps its own ``/v1``."""
+    base = base_url.rstrip("/")
+    if not path.startswith("/"):
+        path = "/" + path
+    if prefix and not _VERSIONED.search(httpx.URL(base).path.rstrip("/")):
+        base += prefix
+    return base + path
+
+
+def origin(base_url: str) -> str:
+    """``base_url`` without a trailing version segment, for server routes outside the API
+    (``http://h:8000/v1`` → ``http://h:8000`` so ``/health`` lands where vLLM serves it)."""
+    base = base_url.rstrip("/")
+    path = httpx.URL(base).path.rstrip("/")
+    match = _VERSIONED.search(path)
+    return base[: len(base) - len(path) + match.start()] if match else base
+
+
+def auth_headers(
+    target: Target, api_key: str | None, style: str = "authorization"
+) -> dict[str, str]:
+    """The header carrying ``api_key`` in ``style`` (``authorization`` → Bearer, ``api-key``,
+    ``x-api-key``); ``target.options["auth_header"]`` overrides the style. When the backend
+    requires a key and none is set, raise AUTH naming the variable to set."""
+    if not api_key:
+        record = lookup(target.backend)
+        if record is not None and record.key_required and target.api_key_env:
+            raise BackendError(
+                FailureKind.AUTH, f"{target.name}: set {target.api_key_env} to the API key"
+            )
+        return {}
+    style = target.options.get("auth_header", style).lower()
+    if style == "authorization":
+        return {"Authorization": f"Bearer {api_key}"}
+    if style in ("api-key", "x-api-key"):
+        return {style: api_key}
+    raise BackendError(FailureKind.CLIENT, f"{target.name}: unknown auth header style {style!r}")
+
+
+def request_timeout(
+    connect: float | None = CONNECT_TIMEOUT,
+    first_byte: float | None = None,
+    total: float | None = None,
+) -> httpx.Timeout:
+    """An ``httpx.Timeout`` for one call: ``connect`` to open the socket, then each read may
+    wait up to ``first_byte`` (or ``total``, or :data:`READ_TIMEOUT`). The overall deadline is
+    enforced by :func:`send` and the body readers, which httpx cannot do by itself."""
+    read = first_byte or total or READ_TIMEOUT
+    if total is not None:
+        read = min(read, total)
+        connect = total if connect is None else min(connect, total)
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _budget(*limits: float | None) -> float | None:
+    values = [v for v in limits if v is not None]
+    return max(0.0, min(values)) if values else None
+
+
+# ---------------------------------------------------------------------------- sending
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str] | None = None,
+    json_body: Any = None,
+    params: Mapping[str, str] | None = None,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+    secret: str | None = None,
+) -> httpx.Response:
+    """Send one request and return the *streamed* 2xx response (close it when done).
+
+    Raises a classified BackendError on connection failure, on a non-2xx status (the body
+    is read for the provider's message) and when no response arrives within
+    ``first_byte_timeout`` or before ``deadline``."""
+    budget = _budget(first_byte_timeout, _remaining(deadline))
+    request = client.build_request(
+        method,
+        url,
+        headers=dict(headers or {}),
+        json=json_body,
+        params=params,
+        timeout=request_timeout(total=_remaining(deadline)),
+    )
+    try:
+        with anyio.fail_after(budget):
+            response = await client.send(request, stream=True)
+    except TimeoutError:
+        raise _first_byte_timeout(provider, budget) from None
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, provider=provider) from exc
+    if response.is_success:
+        return response
+    try:
+        with anyio.fail_after(_budget(_remaining(deadline), 30.0)):
+            body = await response.aread()
+    except (httpx.HTTPError, TimeoutError):
+        body = b""
+    finally:
+        await response.aclose()
+    raise error_from_response(
+        response.status_code, response.headers, body, provider=provider, secret=secret
+    )
+
+
+def _first_byte_timeout(provider: str, budget: float | None) -> BackendError:
+    return BackendError(FailureKind.TIMEOUT, f"{provider}: no answer within {budget or 0:.3g} s")
+
+
+async def iter_bytes(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The raw body, chunk by chunk. The first chunk must come within ``first_byte_timeout``;
+    every chunk before ``deadline``. A connection dropped mid-body raises STREAM_CUT, a
+    silent server TIMEOUT. Closes the response in every case."""
+    chunks = response.aiter_bytes()
+    received = False
+    try:
+        while True:
+            limit = (
+                _remaining(deadline)
+                if received
+                else _budget(first_byte_timeout, _remaining(deadline))
+            )
+            try:
+                with anyio.fail_after(limit):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not received:
+                    raise _first_byte_timeout(provider, limit) from None
+                raise BackendError(
+                    FailureKind.TIMEOUT, f"{provider}: deadline passed mid-answer"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, provider=provider, received=True) from exc
+            received = True
+            yield chunk
+    finally:
+        await response.aclose()
+
+
+async def read_json(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+) -> Any:
+    """The whole body parsed as JSON (MALFORMED when it is not)."""
+    parts = [
+        c
+        async for c in iter_bytes(
+            response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
+        )
+    ]
+    return parse_json(b"".join(parts), provider=provider)
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+async def iter_lines(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+) -> AsyncGenerator[str, None]:
+    """Body lines split on CRLF, CR or LF only (unlike ``str.splitlines``, a U+2028 inside a
+    JSON string stays put). A final line without a newline is still yielded."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pending = ""
+    async for chunk in iter_bytes(
+        response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
+    ):
+        pending += decoder.decode(chunk)
+        # A trailing CR may be the first half of a CRLF split across chunks: keep it.
+        keep_cr = pending.endswith("\r")
+        body = pending[:-1] if keep_cr else pending
+        *lines, pending = _NEWLINE.split(body)
+        if keep_cr:
+            pending += "\r"
+        for line in lines:
+            yield line
+    pending += decoder.decode(b"", final=True)
+    lines = _NEWLINE.split(pending)
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines:
+        yield line
+
+
+async def iter_ndjson(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+) -> AsyncGenerator[Any, None]:
+    """One parsed JSON value per non-blank line (MALFORMED on a line that is not JSON)."""
+    async for line in iter_lines(
+        response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
+    ):
+        if line.strip():
+            yield parse_json(line, provider=provider)
+
+
+async def iter_sse(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+) -> AsyncGenerator[SSEEvent, None]:
+    """Server-sent events of the body (see :func:`batuta.backends._sse.parse_sse`); a drop
+    mid-body raises STREAM_CUT. Decoding each event's ``data`` is the caller's job
+    (:func:`parse_json` fails as MALFORMED)."""
+    lines = iter_lines(
+        response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
+    )
+    async for event in parse_sse(lines):
+        yield event
+
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "MAX_MESSAGE",
+    "READ_TIMEOUT",
+    "SSEEvent",
+    "StopFilter",
+    "api_url",
+    "auth_headers",
+    "body_extras",
+    "describe_error",
+    "error_from_body",
+    "error_from_response",
+    "finish_reason",
+    "int_or_none",
+    "iter_bytes",
+    "iter_lines",
+    "iter_ndjson",
+    "iter_sse",
+    "malformed",
+    "origin",
+    "parse_json",
+    "parse_retry_after",
+    "plain_prompt",
+    "read_json",
+    "request_timeout",
+    "send",
+    "transport_error",
+]

@@ -1,0 +1,108 @@
+"""Protocol-neutral pieces of requests and answers that several adapters share.
+
+One finish-reason vocabulary, the chat flattened for raw-prompt APIs, ``param.*`` target
+options as body extras, token counts read defensively, and client-side stop sequences for
+servers that lack them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batuta.backends.types import InferenceRequest
+
+_FINISH = {
+    "stop": "stop",
+    "eos": "stop",
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "end_turn": "stop",
+    "word": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "limit": "length",
+    "model_length": "length",
+}
+
+
+def finish_reason(raw: object) -> str | None:
+    """One vocabulary for every protocol: ``stop`` and ``length`` where they mean that,
+    anything else (``content_filter``, ``tool_calls``, ...) as the server said it."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw)
+    return _FINISH.get(text.lower(), text)
+
+
+def plain_prompt(request: InferenceRequest) -> str:
+    """The chat flattened for raw-completion APIs (TGI ``/generate``, realizar, OpenAI
+    ``/completions``): system, earlier turns and the prompt separated by blank lines, then
+    any assistant prefix glued on so generation continues exactly where it stopped."""
+    parts = [request.system] if request.system else []
+    parts += [m.content for m in request.history]
+    parts.append(request.prompt)
+    return "\n\n".join(parts) + request.assistant_prefix
+
+
+def body_extras(options: Mapping[str, str]) -> dict[str, Any]:
+    """Target options named ``param.<field>`` become top-level body fields (``param.top_k:
+    "40"`` → ``"top_k": 40``); values are read as JSON when they parse, else kept as text."""
+    extras: dict[str, Any] = {}
+    for key, value in options.items():
+        if key.startswith("param.") and len(key) > len("param."):
+            try:
+                extras[key[len("param.") :]] = json.loads(value)
+            except ValueError:
+                extras[key[len("param.") :]] = value
+    return extras
+
+
+class StopFilter:
+    """Applies stop sequences to streamed text for servers that do not (or that echo the
+    matched sequence). Text that might be the start of a stop sequence is held back until
+    the next piece shows whether it is; after a match, :attr:`hit` is set and the rest of
+    the stream should be discarded."""
+
+    def __init__(self, stops: tuple[str, ...] | list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.held = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` that is safe to show now."""
+        if self.hit:
+            return ""
+        if not self.stops:
+            return text
+        buffer = self.held + text
+        found = [i for i in (buffer.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit, self.held = True, ""
+            return buffer[: min(found)]
+        keep = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(buffer)), keep, -1):
+                if buffer.endswith(stop[:k]):
+                    keep = k
+                    break
+        self.held = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep]
+
+    def flush(self) -> str:
+        """Whatever was held back, once the stream ended without a match."""
+        out, self.held = ("" if self.hit else self.held), ""
+        return out
+
+
+def int_or_none(value: object) -> int | None:
+    """A token count from JSON (ints, or numeric strings as some servers send)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None

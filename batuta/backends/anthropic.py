@@ -1,0 +1,198 @@
+"""Anthropic's Messages API: ``POST /v1/messages`` with named SSE events.
+
+``max_tokens`` is required (1024 when the request leaves it open), the system prompt is a
+top-level field, and an answer to continue is sent as a trailing assistant message
+(prefill). The API refuses a prefill ending in whitespace, so that whitespace is cut off
+and dropped again from the start of the continuation. Stream events: ``message_start``
+(input tokens) → ``content_block_delta`` (``text_delta``) → ``message_delta`` (stop reason,
+output tokens) → ``message_stop``; ``ping`` is ignored and an ``error`` event after the 200
+(``overloaded_error``) is a failure. Target options: ``anthropic_version``,
+``anthropic_beta``, ``param.<field>`` (``param.top_k``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from batuta.backends import _http
+from batuta.backends.base import Adapter
+from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
+from batuta.errors import BackendError, FailureKind
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+
+
+class AnthropicAdapter(Adapter):
+    """Claude models over the Messages API."""
+
+    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+        super().__init__(target, client)
+        self.provider = target.name or target.backend
+
+    def headers(self) -> dict[str, str]:
+        """``x-api-key`` plus the API version (and beta flags when configured)."""
+        headers = _http.auth_headers(self.target, self.api_key(), "x-api-key")
+        headers["anthropic-version"] = self.target.options.get("anthropic_version", API_VERSION)
+        if "anthropic_beta" in self.target.options:
+            headers["anthropic-beta"] = self.target.options["anthropic_beta"]
+        return headers
+
+    def body(self, request: InferenceRequest, *, stream: bool) -> tuple[dict[str, Any], str]:
+        """The request body, and the whitespace cut from the end of the prefill."""
+        systems = [m.content for m in request.messages() if m.role == "system"]
+        messages = [
+            {"role": m.role, "content": m.content}
+            for m in request.messages()
+            if m.role in ("user", "assistant")
+        ]
+        trimmed = ""
+        if request.assistant_prefix:
+            prefix = request.assistant_prefix.rstrip()
+            trimmed = request.assistant_prefix[len(prefix) :]
+            messages[-1]["content"] = prefix
+        body: dict[str, Any] = {
+            "model": request.model or self.target.model,
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": messages,
+        }
+        if systems:
+            body["system"] = "\n\n".join(systems)
+        for name in ("temperature", "top_p"):
+            value = getattr(request, name)
+            if value is not None:
+                body[name] = value
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if stream:
+            body["stream"] = True
+        body.update(_http.body_extras(self.target.options))
+        return body, trimmed
+
+    async def _send(
+        self, body: dict[str, Any], fbt: float | None, deadline: float | None
+    ) -> httpx.Response:
+        return await _http.send(
+            self.client,
+            "POST",
+            _http.api_url(self.target.base_url, "/messages"),
+            provider=self.provider,
+            headers=self.headers(),
+            json_body=body,
+            first_byte_timeout=fbt,
+            deadline=deadline,
+            secret=self.api_key(),
+        )
+
+    def _error(self, body: Any) -> BackendError:
+        return _http.error_from_body(body, provider=self.provider, secret=self.api_key())
+
+    async def complete(
+        self,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Completion:
+        """One blocking call; text is the concatenation of the text blocks."""
+        body, trimmed = self.body(request, stream=False)
+        response = await self._send(body, first_byte_timeout, deadline)
+        answer = await _http.read_json(response, provider=self.provider, deadline=deadline)
+        if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
+            if isinstance(answer, dict) and answer.get("type") == "error":
+                raise self._error(answer)
+            raise _http.malformed(self.provider, "answer has no content list")
+        text = "".join(
+            str(block.get("text") or "")
+            for block in answer["content"]
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        if trimmed and text.startswith(trimmed):
+            text = text[len(trimmed) :]
+        raw = answer.get("usage")
+        usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        return Completion(
+            text,
+            _http.finish_reason(answer.get("stop_reason")),
+            Usage(
+                _http.int_or_none(usage.get("input_tokens")),
+                _http.int_or_none(usage.get("output_tokens")),
+            ),
+        )
+
+    async def stream(
+        self,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Chunk]:
+        """Named SSE events until ``message_stop`` (a close right after ``message_delta``
+        is accepted too); anything earlier ending the stream is STREAM_CUT."""
+        body, trimmed = self.body(request, stream=True)
+        response = await self._send(body, first_byte_timeout, deadline)
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        stop: str | None = None
+        events = _http.iter_sse(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+        )
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    data = (
+                        _http.parse_json(event.data, provider=self.provider) if event.data else {}
+                    )
+                    if not isinstance(data, dict):
+                        raise _http.malformed(
+                            self.provider, "event is not a JSON object", event.data
+                        )
+                    kind = event.event if event.event != "message" else str(data.get("type", ""))
+                    if kind == "error":
+                        raise self._error(data)
+                    if kind == "message_start":
+                        usage = (data.get("message") or {}).get("usage") or {}
+                        input_tokens = _http.int_or_none(usage.get("input_tokens"))
+                        output_tokens = _http.int_or_none(usage.get("output_tokens"))
+                    elif kind == "content_block_delta":
+                        delta = data.get("delta") or {}
+                        text = delta.get("text") if delta.get("type") == "text_delta" else None
+                        if isinstance(text, str) and trimmed:
+                            text, trimmed = text.removeprefix(trimmed), ""
+                        if text:
+                            yield Chunk(text)
+                    elif kind == "message_delta":
+                        stop = _http.finish_reason((data.get("delta") or {}).get("stop_reason"))
+                        count = _http.int_or_none((data.get("usage") or {}).get("output_tokens"))
+                        output_tokens = count if count is not None else output_tokens
+                    elif kind == "message_stop":
+                        break
+                else:
+                    if stop is None:
+                        raise BackendError(
+                            FailureKind.STREAM_CUT,
+                            f"{self.provider}: stream ended before message_stop",
+                        )
+        except BackendError as exc:
+            if exc.kind is not FailureKind.STREAM_CUT or stop is None:
+                raise
+        yield Chunk("", stop, Usage(input_tokens, output_tokens))
+
+    async def health(self) -> bool:
+        """An authenticated ``GET /v1/models`` answers 200."""
+        try:
+            response = await self.client.get(
+                _http.api_url(self.target.base_url, "/models"),
+                headers=self.headers(),
+                timeout=_http.request_timeout(total=10.0),
+            )
+        except (httpx.HTTPError, BackendError):
+            return False
+        return response.is_success

@@ -1,0 +1,385 @@
+"""AWS Bedrock Runtime: the Converse and ConverseStream operations.
+
+Requests are signed with SigV4 by botocore's own signer (service ``bedrock``), over the
+exact bytes sent; botocore is the optional extra ``batuta[bedrock]`` and is imported only
+when signing. The Bedrock API-key form (``Authorization: Bearer``) needs no botocore.
+ConverseStream answers in AWS event-stream frames (:mod:`batuta.backends.eventstream`);
+usage arrives only in the final ``metadata`` event.
+
+Target options:
+
+- ``region``: else the one in ``base_url``, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``;
+- ``auth``: ``sigv4`` or ``bedrock-bearer``; by default bearer when the token variable
+  (``token_env``, default ``AWS_BEARER_TOKEN_BEDROCK``) is set, SigV4 otherwise;
+- ``secret_key_env`` / ``session_token_env``: variable names for SigV4 credentials (the
+  access key id is ``api_key_env``, default ``AWS_ACCESS_KEY_ID``);
+- ``param.<field>: <json>``: model-specific knobs sent as ``additionalModelRequestFields``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from batuta.backends import _http
+from batuta.backends.base import Adapter
+from batuta.backends.eventstream import EventStreamDecoder, Message
+from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
+from batuta.errors import BackendError, FailureKind, NotInstalledError
+
+DEFAULT_HOST = "https://bedrock-runtime.{region}.amazonaws.com"
+_REGION_IN_HOST = re.compile(r"bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com")
+
+# In-stream exception names (lowerCamel) → what the router should do about them.
+_STREAM_EXCEPTIONS = {
+    "throttlingexception": FailureKind.RATE_LIMIT,
+    "servicequotaexceededexception": FailureKind.QUOTA,
+    "serviceunavailableexception": FailureKind.OVERLOADED,
+    "modelnotreadyexception": FailureKind.OVERLOADED,
+    "validationexception": FailureKind.CLIENT,
+    "resourcenotfoundexception": FailureKind.CLIENT,
+    "accessdeniedexception": FailureKind.AUTH,
+    "internalserverexception": FailureKind.SERVER,
+    "modelstreamerrorexception": FailureKind.SERVER,
+    "modeltimeoutexception": FailureKind.SERVER,
+}
+_FINISH = {
+    "content_filtered": "content_filter",
+    "guardrail_intervened": "content_filter",
+    "tool_use": "tool_calls",
+}
+
+
+def _finish(raw: object) -> str | None:
+    text = _http.finish_reason(raw)
+    return _FINISH.get(text, text) if text else None
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(
+        _http.int_or_none(raw.get("inputTokens")), _http.int_or_none(raw.get("outputTokens"))
+    )
+
+
+def sign(
+    method: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    access_key: str,
+    secret_key: str,
+    session_token: str | None,
+    region: str,
+) -> dict[str, str]:
+    """``headers`` plus SigV4 ``Authorization``, ``X-Amz-Date`` (and the session token) for
+    this exact request, computed by botocore for service ``bedrock``."""
+    try:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+    except ImportError as exc:
+        raise NotInstalledError(
+            "SigV4 signing for Bedrock needs botocore: pip install 'batuta[bedrock]'"
+        ) from exc
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    SigV4Auth(Credentials(access_key, secret_key, session_token), "bedrock", region).add_auth(
+        request
+    )
+    return {str(k): str(v) for k, v in request.headers.items()}
+
+
+class BedrockAdapter(Adapter):
+    """Converse (blocking) and ConverseStream (event-stream) against Bedrock Runtime."""
+
+    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+        super().__init__(target, client)
+        self.provider = target.name or target.backend
+        self.options = target.options
+
+    # ------------------------------------------------------------------ where and who
+
+    def region(self) -> str:
+        """The signing region: option, then the endpoint's host, then the environment."""
+        found = _REGION_IN_HOST.search(self.target.base_url)
+        region = (
+            self.options.get("region")
+            or (found.group(1) if found else None)
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        )
+        if not region:
+            raise BackendError(
+                FailureKind.CLIENT,
+                f"{self.provider}: no AWS region (set options.region or AWS_REGION)",
+            )
+        return region
+
+    def url(self, operation: str, model: str | None = None) -> str:
+        """``{base}/model/{modelId}/{operation}`` with the model id percent-encoded
+        (``:`` and ``/`` of ARNs and inference profiles included)."""
+        base = (self.target.base_url or DEFAULT_HOST).rstrip("/")
+        if "{region}" in base:
+            base = base.replace("{region}", self.region())
+        return f"{base}/model/{quote(model or self.target.model, safe='')}/{operation}"
+
+    def _bearer_env(self) -> str:
+        return self.options.get("token_env") or "AWS_BEARER_TOKEN_BEDROCK"
+
+    def _uses_bearer(self) -> bool:
+        auth = self.options.get("auth", "").lower()
+        if auth in ("bedrock-bearer", "bearer", "api-key"):
+            return True
+        if auth in ("sigv4", "iam"):
+            return False
+        if auth:
+            raise BackendError(FailureKind.CLIENT, f"{self.provider}: unknown auth {auth!r}")
+        return bool(os.environ.get(self._bearer_env()))
+
+    def _secret(self) -> str | None:
+        """The most sensitive value sent, masked should a server ever echo it back."""
+        if self._uses_bearer():
+            return os.environ.get(self._bearer_env())
+        return os.environ.get(self.options.get("session_token_env") or "AWS_SESSION_TOKEN")
+
+    def headers(self, url: str, body: bytes) -> dict[str, str]:
+        """Authenticated headers for POSTing ``body`` to ``url``."""
+        base = {"Content-Type": "application/json"}
+        if self._uses_bearer():
+            env = self._bearer_env()
+            token = os.environ.get(env)
+            if not token:
+                raise BackendError(FailureKind.AUTH, f"{self.provider}: set {env} to the API key")
+            return {**base, "Authorization": f"Bearer {token}"}
+        key_env = self.target.api_key_env or "AWS_ACCESS_KEY_ID"
+        secret_env = self.options.get("secret_key_env") or "AWS_SECRET_ACCESS_KEY"
+        access_key, secret_key = os.environ.get(key_env), os.environ.get(secret_env)
+        if not access_key or not secret_key:
+            raise BackendError(
+                FailureKind.AUTH,
+                f"{self.provider}: set {key_env} and {secret_env} (or {self._bearer_env()})",
+            )
+        token_env = self.options.get("session_token_env") or "AWS_SESSION_TOKEN"
+        return sign(
+            "POST",
+            url,
+            body,
+            base,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=os.environ.get(token_env) or None,
+            region=self.region(),
+        )
+
+    # ------------------------------------------------------------------ request
+
+    def body(self, request: InferenceRequest) -> dict[str, Any]:
+        """The Converse request body."""
+        system = [{"text": request.system}] if request.system else []
+        messages: list[dict[str, Any]] = []
+        for m in request.history:
+            if m.role == "system":
+                system.append({"text": m.content})
+            else:
+                role = "assistant" if m.role == "assistant" else "user"
+                messages.append({"role": role, "content": [{"text": m.content}]})
+        messages.append({"role": "user", "content": [{"text": request.prompt}]})
+        prefix = request.assistant_prefix.rstrip()
+        if prefix:
+            # Models behind Converse refuse a final assistant turn ending in whitespace.
+            messages.append({"role": "assistant", "content": [{"text": prefix}]})
+        body: dict[str, Any] = {"messages": messages}
+        if system:
+            body["system"] = system
+        config: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            config["maxTokens"] = request.max_tokens
+        if request.temperature is not None:
+            config["temperature"] = request.temperature
+        if request.top_p is not None:
+            config["topP"] = request.top_p
+        if request.stop:
+            config["stopSequences"] = list(request.stop)
+        if config:
+            body["inferenceConfig"] = config
+        extras = _http.body_extras(self.options)
+        if extras:
+            body["additionalModelRequestFields"] = extras
+        return body
+
+    async def _post(
+        self,
+        operation: str,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None,
+        deadline: float | None,
+    ) -> httpx.Response:
+        """Sign and send; the bytes signed are the bytes sent (httpx must not re-encode)."""
+        url = self.url(operation, request.model)
+        content = json.dumps(self.body(request), separators=(",", ":")).encode()
+        headers = self.headers(url, content)
+        headers.setdefault("Accept", "application/json")
+        remaining = None if deadline is None else deadline - time.monotonic()
+        limits = [v for v in (first_byte_timeout, remaining) if v is not None]
+        budget = max(0.0, min(limits)) if limits else None
+        built = self.client.build_request(
+            "POST",
+            url,
+            content=content,
+            headers=headers,
+            timeout=_http.request_timeout(total=remaining),
+        )
+        try:
+            with anyio.fail_after(budget):
+                response = await self.client.send(built, stream=True)
+        except TimeoutError:
+            raise BackendError(
+                FailureKind.TIMEOUT, f"{self.provider}: no answer within {budget or 0:.3g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _http.transport_error(exc, provider=self.provider) from exc
+        if response.is_success:
+            return response
+        try:
+            with anyio.fail_after(30.0):
+                raw = await response.aread()
+        except (httpx.HTTPError, TimeoutError):
+            raw = b""
+        finally:
+            await response.aclose()
+        raise _http.error_from_response(
+            response.status_code,
+            response.headers,
+            raw,
+            provider=self.provider,
+            secret=self._secret(),
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    async def complete(
+        self,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Completion:
+        """One Converse call."""
+        response = await self._post(
+            "converse", request, first_byte_timeout=first_byte_timeout, deadline=deadline
+        )
+        body = await _http.read_json(response, provider=self.provider, deadline=deadline)
+        output = body.get("output") if isinstance(body, dict) else None
+        message = output.get("message") if isinstance(output, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise _http.malformed(self.provider, "Converse answer has no output.message")
+        text = "".join(
+            part["text"]
+            for part in message["content"]
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+        text = _continue(request, text)
+        return Completion(
+            text, _finish(body.get("stopReason")), _usage(body.get("usage")) or Usage()
+        )
+
+    async def stream(
+        self,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Chunk]:
+        """ConverseStream: text deltas as they come; the last chunk carries the stop reason
+        and the ``metadata`` usage. A close before ``messageStop`` is STREAM_CUT."""
+        response = await self._post(
+            "converse-stream", request, first_byte_timeout=first_byte_timeout, deadline=deadline
+        )
+        decoder = EventStreamDecoder()
+        finish: str | None = None
+        usage: Usage | None = None
+        first_text = True
+        body = _http.iter_bytes(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+        )
+        try:
+            async with aclosing(body):
+                async for data in body:
+                    for message in decoder.feed(data):
+                        event = self._event(message)
+                        if event is None:
+                            continue
+                        name, payload = event
+                        if name == "contentBlockDelta":
+                            delta = payload.get("delta")
+                            text = delta.get("text") if isinstance(delta, dict) else None
+                            if isinstance(text, str) and first_text:
+                                text = _continue(request, text)
+                                first_text = not text
+                            if isinstance(text, str) and text:
+                                yield Chunk(text)
+                        elif name == "messageStop":
+                            finish = _finish(payload.get("stopReason")) or "stop"
+                        elif name == "metadata":
+                            usage = _usage(payload.get("usage"))
+                    if usage is not None and finish is not None:
+                        break
+        except BackendError as exc:
+            # A drop after messageStop only loses the metadata event: the answer is whole.
+            if exc.kind is not FailureKind.STREAM_CUT or finish is None:
+                raise
+        if finish is None:
+            where = " mid-frame" if decoder.pending else ""
+            raise BackendError(
+                FailureKind.STREAM_CUT, f"{self.provider}: stream ended{where} before messageStop"
+            )
+        yield Chunk("", finish, usage)
+
+    def _event(self, message: Message) -> tuple[str, dict[str, Any]] | None:
+        """``(event name, payload)`` for events; raises for exception and error frames."""
+        kind = message.message_type
+        if kind == "exception":
+            name = message.event_type or "exception"
+            detail = message.json().get("message") or message.payload.decode("utf-8", "replace")
+            failure = _STREAM_EXCEPTIONS.get(name.lower(), FailureKind.SERVER)
+            raise BackendError(failure, f"{self.provider}: {detail} [{name}]"[: _http.MAX_MESSAGE])
+        if kind == "error":
+            code = message.header(":error-code") or "error"
+            detail = message.header(":error-message") or ""
+            raise BackendError(FailureKind.SERVER, f"{self.provider}: {detail} [{code}]")
+        event = message.event_type
+        return (event, message.json()) if event else None
+
+    async def health(self) -> bool:
+        """Bedrock Runtime has no health route and its model list lives on another host, so
+        the probe is a Converse capped at one output token (billed as such)."""
+        probe = InferenceRequest(prompt="ping", max_tokens=1, stream=False)
+        try:
+            await self.complete(probe, deadline=time.monotonic() + 15.0)
+        except (BackendError, NotInstalledError):
+            return False
+        return True
+
+
+def _continue(request: InferenceRequest, text: str) -> str:
+    """The prefix was sent without its trailing whitespace; the model usually answers with
+    the space again, which the user has already seen."""
+    prefix = request.assistant_prefix
+    if prefix and prefix != prefix.rstrip():
+        return text.lstrip()
+    return text

@@ -1,0 +1,167 @@
+"""Hugging Face TGI's native API: ``POST /generate`` and SSE ``POST /generate_stream``.
+
+The chat is flattened into ``inputs`` (TGI's native routes take raw text). We always ask
+for ``details`` to get the finish reason and token counts; the prompt's token count comes
+from ``details.input_length`` or the ``x-prompt-tokens`` header. TGI rejects
+``temperature: 0`` and ``top_p`` outside (0, 1), so those become greedy decoding / omitted.
+Target option ``api: messages`` uses TGI's OpenAI-compatible Messages API instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from batuta.backends import _http
+from batuta.backends.base import Adapter
+from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
+from batuta.errors import BackendError, FailureKind
+
+if TYPE_CHECKING:
+    from batuta.backends.openai import OpenAIAdapter
+
+
+class TGIAdapter(Adapter):
+    """Text Generation Inference, native routes."""
+
+    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+        super().__init__(target, client)
+        self.provider = target.name or target.backend
+        self.base = _http.origin(target.base_url)
+        self.messages_api: OpenAIAdapter | None = None
+        if target.options.get("api") == "messages":
+            from batuta.backends.openai import OpenAIAdapter
+
+            self.messages_api = OpenAIAdapter(target, client)
+
+    def body(self, request: InferenceRequest) -> dict[str, Any]:
+        """``{"inputs", "parameters"}`` for ``request``."""
+        params: dict[str, Any] = {"details": True, "return_full_text": False}
+        if request.max_tokens is not None:
+            params["max_new_tokens"] = request.max_tokens
+        if request.temperature is not None and request.temperature > 0:
+            params["temperature"] = request.temperature
+            params["do_sample"] = True
+        elif request.temperature is not None:
+            params["do_sample"] = False
+        if request.top_p is not None and 0 < request.top_p < 1:
+            params["top_p"] = request.top_p
+        if request.stop:
+            params["stop"] = list(request.stop)
+        if request.seed is not None:
+            params["seed"] = request.seed
+        params.update(_http.body_extras(self.target.options))
+        return {"inputs": _http.plain_prompt(request), "parameters": params}
+
+    async def _send(
+        self, path: str, request: InferenceRequest, fbt: float | None, deadline: float | None
+    ) -> httpx.Response:
+        return await _http.send(
+            self.client,
+            "POST",
+            self.base + path,
+            provider=self.provider,
+            headers=_http.auth_headers(self.target, self.api_key()),
+            json_body=self.body(request),
+            first_byte_timeout=fbt,
+            deadline=deadline,
+            secret=self.api_key(),
+        )
+
+    def _error(self, body: dict[str, Any]) -> BackendError:
+        return _http.error_from_body(body, provider=self.provider)
+
+    @staticmethod
+    def _prompt_tokens(details: dict[str, Any], headers: httpx.Headers) -> int | None:
+        count = _http.int_or_none(details.get("input_length"))
+        return count if count is not None else _http.int_or_none(headers.get("x-prompt-tokens"))
+
+    async def complete(
+        self,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Completion:
+        """``POST /generate``; a matched stop sequence is removed from the text."""
+        if self.messages_api is not None:
+            return await self.messages_api.complete(
+                request, first_byte_timeout=first_byte_timeout, deadline=deadline
+            )
+        response = await self._send("/generate", request, first_byte_timeout, deadline)
+        body = await _http.read_json(response, provider=self.provider, deadline=deadline)
+        if isinstance(body, list) and body:
+            body = body[0]
+        if isinstance(body, dict) and body.get("error"):
+            raise self._error(body)
+        if not isinstance(body, dict) or not isinstance(body.get("generated_text"), str):
+            raise _http.malformed(self.provider, "answer has no generated_text")
+        raw = body.get("details")
+        details: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        text = body["generated_text"]
+        stops = _http.StopFilter(request.stop)
+        text = stops.feed(text) + stops.flush()
+        output = _http.int_or_none(details.get("generated_tokens"))
+        if output is None:
+            output = _http.int_or_none(response.headers.get("x-generated-tokens"))
+        usage = Usage(self._prompt_tokens(details, response.headers), output)
+        return Completion(text, _http.finish_reason(details.get("finish_reason")), usage)
+
+    async def stream(
+        self,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Chunk]:
+        """One SSE event per token; the one carrying ``details`` ends the answer."""
+        if self.messages_api is not None:
+            async for chunk in self.messages_api.stream(
+                request, first_byte_timeout=first_byte_timeout, deadline=deadline
+            ):
+                yield chunk
+            return
+        response = await self._send("/generate_stream", request, first_byte_timeout, deadline)
+        stops = _http.StopFilter(request.stop)
+        events = _http.iter_sse(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+        )
+        async with aclosing(events):
+            async for event in events:
+                body = _http.parse_json(event.data, provider=self.provider)
+                if not isinstance(body, dict):
+                    raise _http.malformed(self.provider, "event is not a JSON object", event.data)
+                if body.get("error"):
+                    raise self._error(body)
+                token = body.get("token")
+                if isinstance(token, dict) and not token.get("special"):
+                    text = stops.feed(str(token.get("text") or ""))
+                    if text:
+                        yield Chunk(text)
+                details = body.get("details")
+                if isinstance(details, dict):
+                    rest = stops.flush()
+                    usage = Usage(
+                        self._prompt_tokens(details, response.headers),
+                        _http.int_or_none(details.get("generated_tokens")),
+                    )
+                    yield Chunk(rest, _http.finish_reason(details.get("finish_reason")), usage)
+                    return
+        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before details")
+
+    async def health(self) -> bool:
+        """``GET /health`` answers 200 (503 while unhealthy)."""
+        try:
+            response = await self.client.get(
+                self.base + (self.target.options.get("health_path") or "/health"),
+                timeout=_http.request_timeout(total=10.0),
+            )
+        except httpx.HTTPError:
+            return False
+        return response.is_success

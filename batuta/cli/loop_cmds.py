@@ -1,0 +1,327 @@
+"""``batuta plan | apply | status | down | logs``: the declarative loop on the command line.
+
+Each command parses its options, calls one library function and renders the result.
+Heavy modules (pydantic, psutil, httpx, rich, watchfiles) are imported inside the
+commands so that ``batuta --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from batuta.errors import ManifestError, StateError
+
+if TYPE_CHECKING:
+    from batuta.plan.diff import Plan
+
+_FILE_HELP = "Manifest to use (default: $BATUTA_FILE, else ./batuta.yaml)."
+
+
+def _file_option(*decls: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        *decls, "manifest_file", type=click.Path(dir_okay=False), default=None, help=_FILE_HELP
+    )
+
+
+def _echo(text: str) -> None:
+    click.echo(text)
+
+
+def _state_dir(manifest_file: str | None) -> tuple[Path, Path]:
+    """(manifest path, state dir) without requiring the manifest to be valid."""
+    from batuta.manifest import load_manifest, manifest_path
+
+    path, _ = manifest_path(manifest_file)
+    try:
+        return path, load_manifest(path).state_dir
+    except ManifestError:
+        explicit = os.environ.get("BATUTA_STATE_DIR")
+        return path, Path(explicit).expanduser().absolute() if explicit else path.parent / ".batuta"
+
+
+# --- plan ---------------------------------------------------------------------------------
+
+
+@click.command()
+@_file_option("-f", "--file")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there are no changes, 1 on error, 2 when there are changes.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Save the plan to this file; `batuta apply FILE` then performs exactly it.",
+)
+def plan(manifest_file: str | None, as_json: bool, detailed_exitcode: bool, out: str | None) -> int:
+    """Show what apply would change, Terraform style (+ create, - destroy, ~ update,
+    -/+ replace)."""
+    from batuta.plan import make_plan
+    from batuta.plan.render import plan_json, render_plan
+
+    result = make_plan(manifest_file)
+    if as_json:
+        click.echo(json.dumps(plan_json(result), indent=2))
+    else:
+        click.echo(render_plan(result))
+    if out:
+        from batuta.apply.state import atomic_write
+
+        atomic_write(Path(out), json.dumps(plan_json(result), indent=2) + "\n")
+        if not as_json:
+            click.echo(
+                f"\nSaved the plan to: {out}\n"
+                f"To perform exactly these actions, run: batuta apply {out}"
+            )
+    return 2 if detailed_exitcode and result.has_changes else 0
+
+
+# --- apply --------------------------------------------------------------------------------
+
+
+def _read_plan(path: str) -> Plan:
+    from batuta.plan.render import plan_from_json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read plan file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StateError(f"{path} is not a batuta plan file")
+    return plan_from_json(data)
+
+
+class _PullBar:
+    """A rich progress bar per model download, shown only while something downloads."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, what: str, done: int, total: int | None) -> None:
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+            )
+            self._progress.start()
+        if what not in self._tasks:
+            self._tasks[what] = self._progress.add_task(what, total=total)
+        self._progress.update(self._tasks[what], completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@click.command()
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False))
+@_file_option("-f", "--file")
+@click.option("--watch", is_flag=True, help="Re-plan and re-apply on every saved edit.")
+def apply(plan_file: str | None, manifest_file: str | None, watch: bool) -> int:
+    """Make what runs match batuta.yaml: pull models, start, stop and replace servers,
+    wait until they are ready, and write the routing table.
+
+    With PLAN_FILE (from `batuta plan --out`), perform exactly that plan, or refuse if the
+    manifest or the running servers changed since it was made.
+    """
+    if watch:
+        if plan_file:
+            raise click.UsageError("--watch re-plans on every edit: it takes no PLAN_FILE")
+        from batuta.apply.watch import watch as watch_loop
+
+        return watch_loop(manifest_file, echo=_echo)
+    from batuta.apply.execute import apply_loaded
+    from batuta.manifest import load_manifest
+
+    saved = _read_plan(plan_file) if plan_file else None
+    target = manifest_file if manifest_file or saved is None else saved.manifest
+    loaded = load_manifest(target)
+    bar = _PullBar()
+    try:
+        apply_loaded(loaded, saved=saved, echo=_echo, progress=bar)
+    finally:
+        bar.close()
+    return 0
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@click.command()
+@_file_option("-f", "--file")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(manifest_file: str | None, as_json: bool) -> int:
+    """Desired vs actual: each server's state, health, pid, port, restarts and drift, and
+    each route's targets with their health."""
+    from batuta.manifest import load_manifest
+    from batuta.plan import plan_from
+    from batuta.plan.observe import observe
+    from batuta.plan.render import render_status, route_rows, server_rows
+
+    loaded = load_manifest(manifest_file)
+    observation = observe(loaded.state_dir)
+    result = plan_from(loaded, observation)
+    restarts = {name: s.restarts for name, s in observation.statuses.items()}
+    rows = server_rows(result, restarts)
+    servers = set(loaded.manifest.servers) | set(observation.statuses)
+    routes = route_rows(observation.table, observation.health, servers)
+    if as_json:
+        payload = {
+            "manifest": str(loaded.path),
+            "in_sync": not result.has_changes,
+            "servers": [r.to_json() for r in rows],
+            "routes": {
+                name: [{"target": t, "health": h} for t, h in targets] for name, targets in routes
+            },
+        }
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(render_status(rows, routes, loaded.display or str(loaded.path)))
+    return 0
+
+
+# --- down ---------------------------------------------------------------------------------
+
+
+def _gone(pid: int | None) -> bool:
+    import psutil
+
+    if pid is None:
+        return True
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _wait_supervisor_gone(runtime: Any, pid: int | None, timeout: float = 10.0) -> None:
+    """The supervisor exits once it has nothing left to run: wait until its process ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (runtime.supervisor_pid() is None and _gone(pid)):
+        time.sleep(0.02)
+
+
+@click.command()
+@_file_option("-f", "--file")
+def down(manifest_file: str | None) -> int:
+    """Stop every server batuta started for this manifest and remove its routing table."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from batuta.apply.state import apply_lock
+    from batuta.plan.diff import owned_by
+    from batuta.plan.observe import read_current_table
+    from batuta.routing.build import table_path
+    from batuta.runtime import Runtime
+
+    path, state_dir = _state_dir(manifest_file)
+    if not state_dir.is_dir():
+        click.echo("Nothing to stop: batuta has not started anything for this manifest.")
+        return 0
+    runtime = Runtime(state_dir)
+    with apply_lock(state_dir):
+        supervisor = runtime.supervisor_pid()
+        statuses = runtime.status()
+        names = sorted(n for n, s in statuses.items() if owned_by(s, str(path)))
+        for name in names:
+            pid = statuses[name].pid
+            click.echo(f"server.{name}: Destroying..." + (f" [pid {pid}]" if pid else ""))
+        if names:
+            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+                list(pool.map(runtime.stop, names))
+        table, raw, _ = read_current_table(state_dir)
+        removed_table = raw is not None and (table is None or table.manifest == str(path))
+        if removed_table:
+            table_path(state_dir).unlink(missing_ok=True)
+            click.echo("routes: Removed the routing table")
+        if not runtime.status():
+            _wait_supervisor_gone(runtime, supervisor)
+    click.echo(f"Destroy complete! Resources: {len(names)} destroyed.")
+    return 0
+
+
+# --- logs ---------------------------------------------------------------------------------
+
+
+def follow(
+    path: Path,
+    out: IO[str],
+    *,
+    stop: Callable[[], bool] = lambda: False,
+    interval: float = 0.2,
+    start: int | None = None,
+) -> None:
+    """Print what is appended to ``path`` until ``stop()`` (or Ctrl-C); survives the
+    copy-truncate rotation of server logs by starting over when the file shrinks."""
+    position = path.stat().st_size if start is None and path.exists() else (start or 0)
+    while not stop():
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < position:
+            position = 0  # rotated: the file was truncated in place
+        if size > position:
+            with open(path, "rb") as fh:
+                fh.seek(position)
+                data = fh.read(size - position)
+            position += len(data)
+            out.write(data.decode("utf-8", errors="replace"))
+            out.flush()
+        else:
+            time.sleep(interval)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", "following", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show first.")
+@click.option("--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
+def logs(name: str, following: bool, lines: int, manifest_file: str | None) -> int:
+    """Show the log of server NAME (like tail; -f follows it)."""
+    from batuta.apply.state import read_state
+    from batuta.runtime.logs import log_path, tail
+
+    _, state_dir = _state_dir(manifest_file)
+    path = log_path(state_dir, name)
+    if not path.exists():
+        known = sorted(read_state(state_dir).servers)
+        if name not in known:
+            hint = f" (servers on record: {', '.join(known)})" if known else ""
+            raise StateError(f"no server named {name!r} in {state_dir}{hint}")
+        click.echo(f"server {name!r} has not written a log yet", err=True)
+        if not following:
+            return 0
+    elif lines > 0:
+        text = tail(path, lines=lines, max_bytes=max(64 * 1024, lines * 512))
+        if text:
+            click.echo(text)
+    if following:
+        with contextlib.suppress(KeyboardInterrupt):
+            follow(path, sys.stdout)
+    return 0

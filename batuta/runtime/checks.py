@@ -1,0 +1,135 @@
+"""Health of everything ``batuta serve health`` can see.
+
+Servers batuta runs are asked through their own readiness URL. A local backend with no
+batuta server (``--backend ollama`` with the user's own Ollama) is probed where it
+usually listens. Remote APIs whose key is set get one cheap authenticated call through
+their adapter; a missing key is reported by the variable's name, never its value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batuta.catalogue import Backend, lookup, remote_backends
+from batuta.errors import BatutaError, StateError
+from batuta.runtime import ollama
+from batuta.runtime.health import probe
+from batuta.runtime.manager import Runtime
+
+if TYPE_CHECKING:
+    import httpx
+
+_LIVE = ("starting", "ready", "unhealthy")
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """One thing checked. ``health``: ready | loading | down | no-key | unknown."""
+
+    name: str
+    backend: str
+    kind: str  # server (batuta runs it) | external (a local server batuta did not start) | remote
+    url: str
+    health: str
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+def _timed_probe(url: str, timeout: float) -> tuple[str, float]:
+    began = time.perf_counter()
+    result = probe(url, timeout)
+    return result, (time.perf_counter() - began) * 1000
+
+
+def check_health(
+    state_dir: Path, *, name: str | None = None, backend: str | None = None, timeout: float = 2.0
+) -> list[HealthRow]:
+    """Check batuta's servers (one by ``name``, or those of ``backend``) and, with no
+    filter, every remote backend whose key is set."""
+    record = lookup(backend) if backend else None
+    if backend and record is None:
+        raise StateError(f"unknown backend {backend!r} (see `batuta serve backends`)")
+    statuses = Runtime(state_dir).status()
+    if name is not None and name not in statuses:
+        raise StateError(f"no server named {name!r} (see `batuta serve list`)")
+    rows: list[HealthRow] = []
+    for status in statuses.values():
+        spec = status.spec
+        if (name and status.name != name) or (record and spec.backend != record.key):
+            continue
+        if status.state in _LIVE:
+            health, ms = _timed_probe(spec.health_url, timeout)
+            rows.append(
+                HealthRow(status.name, spec.backend, "server", spec.health_url, health, "", ms)
+            )
+        else:
+            detail = status.state + (f": {status.message}" if status.message else "")
+            rows.append(
+                HealthRow(status.name, spec.backend, "server", spec.health_url, "down", detail)
+            )
+    if name is not None:
+        return rows
+    if record is not None and record.local and not rows:
+        rows.append(_external(record, timeout))
+    remotes = [record] if record is not None and not record.local else []
+    if record is None:
+        remotes = [b for b in remote_backends() if b.key_is_set() and _concrete(b.base_url)]
+    if remotes:
+        rows += asyncio.run(_remote_rows(remotes, timeout))
+    return rows
+
+
+def _external(record: Backend, timeout: float) -> HealthRow:
+    if record.key == "ollama":
+        url = ollama.ollama_url() + (record.health_path or "/api/version")
+    else:
+        url = record.url() + (record.health_path or "/v1/models")
+    health, ms = _timed_probe(url, timeout)
+    return HealthRow(record.key, record.key, "external", url, health, "not started by batuta", ms)
+
+
+def _concrete(url: str) -> bool:
+    return bool(url) and "{" not in url
+
+
+async def _remote_rows(records: Sequence[Backend], timeout: float) -> list[HealthRow]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        return list(await asyncio.gather(*(_remote_one(r, client, timeout) for r in records)))
+
+
+async def _remote_one(record: Backend, client: httpx.AsyncClient, timeout: float) -> HealthRow:
+    from batuta.backends.registry import adapter_for
+    from batuta.backends.types import Target
+
+    def row(health: str, detail: str = "", ms: float | None = None) -> HealthRow:
+        return HealthRow(record.key, record.key, "remote", record.base_url, health, detail, ms)
+
+    if record.key_required and not record.key_is_set():
+        return row("no-key", f"{record.api_key_env} is not set")
+    if not _concrete(record.base_url):
+        return row("unknown", "needs its base URL: declare it under endpoints:")
+    target = Target(
+        name=record.key,
+        backend=record.key,
+        protocol=record.protocol,
+        base_url=record.base_url,
+        model="",
+        api_key_env=record.api_key_env,
+    )
+    began = time.perf_counter()
+    try:
+        adapter = adapter_for(target, client)
+        ok = await asyncio.wait_for(adapter.health(), timeout)
+    except BatutaError as exc:
+        return row("down", str(exc).splitlines()[0][:200])
+    except asyncio.TimeoutError:
+        return row("down", f"no answer within {timeout:g}s")
+    ms = (time.perf_counter() - began) * 1000
+    return row("ready" if ok else "down", "" if ok else "health check failed", ms)

@@ -1,0 +1,210 @@
+"""The supervisor process: one per state directory, outliving the command that started it.
+
+Files in the state directory:
+
+- ``supervisor.lock``: flock held for the supervisor's whole life (the liveness truth);
+- ``supervisor.pid``: ``{"pid", "create_time"}`` so commands can signal it safely;
+- ``supervisor.log``: its own output.
+
+Commands talk to it through state.json: they change a server's record under the state
+lock (new generation, ``desired``) and send SIGHUP; the supervisor re-reads state.json
+(also whenever its mtime changes, so a lost signal costs at most one tick) and writes
+back what it observes. The supervisor exits by itself once nothing runs or waits to be
+restarted; it decides so while holding the state lock, so a command that adds a server
+at the same moment either wakes it in time or finds it gone and starts a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from batuta.apply.state import STATE_FILE, STATE_LOCK, atomic_write, flocked
+from batuta.runtime.process import create_time_of, owned
+from batuta.runtime.supervise import Seams, Supervisor
+
+PID_FILE = "supervisor.pid"
+LOCK_FILE = "supervisor.lock"
+LOG_FILE = "supervisor.log"
+_LOCK_RETRY = 2.0  # a command may hold the lock for an instant to test liveness
+
+_BOOT = "import sys; from batuta.cli.main import run; sys.argv[0] = 'batuta'; run()"
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def supervisor_alive(state_dir: Path) -> bool:
+    """Whether a supervisor holds ``state_dir``'s supervisor lock right now."""
+    with flocked(Path(state_dir) / LOCK_FILE, blocking=False) as fd:
+        return fd is None
+
+
+def supervisor_pid(state_dir: Path) -> int | None:
+    """The running supervisor's pid (verified by create time), or None."""
+    try:
+        data = json.loads((Path(state_dir) / PID_FILE).read_text())
+        pid, create_time = int(data["pid"]), float(data["create_time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if owned(pid, create_time) else None
+
+
+def nudge(state_dir: Path) -> int | None:
+    """Make the supervisor re-read state.json, starting one if none runs.
+
+    Call while holding the state lock so the supervisor cannot decide to exit in
+    between. Returns the pid signalled, or None when a new supervisor was started
+    (it reads state.json as it starts).
+    """
+    _reap()
+    state_dir = Path(state_dir)
+    if supervisor_alive(state_dir):
+        pid = supervisor_pid(state_dir)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+        # No valid pid file yet: it is starting and will read state.json after writing it.
+        return pid
+    spawn_supervisor(state_dir)
+    return None
+
+
+def spawn_supervisor(state_dir: Path) -> subprocess.Popen[bytes]:
+    """Start ``batuta supervise --state-dir DIR`` detached (own session, no terminal)."""
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # The supervisor must import this very batuta, whatever its working directory.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    with open(state_dir / LOG_FILE, "ab") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, "supervise", "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=state_dir,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _children.append(popen)
+    return popen
+
+
+def _reap() -> None:
+    # Supervisors we started are our children: collect the ones that exited.
+    _children[:] = [p for p in _children if p.poll() is None]
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)
+
+
+def _acquire_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + _LOCK_RETRY
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if supervisor_pid(path.parent) is not None or time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.01)
+
+
+def run(state_dir: Path, seams: Seams | None = None) -> int:
+    """The supervisor process's main loop. Returns its exit code."""
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    flags = {"reload": False, "term": False}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        flags["reload" if signum == signal.SIGHUP else "term"] = True
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous_fd = signal.set_wakeup_fd(wake_w)
+    # Handlers before the lock: a command may signal us as soon as it sees the lock held.
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    for sig in _SIGNALS:
+        signal.signal(sig, on_signal if sig != signal.SIGCHLD else _wake_only)
+    try:
+        return _serve(state_dir, seams, flags, wake_r)
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+
+
+def _wake_only(signum: int, frame: FrameType | None) -> None:
+    """SIGCHLD: nothing to do but wake the loop (through the wakeup fd) to reap."""
+
+
+def _serve(state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r: int) -> int:
+    lock_fd = _acquire_lock(state_dir / LOCK_FILE)
+    if lock_fd is None:
+        _say("another supervisor owns this state directory; exiting")
+        return 0
+    pid = os.getpid()
+    atomic_write(state_dir / PID_FILE, json.dumps({"pid": pid, "create_time": create_time_of(pid)}))
+    _say(f"supervising {state_dir}")
+    supervisor = Supervisor(state_dir, seams)
+    state_path = state_dir / STATE_FILE
+    seen = _mtime(state_path)
+    supervisor.load()
+    shutting_down = False
+    try:
+        while True:
+            if flags["term"] and not shutting_down:
+                _say("terminating: stopping every server")
+                shutting_down = True
+                supervisor.shutdown()
+            mtime = _mtime(state_path)
+            if (flags["reload"] or mtime != seen) and not shutting_down:
+                flags["reload"], seen = False, mtime
+                supervisor.load()
+            timeout = supervisor.tick()
+            if supervisor.idle() and _exit_if_idle(state_dir, supervisor, lock_fd):
+                _say("nothing left to supervise; exiting")
+                return 0
+            with contextlib.suppress(InterruptedError):
+                select.select([wake_r], [], [], timeout)
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)
+
+
+def _exit_if_idle(state_dir: Path, supervisor: Supervisor, lock_fd: int) -> bool:
+    # Decide under the state lock, and let go of the supervisor lock before the state
+    # lock: a command that then adds a server sees no supervisor and starts a new one.
+    with flocked(state_dir / STATE_LOCK):
+        supervisor.load(save=False)
+        if not supervisor.idle():
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / PID_FILE).unlink()
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        return True
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,146 @@
+"""Server processes: spawn one in its own session, adopt one we started earlier, and
+prove ownership before signalling.
+
+Each server leads its own session and process group (``start_new_session``), so a stop
+reaches every process the server forked and a Ctrl-C in the user's terminal reaches none.
+Ownership is a pid *and* its psutil create time: a pid alone may have been reused by an
+unrelated process since we recorded it, and such a process is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Protocol
+
+from batuta.runtime.spec import ServerSpec
+
+# Exit status of a process that was not our child: the kernel told its parent, not us.
+UNKNOWN_EXIT = -1000
+_CREATE_TIME_SLACK = 0.05  # psutil rounds create times; equal within this many seconds
+
+
+class Process(Protocol):
+    """What the supervisor needs from a running server process."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def create_time(self) -> float | None: ...
+
+    # The exit status once it ended (negative: killed by that signal), else None.
+    def poll(self) -> int | None: ...
+
+
+class PopenProcess:
+    """A server the supervisor spawned itself (its child: exit status is known)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self._create_time = create_time_of(popen.pid)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def create_time(self) -> float | None:
+        return self._create_time
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+
+class AdoptedProcess:
+    """A server started by an earlier supervisor (not our child: exit status unknown)."""
+
+    def __init__(self, pid: int, create_time: float) -> None:
+        self._pid = pid
+        self._create_time = create_time
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def create_time(self) -> float | None:
+        return self._create_time
+
+    def poll(self) -> int | None:
+        return None if owned(self._pid, self._create_time) else UNKNOWN_EXIT
+
+
+def spawn(spec: ServerSpec, log_path: Path) -> PopenProcess:
+    """Start ``spec`` in a new session, stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **spec.env}
+    # O_APPEND: the supervisor may truncate the file to rotate it while the child writes.
+    with open(log_path, "ab", buffering=0) as log:
+        popen = subprocess.Popen(
+            list(spec.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return PopenProcess(popen)
+
+
+def create_time_of(pid: int) -> float | None:
+    """psutil's create time of ``pid``, or None when it does not exist (or is a zombie)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def owned(pid: int | None, create_time: float | None) -> bool:
+    """Whether ``pid`` is alive and is the very process we recorded (same create time)."""
+    if not pid or create_time is None:
+        return False
+    actual = create_time_of(pid)
+    return actual is not None and abs(actual - create_time) <= _CREATE_TIME_SLACK
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is still alive."""
+    return signal_group(pgid, 0)
+
+
+def living_members(pgid: int) -> list[int]:
+    """Pids of group ``pgid``'s processes that are not zombies (waiting to be reaped)."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+TERM = signal.SIGTERM
+KILL = signal.SIGKILL

@@ -1,0 +1,415 @@
+"""The supervisor's logic: keep the servers of one state directory as state.json wants.
+
+One :class:`Supervisor` owns every server of a state directory. :meth:`Supervisor.load`
+reconciles with state.json (new generations start, ``desired: stopped`` stops, a record
+that disappeared is stopped and forgotten); :meth:`Supervisor.tick` reaps exits, applies
+the restart policy, probes readiness, enforces stop deadlines and rotates logs, then
+saves what it observed. The clock, spawner, signaller, prober and ownership check are
+injectable (:class:`Seams`) so restart, backoff and crash-loop rules run in unit tests
+without processes or sleeping; ``daemon.py`` wraps this in the real process.
+
+Restart policy: ``always`` restarts after any exit, ``on-failure`` after a non-zero
+exit or a signal, ``never`` leaves the server ``exited``. Restarts back off from 0.5 s,
+doubling to 30 s; the backoff resets once a server has been ready for 60 s. A sixth
+crash within 60 s of five restarts is a crash loop: restarting stops and the state is
+``crashloop``, with the last exit and log lines in the message.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from batuta.apply.state import ServerRecord, locked_state, read_state
+from batuta.runtime import logs
+from batuta.runtime.health import probe
+from batuta.runtime.process import (
+    KILL,
+    TERM,
+    UNKNOWN_EXIT,
+    AdoptedProcess,
+    Process,
+    owned,
+    signal_group,
+    spawn,
+)
+from batuta.runtime.spec import ServerSpec, ServerState
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+HEALTHY_RESET = 60.0
+CRASHLOOP_RESTARTS = 5
+CRASHLOOP_WINDOW = 60.0
+PROBE_STARTING = 0.05  # readiness poll while a server loads: this is start-up latency
+PROBE_SLOW_START = 0.25  # ... after the first few seconds
+PROBE_READY = 2.0
+UNHEALTHY_AFTER = 3  # consecutive failed probes before a ready server is unhealthy
+POLL_ADOPTED = 0.5  # adopted processes send no SIGCHLD: poll them
+ROTATE_EVERY = 2.0
+IDLE_TICK = 5.0
+
+_IDLE_STATES = ("crashloop", "exited", "stopped")
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 1`` / ``killed by SIGKILL`` / ``exit status unknown``."""
+    if code is None or code == UNKNOWN_EXIT:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Seams:
+    """Everything the supervisor does to the outside world (swap them in tests)."""
+
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    spawner: Callable[[ServerSpec, Path], Process] = spawn
+    signaller: Callable[[int, int], bool] = signal_group
+    prober: Callable[[str], str] = probe
+    owned: Callable[[int | None, float | None], bool] = owned
+    adopt: Callable[[int, float], Process] = AdoptedProcess
+
+
+@dataclass
+class _Slot:
+    """The supervisor's bookkeeping for one server (one generation of its record)."""
+
+    record: ServerRecord
+    proc: Process | None = None
+    state: ServerState = "starting"
+    restarts: int = 0
+    recent: deque[float] = field(default_factory=deque)
+    failures: int = 0
+    next_start: float | None = None
+    started_mono: float = 0.0
+    started_at: float | None = None
+    ready_mono: float | None = None
+    ready_at: float | None = None
+    last_exit: int | None = None
+    message: str = ""
+    next_probe: float = 0.0
+    probe_fails: int = 0
+    stop_deadline: float | None = None
+    killed: bool = False
+    pending: ServerRecord | None = None  # a newer generation, started once this one stops
+    forget: bool = False  # the record is gone: drop the slot once stopped
+    adopted: bool = False  # not our child: no SIGCHLD when it exits, so poll it
+
+    @property
+    def spec(self) -> ServerSpec:
+        return self.record.spec
+
+    def observed(self) -> tuple[object, ...]:
+        pid = self.proc.pid if self.proc else None
+        return (self.state, pid, self.restarts, self.last_exit, self.message, self.ready_at)
+
+
+class Supervisor:
+    """Keeps the servers recorded in ``state_dir`` running, restarting and stopping them."""
+
+    def __init__(self, state_dir: Path, seams: Seams | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.seams = seams or Seams()
+        self.slots: dict[str, _Slot] = {}
+        self._saved: dict[str, tuple[object, ...]] = {}
+        self._next_rotate = 0.0
+
+    # --- reconciling with state.json -------------------------------------------------
+
+    def load(self, save: bool = True) -> None:
+        """Reconcile the running servers with state.json (``save``: write back at once;
+        pass False while already holding the state lock)."""
+        now = self.seams.clock()
+        records = read_state(self.state_dir).servers
+        for name, rec in records.items():
+            slot = self.slots.get(name)
+            if slot is None:
+                self._adopt_or_start(rec, now)
+            elif rec.generation != slot.record.generation:
+                if slot.proc is not None:
+                    slot.pending = rec
+                    self._begin_stop(slot, now)
+                else:
+                    self._install(rec, now)
+        for name, slot in list(self.slots.items()):
+            if name not in records:
+                slot.forget, slot.pending = True, None
+                if slot.proc is not None:
+                    self._begin_stop(slot, now)
+                else:
+                    del self.slots[name]
+        if save:
+            self._save()
+
+    def _adopt_or_start(self, rec: ServerRecord, now: float) -> None:
+        # A supervisor that starts finds what an earlier one left: live processes are
+        # adopted (pid + create time prove they are ours), dead ones count as exits.
+        current = rec.pid_generation == rec.generation  # the pid runs this record's spec
+        if (
+            rec.pid is not None
+            and rec.create_time is not None
+            and self.seams.owned(rec.pid, rec.create_time)
+        ):
+            slot = self._slot_from(rec if current else replace(rec, generation=rec.pid_generation))
+            slot.proc = self.seams.adopt(rec.pid, rec.create_time)
+            slot.adopted = True
+            slot.state = rec.state if rec.state in ("starting", "ready", "unhealthy") else "ready"
+            slot.started_mono = now
+            slot.ready_mono = now if slot.state == "ready" else None
+            slot.next_probe = now
+            self.slots[rec.name] = slot
+            if not current or rec.desired == "stopped":
+                slot.pending = rec
+                self._begin_stop(slot, now)
+            return
+        slot = self._install(rec, now, fresh=False)
+        if (
+            current
+            and rec.desired == "running"
+            and rec.pid is not None
+            and rec.state not in _IDLE_STATES
+        ):
+            # It died while nobody watched: an exit of unknown status.
+            self._exited(slot, UNKNOWN_EXIT, now)
+
+    def _slot_from(self, rec: ServerRecord) -> _Slot:
+        return _Slot(
+            record=rec,
+            state=rec.state,
+            restarts=rec.restarts,
+            started_at=rec.started_at,
+            ready_at=rec.ready_at,
+            last_exit=rec.last_exit,
+            message=rec.message,
+        )
+
+    def _install(self, rec: ServerRecord, now: float, fresh: bool = True) -> _Slot:
+        """Make ``rec`` the slot of its server. A ``fresh`` record is a new request and
+        starts now; otherwise (a supervisor booting) only records still waiting start."""
+        slot = self._slot_from(rec)
+        self.slots[rec.name] = slot
+        if rec.desired == "stopped":
+            slot.state = "stopped"
+        elif fresh or (
+            rec.state not in _IDLE_STATES
+            and (rec.pid is None or rec.pid_generation != rec.generation)
+        ):
+            slot.state, slot.next_start = "starting", now
+        return slot
+
+    # --- one pass of the loop ---------------------------------------------------------
+
+    def tick(self) -> float:
+        """Do everything that is due; returns how many seconds until something is due."""
+        now = self.seams.clock()
+        for slot in list(self.slots.values()):
+            self._check(slot, now)
+        if now >= self._next_rotate:
+            self._next_rotate = now + ROTATE_EVERY
+            for slot in self.slots.values():
+                if slot.proc is not None:
+                    logs.rotate_if_needed(self._log(slot), slot.spec.log_max_size)
+        self._save()
+        return self._next_due(now)
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        if slot.proc is not None:
+            code = slot.proc.poll()
+            if code is not None:
+                pid = slot.proc.pid
+                slot.proc = None
+                self._kill_leftovers(pid)
+                self._exited(slot, code, now)
+            elif slot.state == "stopping":
+                deadline = slot.stop_deadline
+                if deadline is not None and now >= deadline and not slot.killed:
+                    logs.note(self._log(slot), "did not stop in time: SIGKILL")
+                    self.seams.signaller(slot.proc.pid, KILL)
+                    slot.killed = True
+            elif now >= slot.next_probe:
+                self._probe(slot, now)
+        elif slot.next_start is not None and now >= slot.next_start:
+            self._start(slot, now)
+
+    def _start(self, slot: _Slot, now: float) -> None:
+        spec = slot.spec
+        slot.next_start = None
+        logs.note(self._log(slot), f"starting: {shlex.join(spec.argv)}")
+        try:
+            proc = self.seams.spawner(spec, self._log(slot))
+        except OSError as exc:
+            slot.message = f"cannot run {spec.argv[0]}: {exc.strerror or exc}"
+            logs.note(self._log(slot), slot.message)
+            self._exited(slot, 127, now)
+            return
+        slot.proc, slot.adopted = proc, False
+        slot.state = "starting"
+        slot.started_mono = now
+        slot.started_at = self.seams.wall()
+        slot.ready_mono = None
+        slot.next_probe = now
+        slot.probe_fails = 0
+
+    def _probe(self, slot: _Slot, now: float) -> None:
+        health = self.seams.prober(slot.spec.health_url)
+        if health == "ready":
+            slot.probe_fails = 0
+            slot.next_probe = now + PROBE_READY
+            if slot.state != "ready":
+                slot.state, slot.message = "ready", ""
+                slot.ready_mono, slot.ready_at = now, self.seams.wall()
+                logs.note(self._log(slot), f"ready at {slot.spec.url}")
+            return
+        if slot.state == "starting":
+            waited = now - slot.started_mono
+            slot.next_probe = now + (PROBE_STARTING if waited < 5 else PROBE_SLOW_START)
+            if waited > slot.spec.ready_timeout:
+                slot.state = "unhealthy"
+                slot.message = f"not ready after {slot.spec.ready_timeout:g}s ({health})"
+                logs.note(self._log(slot), slot.message)
+            return
+        slot.probe_fails += 1
+        slot.next_probe = now + 0.5
+        if slot.state == "ready" and slot.probe_fails >= UNHEALTHY_AFTER:
+            slot.state = "unhealthy"
+            slot.message = f"readiness check says {health}"
+            logs.note(self._log(slot), f"unhealthy: {slot.message}")
+
+    def _exited(self, slot: _Slot, code: int, now: float) -> None:
+        slot.last_exit = None if code == UNKNOWN_EXIT else code
+        what = describe_exit(code)
+        if slot.state == "stopping":
+            logs.note(self._log(slot), f"stopped ({what})")
+            self._stopped(slot, now)
+            return
+        policy = slot.spec.restart
+        if policy == "never" or (policy == "on-failure" and code == 0):
+            slot.state, slot.message = "exited", what
+            logs.note(self._log(slot), f"exited ({what}); restart: {policy}")
+            return
+        if slot.ready_mono is not None and now - slot.ready_mono >= HEALTHY_RESET:
+            slot.failures = 0
+        while slot.recent and slot.recent[0] <= now - CRASHLOOP_WINDOW:
+            slot.recent.popleft()
+        if len(slot.recent) >= CRASHLOOP_RESTARTS:
+            slot.state = "crashloop"
+            tail = logs.tail(self._log(slot), 5)
+            slot.message = (
+                f"crash loop: {len(slot.recent)} restarts within {CRASHLOOP_WINDOW:g}s, "
+                f"last {what}" + (f"\n{tail}" if tail else "")
+            )
+            logs.note(self._log(slot), f"{what}; crash loop, not restarting")
+            return
+        slot.failures += 1
+        delay = min(BACKOFF_START * 2 ** (slot.failures - 1), BACKOFF_MAX)
+        slot.recent.append(now)
+        slot.restarts += 1
+        slot.state, slot.next_start = "starting", now + delay
+        slot.message = f"{what}; restarting in {delay:g}s"
+        logs.note(self._log(slot), slot.message)
+
+    # --- stopping ---------------------------------------------------------------------
+
+    def _begin_stop(self, slot: _Slot, now: float) -> None:
+        slot.next_start = None
+        if slot.proc is None:
+            self._stopped(slot, now)
+            return
+        if slot.state == "stopping":
+            return
+        if not self.seams.owned(slot.proc.pid, slot.proc.create_time):
+            # The pid is no longer the process we started: never signal it, forget it.
+            logs.note(self._log(slot), f"pid {slot.proc.pid} is no longer ours; forgetting it")
+            slot.proc = None
+            self._stopped(slot, now)
+            return
+        slot.state = "stopping"
+        slot.killed = False
+        timeout = (slot.pending or slot.record).stop_timeout
+        slot.stop_deadline = now + timeout
+        logs.note(self._log(slot), "stopping: SIGTERM to the process group")
+        self.seams.signaller(slot.proc.pid, TERM)
+
+    def _stopped(self, slot: _Slot, now: float) -> None:
+        slot.state, slot.stop_deadline = "stopped", None
+        name = slot.spec.name
+        if slot.forget:
+            del self.slots[name]
+        elif slot.pending is not None:
+            self._install(slot.pending, now)
+
+    def _kill_leftovers(self, pgid: int) -> None:
+        # The leader is gone; anything it forked into its group goes with it.
+        if self.seams.signaller(pgid, 0):
+            self.seams.signaller(pgid, KILL)
+
+    def shutdown(self) -> None:
+        """Stop every server (the supervisor itself was asked to terminate)."""
+        now = self.seams.clock()
+        for slot in list(self.slots.values()):
+            if slot.proc is None and slot.next_start is None:
+                continue  # keep crash loops and exits on record as they are
+            slot.pending = replace(slot.record, desired="stopped")
+            self._begin_stop(slot, now)
+        self._save(desired_stopped=True)
+
+    # --- reporting --------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Nothing runs, nothing is scheduled: the supervisor may exit."""
+        return all(s.proc is None and s.next_start is None for s in self.slots.values())
+
+    def _next_due(self, now: float) -> float:
+        due = [now + IDLE_TICK]
+        for slot in self.slots.values():
+            if slot.next_start is not None:
+                due.append(slot.next_start)
+            if slot.proc is None:
+                continue
+            if slot.state == "stopping":
+                # Poll for the exit (adopted processes send no SIGCHLD) and the deadline.
+                due.append(now + 0.05)
+            else:
+                due.append(slot.next_probe)
+                if slot.adopted:
+                    due.append(now + POLL_ADOPTED)
+        return max(0.0, min(due) - now)
+
+    def _log(self, slot: _Slot) -> Path:
+        return logs.log_path(self.state_dir, slot.spec.name)
+
+    def _save(self, desired_stopped: bool = False) -> None:
+        changed = {n: s.observed() for n, s in self.slots.items()}
+        if changed == self._saved and not desired_stopped:
+            return
+        with locked_state(self.state_dir) as state:
+            for name, slot in self.slots.items():
+                rec = state.servers.get(name)
+                if rec is None or rec.generation != slot.record.generation:
+                    continue
+                proc = slot.proc
+                state.servers[name] = replace(
+                    rec,
+                    desired="stopped" if desired_stopped else rec.desired,
+                    state=slot.state,
+                    pid=proc.pid if proc else None,
+                    create_time=proc.create_time if proc else None,
+                    pid_generation=slot.record.generation if proc else rec.pid_generation,
+                    restarts=slot.restarts,
+                    started_at=slot.started_at,
+                    ready_at=slot.ready_at,
+                    last_exit=slot.last_exit,
+                    message=slot.message,
+                )
+        self._saved = changed

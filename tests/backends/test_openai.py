@@ -1,0 +1,588 @@
+"""OpenAIAdapter against the loopback OpenAI fake (every dialect quirk) and the real engine."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from batuta.backends.types import InferenceRequest, Message, Target
+from batuta.errors import FailureKind
+from tests.backends._support import (
+    SECRET,
+    complete,
+    complete_error,
+    drain,
+    health,
+    odd_server,
+    text_of,
+)
+from tests.fakes.base import sse
+from tests.fakes.openai_server import OpenAIFake
+from tests.fakes.scripted import DEFAULT_TEXT, tokenize
+from tests.fakes.scripted import QuietFake as FakeServer
+from tests.fakes.specs import assert_valid
+
+TOKENS = tokenize(DEFAULT_TEXT)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with OpenAIFake(api_key=SECRET) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server.first_byte_delay = server.chunk_delay = 0.0
+    return server.reset()
+
+
+def remote(fake, backend="openai", env="OPENAI_API_KEY", suffix="/v1", **options) -> Target:
+    return Target(
+        name="gpt",
+        backend=backend,
+        protocol="openai",
+        base_url=fake.url + suffix,
+        model="gpt-test",
+        api_key_env=env,
+        options=options,
+    )
+
+
+def local(fake, backend="llamacpp", **options) -> Target:
+    return Target("local", backend, "openai", fake.url, "smollm2", options=options, local=True)
+
+
+def last_body(fake) -> dict:
+    return json.loads(fake.requests[-1].body)
+
+
+# ---------------------------------------------------------------------------- happy paths
+
+
+def test_complete_returns_text_finish_and_usage(fake):
+    done = complete(remote(fake), InferenceRequest(prompt="Say hello", system="Be brief."))
+    assert done.text == DEFAULT_TEXT
+    assert done.finish_reason == "stop"
+    assert done.usage.input_tokens == 4 and done.usage.output_tokens == len(TOKENS)
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {SECRET}"
+    body = last_body(fake)
+    assert body["stream"] is False and "stream_options" not in body
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say hello"},
+    ]
+    assert_valid("openai", sent)
+
+
+def test_stream_yields_each_token_then_finish_and_usage(fake):
+    request = InferenceRequest(prompt="Hi", max_tokens=64, temperature=0.2, top_p=0.9, seed=7)
+    chunks, error = drain(remote(fake), request)
+    assert error is None
+    assert [c.text for c in chunks[:-1]] == TOKENS
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage.output_tokens == len(TOKENS)
+    body = last_body(fake)
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    # OpenAI itself gets max_completion_tokens; the sampling fields go through untouched.
+    assert body["max_completion_tokens"] == 64 and "max_tokens" not in body
+    assert (body["temperature"], body["top_p"], body["seed"]) == (0.2, 0.9, 7)
+    assert_valid("openai", fake.requests[-1])
+
+
+def test_local_server_gets_max_tokens_and_v1_prefix(fake):
+    server = OpenAIFake()
+    with server:
+        done = complete(local(server), InferenceRequest(prompt="Hi", max_tokens=3))
+        assert server.requests[-1].path == "/v1/chat/completions"
+        body = json.loads(server.requests[-1].body)
+        assert body["max_tokens"] == 3 and "authorization" not in server.requests[-1].headers
+        assert done.finish_reason == "length" and done.text == "".join(TOKENS[:3])
+        assert_valid("openai", server.requests[-1])
+
+
+def test_max_tokens_in_a_stream_ends_with_length(fake):
+    chunks, error = drain(remote(fake), InferenceRequest(prompt="Hi", max_tokens=2))
+    assert error is None
+    assert text_of(chunks) == "".join(TOKENS[:2]) and chunks[-1].finish_reason == "length"
+
+
+def test_stop_sequences_are_sent_and_honoured(fake):
+    request = InferenceRequest(prompt="Hi", stop=("scripted", "zzz"))
+    chunks, error = drain(remote(fake), request)
+    assert error is None
+    assert text_of(chunks) == "Hello world, this is a "
+    assert chunks[-1].finish_reason == "stop"
+    assert last_body(fake)["stop"] == ["scripted", "zzz"]
+    assert_valid("openai", fake.requests[-1])
+
+
+def test_engine_extras_and_org_headers_are_passed(fake):
+    t = remote(
+        fake, **{"param.top_k": "40", "param.user": "abc", "organization": "org-1", "project": "p"}
+    )
+    complete(t)
+    body, headers = last_body(fake), fake.requests[-1].headers
+    assert body["top_k"] == 40 and body["user"] == "abc"
+    assert headers["openai-organization"] == "org-1" and headers["openai-project"] == "p"
+
+
+def test_base_with_its_own_version_segment_is_not_prefixed_again():
+    with OpenAIFake(api_key=SECRET, prefix="/openai/v1", groq=True) as server:
+        import os
+
+        os.environ["GROQ_API_KEY"] = SECRET
+        try:
+            t = remote(server, backend="groq", env="GROQ_API_KEY", suffix="/openai/v1")
+            chunks, error = drain(t)
+        finally:
+            del os.environ["GROQ_API_KEY"]
+    assert error is None and text_of(chunks) == DEFAULT_TEXT
+    assert server.requests[-1].path == "/openai/v1/chat/completions"
+    assert chunks[-1].usage.input_tokens == 1
+
+
+# ---------------------------------------------------------------------------- stream framing
+
+
+def test_azure_style_empty_choices_chunks_are_skipped():
+    with OpenAIFake(azure_empty_chunks=True) as server:
+        chunks, error = drain(local(server))
+    assert error is None and text_of(chunks) == DEFAULT_TEXT
+
+
+def test_stream_without_done_or_usage_ends_on_close_after_finish():
+    # llama-cpp-python style: no usage chunk; and an old llamafile-style missing [DONE].
+    with OpenAIFake(send_done=False, stream_usage=False) as server:
+        chunks, error = drain(local(server))
+    assert error is None and text_of(chunks) == DEFAULT_TEXT
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is None
+
+
+def test_clean_close_before_any_finish_reason_is_stream_cut():
+    def half(req, resp):
+        chunk = {"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}
+        resp.stream(200, [sse(chunk)])  # ends cleanly, but nothing said the answer was over
+
+    with FakeServer() as server:
+        server.route("POST", "/v1/chat/completions", half)
+        chunks, error = drain(local(server))
+    assert text_of(chunks) == "Hel"
+    assert error is not None and error.kind is FailureKind.STREAM_CUT
+
+
+def test_done_without_finish_reason_still_ends_normally():
+    def done_only(req, resp):
+        chunk = {"choices": [{"index": 0, "delta": {"content": "ok"}}]}
+        resp.stream(200, [sse(chunk), b": keep-alive\n\n", sse("[DONE]")])
+
+    with FakeServer() as server:
+        server.route("POST", "/v1/chat/completions", done_only)
+        chunks, error = drain(local(server))
+    assert error is None and text_of(chunks) == "ok" and chunks[-1].finish_reason is None
+
+
+def test_non_object_event_is_malformed():
+    with FakeServer() as server:
+        server.route("POST", "/v1/chat/completions", lambda q, r: r.stream(200, [sse("[1, 2]")]))
+        _, error = drain(local(server))
+    assert error is not None and error.kind is FailureKind.MALFORMED
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_429_carries_retry_after_and_request_id(fake):
+    fake.fail_next(429, retry_after="1")
+    error = complete_error(remote(fake))
+    assert error.kind is FailureKind.RATE_LIMIT and error.status == 429
+    assert error.retry_after == 1.0 and error.request_id and error.request_id.startswith("req_")
+    assert "Rate limit reached" in str(error)
+
+
+def test_retry_after_ms_wins_over_retry_after(fake):
+    fake.fail_next(429, retry_after="5", headers={"retry-after-ms": "250"})
+    _, error = drain(remote(fake))
+    assert error.kind is FailureKind.RATE_LIMIT and error.retry_after == 0.25
+
+
+def test_insufficient_quota_429_is_quota_not_rate_limit(fake):
+    fake.fail_next(429, error_type="insufficient_quota")
+    error = complete_error(remote(fake))
+    assert error.kind is FailureKind.QUOTA and not error.kind.retryable
+    assert "exceeded your current quota" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, FailureKind.SERVER),
+        (503, FailureKind.OVERLOADED),
+        (400, FailureKind.CLIENT),
+        (404, FailureKind.CLIENT),
+    ],
+)
+def test_error_statuses_are_classified(fake, status, kind):
+    fake.fail_next(status)
+    _, error = drain(remote(fake))
+    assert error.kind is kind and error.status == status
+
+
+def test_flat_vllm_error_body_is_understood(fake):
+    body = {
+        "object": "error",
+        "message": "This model's maximum context length is 4096 tokens",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+    fake.fail_next(400, body=body)
+    error = complete_error(remote(fake))
+    assert error.kind is FailureKind.CLIENT and "maximum context length" in str(error)
+
+
+def test_malformed_json_body_is_malformed(fake):
+    fake.malformed_next()
+    assert complete_error(remote(fake)).kind is FailureKind.MALFORMED
+
+
+def test_malformed_event_mid_stream_keeps_the_earlier_chunks(fake):
+    fake.malformed_next()
+    chunks, error = drain(remote(fake))
+    assert error.kind is FailureKind.MALFORMED and text_of(chunks) == ""
+    fake.script.clear()
+
+
+def test_stream_cut_midway_yields_the_partial_answer_then_stream_cut(fake):
+    fake.cut_after(3)
+    chunks, error = drain(remote(fake))
+    assert text_of(chunks) == "".join(TOKENS[:3])
+    assert all(c.finish_reason is None for c in chunks)
+    assert error is not None and error.kind is FailureKind.STREAM_CUT
+
+
+def test_blocking_body_cut_is_stream_cut(fake):
+    fake.cut_after(0)
+    assert complete_error(remote(fake)).kind is FailureKind.STREAM_CUT
+
+
+def test_in_stream_error_event_fails_after_the_partial_text(fake):
+    fake.error_event_after(2, message="CUDA out of memory")
+    chunks, error = drain(remote(fake))
+    assert text_of(chunks) == "".join(TOKENS[:2])
+    assert error.kind is FailureKind.SERVER and "CUDA out of memory" in str(error)
+
+
+def test_groq_x_groq_error_fails_the_stream():
+    with OpenAIFake(groq=True) as server:
+        server.error_event_after(1, error_type="server_error", message="stream stopped early")
+        chunks, error = drain(local(server))
+    assert text_of(chunks) == TOKENS[0]
+    assert error.kind is FailureKind.SERVER and "stream stopped early" in str(error)
+
+
+def test_wrong_key_is_auth_and_the_key_never_appears(fake, monkeypatch):
+    wrong = "sk-wrong-9f8e7d6c5b4a"
+    monkeypatch.setenv("OPENAI_API_KEY", wrong)
+    # The real API quotes the key back ("Incorrect API key provided: sk-..."); so does the fake.
+    error = complete_error(remote(fake))
+    assert error.kind is FailureKind.AUTH and error.status == 401
+    assert "Incorrect API key provided" in str(error)
+    assert wrong not in str(error) and wrong not in repr(error.args)
+    _, stream_error = drain(remote(fake))
+    assert stream_error.kind is FailureKind.AUTH and wrong not in str(stream_error)
+
+
+def test_key_value_never_appears_in_any_error(fake):
+    messages = []
+    for status in (400, 429, 500, 503):
+        fake.fail_next(status, message=f"echo {SECRET} back")
+        messages.append(str(complete_error(remote(fake))))
+    fake.error_event_after(1, message=f"leaked {SECRET}")
+    messages.append(str(drain(remote(fake))[1]))
+    assert all(SECRET not in m and "***" in m for m in messages)
+
+
+def test_missing_key_variable_is_auth_naming_the_variable(fake, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    error = complete_error(remote(fake))
+    assert error.kind is FailureKind.AUTH and "OPENAI_API_KEY" in str(error)
+    assert fake.requests == []  # nothing was sent without the key
+
+
+def test_connection_refused_is_connect(free_port):
+    t = Target("dead", "llamacpp", "openai", f"http://127.0.0.1:{free_port}", "m", local=True)
+    chunks, error = drain(t)
+    assert chunks == [] and error.kind is FailureKind.CONNECT
+    assert complete_error(t).kind is FailureKind.CONNECT
+    assert health(t) is False
+
+
+def test_first_byte_timeout_is_timeout(fake):
+    fake.first_byte_delay = 1.5
+    started = time.monotonic()
+    _, error = drain(remote(fake), first_byte_timeout=0.2)
+    assert error.kind is FailureKind.TIMEOUT
+    assert time.monotonic() - started < 1.2
+    assert complete_error(remote(fake), first_byte_timeout=0.2).kind is FailureKind.TIMEOUT
+
+
+def test_deadline_passing_mid_stream_is_timeout_after_partial_text(fake):
+    fake.chunk_delay = 0.25
+    chunks, error = drain(remote(fake), deadline=time.monotonic() + 0.6)
+    assert error.kind is FailureKind.TIMEOUT
+    assert 0 < len([c for c in chunks if c.text]) < len(TOKENS)
+
+
+# ---------------------------------------------------------------------------- continuation
+
+
+def test_assistant_prefix_is_sent_as_a_final_assistant_message(fake):
+    history = (Message("user", "Earlier"), Message("assistant", "Answer"))
+    request = InferenceRequest(prompt="Go on", history=history, assistant_prefix="Hello wor")
+    drain(remote(fake), request)
+    messages = last_body(fake)["messages"]
+    assert messages[-1] == {"role": "assistant", "content": "Hello wor"}
+    assert messages[-2] == {"role": "user", "content": "Go on"}
+    assert "continue_final_message" not in last_body(fake)
+    assert_valid("openai", fake.requests[-1])
+
+
+def test_vllm_is_told_to_continue_the_final_message():
+    with OpenAIFake() as server:
+        complete(
+            local(server, backend="vllm"), InferenceRequest(prompt="Q", assistant_prefix="A: ")
+        )
+        body = json.loads(server.requests[-1].body)
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+
+
+def test_completion_style_appends_the_prefix_to_the_prompt(fake):
+    t = remote(fake, api="completions")
+    request = InferenceRequest(
+        prompt="Tell me", system="Sys", assistant_prefix="Once upon", max_tokens=5
+    )
+    done = complete(t, request)
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/completions"
+    assert json.loads(sent.body)["prompt"] == "Sys\n\nTell meOnce upon"
+    assert json.loads(sent.body)["max_tokens"] == 5
+    assert done.text == "".join(TOKENS[:5])
+    assert_valid("openai", sent)
+    chunks, error = drain(t, request)
+    assert error is None and text_of(chunks) == "".join(TOKENS[:5])
+
+
+# ---------------------------------------------------------------------------- dialects, probes
+
+
+def test_blocking_only_server_streams_one_chunk_and_stops_client_side():
+    with OpenAIFake(blocking_only=True) as server:
+        t = Target("g4a", "gpt4all", "openai", server.url, "m", local=True)
+        chunks, error = drain(t, InferenceRequest(prompt="Hi", stop=("this",)))
+        body = json.loads(server.requests[-1].body)
+    assert error is None and len(chunks) == 1
+    assert chunks[0].text == "Hello world, " and chunks[0].finish_reason == "stop"
+    assert body["stream"] is False and "stop" not in body and "stream_options" not in body
+
+
+def test_x_api_key_dialect(monkeypatch):
+    monkeypatch.setenv("TABBY_API_KEY", SECRET)
+    with OpenAIFake(api_key=SECRET, auth_style="x-api-key") as server:
+        t = Target(
+            "tabby", "exllamav2", "openai", server.url, "m", api_key_env="TABBY_API_KEY", local=True
+        )
+        assert complete(t).text == DEFAULT_TEXT
+        assert server.requests[-1].headers["x-api-key"] == SECRET
+
+
+def test_models_list_shapes(monkeypatch):
+    import asyncio
+
+    import httpx
+
+    from batuta.backends.openai import OpenAIAdapter
+
+    monkeypatch.setenv("TOGETHER_API_KEY", SECRET)
+
+    async def ids(t):
+        async with httpx.AsyncClient() as client:
+            return await OpenAIAdapter(t, client).models()
+
+    with OpenAIFake(api_key=SECRET, models_shape="array") as server:
+        assert asyncio.run(ids(remote(server, "together", "TOGETHER_API_KEY"))) == ["fake-model"]
+    with OpenAIFake(models_shape="list") as server:
+        assert asyncio.run(ids(local(server))) == ["fake-model"]
+
+
+def test_remote_health_is_an_authenticated_models_call(fake, monkeypatch):
+    assert health(remote(fake)) is True
+    assert fake.requests[-1].path == "/v1/models"
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong")
+    assert health(remote(fake)) is False
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert health(remote(fake)) is False
+
+
+def test_local_health_uses_health_route_and_falls_back_to_models():
+    with OpenAIFake(health_status=None) as server:  # llama-cpp-python: /health is a 404
+        assert health(local(server)) is True
+        assert [r.path for r in server.requests] == ["/health", "/v1/models"]
+        server.health_status = 503  # llama-server while loading the model
+        assert health(local(server)) is False
+        server.health_status = 200
+        assert health(local(server)) is True
+        assert health(local(server, health_path="/v1/models")) is True
+
+
+# ---------------------------------------------------------------------------- the real engine
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path, tmp_path_factory):
+    """llama-cpp-python's OpenAI server with SmolLM2 on a free port, stopped by pid."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("engine") / "server.log").open("wb")
+    argv = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        "2",
+        "--n_ctx",
+        "1024",
+    ]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "llama_cpp.server exited during start-up"
+            try:
+                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "llama_cpp.server did not become ready"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+        assert not psutil.pid_exists(proc.pid)
+
+
+def smol(url) -> Target:
+    return Target("smol", "llamacpp", "openai", url, "smollm2", local=True)
+
+
+@pytest.mark.engine
+def test_real_llamacpp_blocking_answer_is_english_with_usage(engine):
+    request = InferenceRequest(
+        prompt="What is the capital of France? Answer in one sentence.",
+        max_tokens=32,
+        temperature=0.0,
+        seed=1,
+        stream=False,
+    )
+    done = complete(smol(engine), request)
+    assert done.text.strip(), done
+    assert sum(ch.isascii() and ch.isalpha() for ch in done.text) >= 5
+    assert done.finish_reason in ("stop", "length")
+    assert done.usage.input_tokens and done.usage.input_tokens > 5
+    assert done.usage.output_tokens and 0 < done.usage.output_tokens <= 32
+
+
+@pytest.mark.engine
+def test_real_llamacpp_stream_and_health(engine):
+    chunks, error = drain(
+        smol(engine), InferenceRequest(prompt="Say hello.", max_tokens=16, temperature=0.0)
+    )
+    assert error is None
+    assert len([c for c in chunks if c.text]) >= 2 and text_of(chunks).strip()
+    assert chunks[-1].finish_reason in ("stop", "length")
+    assert health(smol(engine)) is True  # no /health here: falls back to /v1/models
+
+
+# ---------------------------------------------------------------------------- odd answers
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ([1], FailureKind.MALFORMED),
+        ({"error": {"message": "late failure"}}, FailureKind.SERVER),
+        ({"choices": []}, FailureKind.MALFORMED),
+    ],
+)
+def test_odd_blocking_answers_fail_cleanly(body, kind):
+    with odd_server("/v1/chat/completions", body) as server:
+        assert complete_error(local(server)).kind is kind
+
+
+def test_null_content_and_choice_order_are_handled():
+    body = {
+        "choices": [
+            {"index": 1, "message": {"content": "other"}},
+            {"index": 0, "message": {"content": None}, "finish_reason": "tool_calls"},
+        ]
+    }
+    with odd_server("/v1/chat/completions", body) as server:
+        done = complete(local(server))
+    assert (
+        done.text == "" and done.finish_reason == "tool_calls" and done.usage.input_tokens is None
+    )
+
+
+def test_cut_after_the_finish_reason_is_a_normal_end():
+    finish = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+    with odd_server("/v1/chat/completions", [sse(finish), None], stream=True) as server:
+        chunks, error = drain(local(server))
+    assert error is None and text_of(chunks) == "Hi" and chunks[-1].finish_reason == "stop"
+
+
+def test_models_without_a_list_is_malformed():
+    import asyncio
+
+    import httpx
+
+    from batuta.backends.openai import OpenAIAdapter
+    from batuta.errors import BackendError
+
+    async def go(url):
+        async with httpx.AsyncClient() as client:
+            return await OpenAIAdapter(local_target(url), client).models()
+
+    def local_target(url):
+        return Target("l", "llamacpp", "openai", url, "m", local=True)
+
+    server = FakeServer()
+    server.route("GET", "/v1/models", lambda q, r: r.send_json(200, {"data": "nope"}))
+    with server, pytest.raises(BackendError) as err:
+        asyncio.run(go(server.url))
+    assert err.value.kind is FailureKind.MALFORMED

@@ -1,0 +1,111 @@
+"""The desired side of a plan: specs, port allocation, secrets, and make_plan itself."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from batuta.errors import RuntimeStartError
+from batuta.manifest import load_text
+from batuta.plan import desired_state, make_plan, manifest_digest, plan_from, secrets_of
+from batuta.plan.observe import Observation, quick_probe
+
+
+def _loaded(tmp_path: Path, text: str, env: dict[str, str] | None = None):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    path = tmp_path / "batuta.yaml"
+    path.write_text(text)
+    return load_text(text, path, env=env or {})
+
+
+def test_ports_skip_declared_and_listening_ones(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        low, high = taken, taken + 40
+        text = f"""
+models:
+  m: {{source: ./m.gguf}}
+servers:
+  a: {{backend: llamacpp, model: m}}
+  b: {{backend: llamacpp, model: m}}
+  fixed: {{backend: llamacpp, model: m, port: {taken + 1}}}
+defaults: {{port_range: [{low}, {high}]}}
+"""
+        loaded = _loaded(tmp_path, text)
+        specs = desired_state(loaded, {}, cache_dir=tmp_path / "cache").specs
+    a, b = specs["a"].port, specs["b"].port
+    assert low + 2 <= a < b <= high  # neither the listening port nor the declared one
+    assert specs["fixed"].port == taken + 1
+
+
+def test_no_free_port_left_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        text = f"""
+models:
+  m: {{source: ./m.gguf}}
+servers:
+  a: {{backend: llamacpp, model: m}}
+defaults: {{port_range: [{taken}, {taken}]}}
+"""
+        loaded = _loaded(tmp_path, text)
+        with pytest.raises(RuntimeStartError, match=f"no free port left in port_range {taken}"):
+            desired_state(loaded, {}, cache_dir=tmp_path / "cache")
+
+
+def test_secrets_come_from_env_interpolation_only(tmp_path: Path) -> None:
+    text = """
+models:
+  m: {source: ./m.gguf}
+servers:
+  a:
+    backend: llamacpp
+    model: m
+    port: 47401
+    env: {TOKEN: "${env:TOKEN}", PLAIN: visible}
+    args: ["--api-key", "${env:KEY}", "--verbose"]
+"""
+    loaded = _loaded(tmp_path, text, {"TOKEN": "t0ken", "KEY": "k3y"})
+    assert secrets_of(loaded) == frozenset({"t0ken", "k3y"})
+    observation = Observation(statuses={}, health={}, table=None, fingerprint="f")
+    plan = plan_from(loaded, observation, cache_dir=tmp_path / "cache")
+    shown = plan.server("a").desired
+    assert "k3y" not in shown.argv and "(sensitive)" in shown.argv
+    assert shown.env["TOKEN"] == "(sensitive)" and shown.env["PLAIN"] == "visible"
+
+
+def test_an_unreadable_table_is_noted_and_rewritten(tmp_path: Path) -> None:
+    text = "endpoints:\n  g: {provider: groq, model: x, api_key_env: K}\nroutes:\n  r: {targets: [g]}\n"
+    loaded = _loaded(tmp_path, text)
+    observation = Observation(
+        statuses={}, health={}, table=None, fingerprint="f", table_error="routes.json is unreadable"
+    )
+    plan = plan_from(loaded, observation)
+    assert plan.notes == ("routes.json is unreadable; apply rewrites it",)
+    assert plan.routes[0].action == "create"
+
+
+def test_make_plan_reads_the_manifest_and_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATUTA_STATE_DIR", raising=False)
+    path = tmp_path / "batuta.yaml"
+    path.write_text("endpoints:\n  g: {provider: groq, model: x, api_key_env: K}\n")
+    plan = make_plan(path)
+    assert plan.manifest == str(path) and plan.state_dir == str(tmp_path / ".batuta")
+    assert plan.manifest_digest == manifest_digest(path)
+    assert not plan.has_changes
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:notaport/health", "http://127.0.0.1:9/health", "https://127.0.0.1:9/"]
+)
+def test_quick_probe_says_down_for_what_it_cannot_reach(url: str) -> None:
+    assert quick_probe(url, timeout=0.2) == "down"

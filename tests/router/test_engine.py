@@ -1,0 +1,563 @@
+"""The router against real loopback OpenAI-protocol servers, through the real OpenAIAdapter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batuta.backends.base import Adapter
+from batuta.backends.types import Chunk, InferenceRequest, Target, Usage
+from batuta.errors import AllTargetsFailed, BackendError, FailureKind, RoutingError
+from batuta.router.budget import SpendLedger
+from batuta.router.engine import Router, run_query
+from batuta.routing.table import RouteEntry, TargetEntry
+from tests.fakes.openai_server import OpenAIFake
+from tests.fakes.scripted import DEFAULT_TEXT, tokenize
+
+N_TOKENS = len(tokenize(DEFAULT_TEXT))
+
+
+ALPHA = "Alpha answers first. " + DEFAULT_TEXT
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[OpenAIFake, OpenAIFake]]:
+    a, b = OpenAIFake().start(), OpenAIFake().start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def fakes(servers) -> tuple[OpenAIFake, OpenAIFake]:
+    """The two module-wide fakes, reset to a clean script for each test."""
+    for fake, text in zip(servers, (ALPHA, DEFAULT_TEXT), strict=True):
+        fake.requests.clear()
+        fake.script.clear()
+        fake.text, fake.api_key = text, None
+        fake.first_byte_delay = fake.chunk_delay = 0.0
+    return servers
+
+
+def local(name: str, fake: OpenAIFake) -> TargetEntry:
+    return TargetEntry(name, "llamacpp", "openai", fake.url, "fake-model", True)
+
+
+def route_of(*entries: TargetEntry, **kw) -> RouteEntry:
+    kw.setdefault("timeout", 10.0)
+    kw.setdefault("retries", 1)
+    privacy = kw.pop("privacy", "standard")
+    return RouteEntry("r", "interactive", privacy, "balanced", tuple(entries), **kw)
+
+
+class Sleeps:
+    """An injected sleep that records waits instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def ask(router: Router, route: RouteEntry, request: InferenceRequest | None = None, **kw):
+    async def main():
+        async with router:
+            return await router.query(route, request or InferenceRequest("Hi"), **kw)
+
+    return asyncio.run(main())
+
+
+def generations(fake: OpenAIFake) -> list:
+    return [r for r in fake.requests if r.path.endswith("/chat/completions")]
+
+
+def test_streamed_answer_with_server_usage(fakes) -> None:
+    a, b = fakes
+    pieces: list[str] = []
+    resp = ask(Router(), route_of(local("a", a), local("b", b)), on_text=pieces.append)
+    assert resp.text == a.text == "".join(pieces)
+    assert resp.target == "a" and resp.attempts == 1 and resp.fallbacks == 0
+    assert resp.tokens_generated == len(tokenize(a.text)) and resp.usage_source == "server"
+    assert resp.input_tokens is not None and resp.input_tokens > 0
+    assert resp.finish_reason == "stop" and resp.failed_over_from == []
+    assert resp.ttft_ms is not None and 0 < resp.ttft_ms <= resp.latency_ms
+    assert resp.tokens_per_second > 0 and resp.cost_usd == 0.0
+    assert generations(b) == []
+
+
+def test_blocking_answer(fakes) -> None:
+    a, _b = fakes
+    resp = ask(Router(), route_of(local("a", a)), InferenceRequest("Hi", stream=False))
+    assert resp.text == a.text and resp.usage_source == "server"
+    assert generations(a)[0].json()["stream"] is False
+    assert resp.tokens_per_second == pytest.approx(resp.tokens_generated / (resp.latency_ms / 1000))
+
+
+def test_500_retries_then_falls_over(fakes) -> None:
+    a, b = fakes
+    a.fail_next(500).fail_next(500)
+    sleeps = Sleeps()
+    events: list[str] = []
+    resp = ask(
+        Router(sleep=sleeps, random=lambda: 0.0),
+        route_of(local("a", a), local("b", b)),
+        on_event=events.append,
+    )
+    assert resp.target == "b" and resp.text == DEFAULT_TEXT
+    assert resp.attempts == 3 and resp.fallbacks == 1 and resp.failed_over_from == ["a"]
+    assert len(generations(a)) == 2  # one retry on the same target
+    assert sleeps.waits == [0.5]  # backoff 0.5 s x 2^0, no jitter
+    assert any(e.startswith("↻ a:") for e in events) and any(e.startswith("✗ a:") for e in events)
+
+
+def test_429_retry_after_is_honoured(fakes) -> None:
+    a, b = fakes
+    a.fail_next(429, retry_after="1")
+    started = time.monotonic()
+    resp = ask(Router(), route_of(local("a", a), local("b", b)))
+    waited = time.monotonic() - started
+    assert resp.target == "a" and resp.attempts == 2
+    assert 1.0 <= waited < 3.0
+    assert generations(b) == []
+
+
+def test_retry_after_past_the_deadline_falls_over_at_once(fakes) -> None:
+    a, b = fakes
+    a.fail_next(503, retry_after="30")
+    started = time.monotonic()
+    resp = ask(Router(), route_of(local("a", a), local("b", b), timeout=5.0))
+    assert time.monotonic() - started < 2.0
+    assert resp.target == "b" and len(generations(a)) == 1
+
+
+@pytest.mark.parametrize("status", [401, 400, 404])
+def test_client_and_auth_errors_fall_over_without_retry(fakes, status: int) -> None:
+    a, b = fakes
+    a.fail_next(status)
+    sleeps = Sleeps()
+    resp = ask(Router(sleep=sleeps), route_of(local("a", a), local("b", b), retries=3))
+    assert resp.target == "b" and len(generations(a)) == 1 and sleeps.waits == []
+
+
+def test_quota_falls_over_without_retry(fakes) -> None:
+    a, b = fakes
+    a.fail_next(429, error_type="insufficient_quota")
+    resp = ask(Router(sleep=Sleeps()), route_of(local("a", a), local("b", b), retries=3))
+    assert resp.target == "b" and len(generations(a)) == 1
+
+
+def test_stream_cut_continues_on_the_next_target(fakes) -> None:
+    a, b = fakes
+    a.cut_after(3)
+    pieces: list[str] = []
+    events: list[str] = []
+    resp = ask(
+        Router(),
+        route_of(local("a", a), local("b", b)),
+        InferenceRequest("Tell me"),
+        on_text=pieces.append,
+        on_event=events.append,
+    )
+    shown = "".join(tokenize(a.text)[:3])
+    sent = generations(b)[0].json()["messages"]
+    assert sent[-1] == {"role": "assistant", "content": shown}
+    assert sent[-2] == {"role": "user", "content": "Tell me"}
+    assert len(generations(a)) == 1  # never re-sent to the target that showed output
+    assert resp.text == shown + DEFAULT_TEXT == "".join(pieces)
+    assert resp.target == "b" and resp.failed_over_from == ["a"] and resp.fallbacks == 1
+    assert resp.tokens_generated == 3 + N_TOKENS and resp.usage_source == "estimate"
+    assert events == ["↪ a failed after 3 tokens (stream_cut); continued on b"]
+
+
+def test_a_restarted_answer_is_spliced_onto_the_shown_text(fakes) -> None:
+    a, b = fakes
+    a.text = b.text = DEFAULT_TEXT  # the same model on both: b starts the answer over
+    a.cut_after(4)
+    pieces: list[str] = []
+    resp = ask(Router(), route_of(local("a", a), local("b", b)), on_text=pieces.append)
+    assert resp.text == "".join(pieces) == DEFAULT_TEXT
+    assert resp.tokens_generated == 4 + N_TOKENS  # what the servers generated
+    assert resp.target == "b" and resp.failed_over_from == ["a"]
+
+
+def test_in_stream_error_after_text_also_continues(fakes) -> None:
+    a, b = fakes
+    a.error_event_after(2)
+    resp = ask(Router(), route_of(local("a", a), local("b", b)))
+    assert resp.failed_over_from == ["a"] and resp.target == "b"
+    assert generations(b)[0].json()["messages"][-1]["role"] == "assistant"
+
+
+def test_continuation_target_fails_before_text_then_a_third_continues(fakes) -> None:
+    a, b = fakes
+    with OpenAIFake(text=" done.") as c:
+        a.cut_after(2)
+        b.fail_next(500)
+        events: list[str] = []
+        resp = ask(
+            Router(sleep=Sleeps()),
+            route_of(local("a", a), local("b", b), local("c", c), retries=0),
+            on_event=events.append,
+        )
+        prefix = "".join(tokenize(a.text)[:2])
+        assert resp.text == prefix + " done." and resp.target == "c"
+        assert generations(b)[0].json()["messages"][-1]["content"] == prefix
+        assert generations(c)[0].json()["messages"][-1]["content"] == prefix
+        assert resp.failed_over_from == ["a", "b"] and resp.fallbacks == 2
+        assert events[-1] == "↪ a failed after 2 tokens (stream_cut); continued on c"
+
+
+def test_malformed_stream_is_retried(fakes) -> None:
+    a, b = fakes
+    a.malformed_next()
+    resp = ask(Router(sleep=Sleeps()), route_of(local("a", a), local("b", b)))
+    assert resp.target == "a" and resp.attempts == 2
+
+
+def test_first_byte_timeout_falls_over(fakes) -> None:
+    a, b = fakes
+    a.first_byte_delay = 2.0
+    started = time.monotonic()
+    resp = ask(Router(), route_of(local("a", a), local("b", b), retries=0, first_byte_timeout=0.3))
+    assert time.monotonic() - started < 1.8
+    assert resp.target == "b" and resp.failed_over_from == ["a"]
+
+
+def test_deadline_skips_the_rest(fakes) -> None:
+    a, b = fakes
+    a.first_byte_delay = 1.0
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(), route_of(local("a", a), local("b", b), retries=0, timeout=0.4))
+    first, second = info.value.attempts
+    assert first.kind is FailureKind.TIMEOUT
+    assert second.target == "b" and "deadline" in (second.error or "")
+    assert generations(b) == []
+
+
+def test_all_targets_fail_lists_every_attempt(fakes, free_port: int) -> None:
+    a, _ = fakes
+    a.fail_next(500).fail_next(500)
+    dead = TargetEntry("dead", "llamacpp", "openai", f"http://127.0.0.1:{free_port}", "m", True)
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(sleep=Sleeps()), route_of(local("a", a), dead))
+    kinds = [(x.target, x.kind) for x in info.value.attempts]
+    assert kinds == [
+        ("a", FailureKind.SERVER),
+        ("a", FailureKind.SERVER),
+        ("dead", FailureKind.CONNECT),
+        ("dead", FailureKind.CONNECT),
+    ]
+    assert "route 'r': every target failed" in str(info.value)
+
+
+def test_breaker_opens_and_later_queries_skip_the_target(fakes, tmp_path: Path) -> None:
+    a, b = fakes
+    for _ in range(3):
+        a.fail_next(500)
+    route = route_of(local("a", a), local("b", b), retries=0)
+    for _ in range(3):
+        assert ask(Router(state_dir=tmp_path), route).target == "b"
+    assert len(generations(a)) == 3
+    events: list[str] = []
+    resp = ask(Router(state_dir=tmp_path), route, on_event=events.append)  # a new process
+    assert resp.target == "b" and resp.fallbacks == 1 and resp.attempts == 1
+    assert len(generations(a)) == 3  # not contacted
+    assert events == ["· a skipped: circuit open"]
+    assert (tmp_path / "breakers.json").is_file()
+    # a failing route reports the skip among its attempts
+    b.fail_next(500)
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(state_dir=tmp_path), route)
+    assert info.value.attempts[0].target == "a"
+    assert info.value.attempts[0].error == "circuit open"
+
+
+def test_client_errors_do_not_trip_the_breaker(fakes, tmp_path: Path) -> None:
+    a, b = fakes
+    route = route_of(local("a", a), local("b", b), retries=0)
+    for _ in range(4):
+        a.fail_next(400)
+        ask(Router(state_dir=tmp_path), route)
+    assert ask(Router(state_dir=tmp_path), route).target == "a"
+
+
+def _paid(fake: OpenAIFake, pricing=(1000.0, 2000.0)) -> TargetEntry:
+    return TargetEntry(
+        "paid",
+        "groq",
+        "openai",
+        fake.url + "/v1",
+        "m",
+        False,
+        api_key_env="BATUTA_TEST_KEY",
+        pricing=pricing,
+    )
+
+
+def test_budget_records_spend_and_skips_when_over_the_daily_limit(
+    fakes, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    route = route_of(_paid(a), local("b", b), daily_usd=0.01)
+    first = ask(Router(state_dir=tmp_path), route)
+    assert first.target == "paid"
+    inp, out = first.input_tokens, first.tokens_generated
+    assert first.cost_usd == pytest.approx((inp * 1000 + out * 2000) / 1e6)
+    assert SpendLedger(tmp_path / "spend.json").spent_today("r") == pytest.approx(first.cost_usd)
+    assert first.cost_usd > 0.01
+    events: list[str] = []
+    second = ask(Router(state_dir=tmp_path), route, on_event=events.append)
+    assert second.target == "b" and second.cost_usd == 0.0
+    assert len(generations(a)) == 1
+    assert "budget" in events[0] and "daily limit" in events[0]
+
+
+def test_budget_per_request_cap(fakes, monkeypatch) -> None:
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    route = route_of(_paid(a, (1.0, 100.0)), local("b", b), per_request_usd=0.001)
+    assert ask(Router(), route, InferenceRequest("Hi", max_tokens=5)).target == "paid"
+    resp = ask(Router(), route, InferenceRequest("Hi", max_tokens=500))
+    assert resp.target == "b" and len(generations(a)) == 1
+
+
+def test_partial_paid_stream_is_billed(fakes, monkeypatch) -> None:
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    a.cut_after(4)
+    ledger = SpendLedger()
+    resp = ask(Router(ledger=ledger), route_of(_paid(a, (0.0, 1e6)), local("b", b)))
+    assert resp.target == "b" and resp.cost_usd == pytest.approx(4.0)  # $1 per token shown
+    assert ledger.spent_today("r") == pytest.approx(4.0)
+
+
+def test_sovereign_route_refuses_a_hand_edited_remote_target(fakes, monkeypatch) -> None:
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    route = route_of(local("b", b), _paid(a), privacy="sovereign")
+    with pytest.raises(RoutingError, match="'paid'"):
+        ask(Router(), route)
+    remote_llama = TargetEntry("lan", "llamacpp", "openai", "http://192.0.2.7:8080", "m", True)
+    with pytest.raises(RoutingError, match=r"'lan'.*not this machine"):
+        ask(Router(), route_of(local("b", b), remote_llama, privacy="sovereign"))
+    assert generations(a) == [] and generations(b) == []  # not a byte sent, even locally
+
+
+def test_private_route_allows_dedicated_but_not_public(fakes) -> None:
+    _a, b = fakes
+    dedicated = TargetEntry("az", "azure-openai", "azure", "https://x.openai.azure.com", "m", False)
+    public = TargetEntry("oa", "openai", "openai", "https://api.openai.com/v1", "m", False)
+    with pytest.raises(RoutingError, match="'oa'"):
+        ask(Router(), route_of(local("b", b), dedicated, public, privacy="private"))
+    assert ask(Router(), route_of(local("b", b), dedicated, privacy="private")).target == "b"
+
+
+def test_query_target_ignores_the_breaker(fakes, tmp_path: Path) -> None:
+    a, _ = fakes
+    target = local("a", a).target()
+    router = Router(state_dir=tmp_path)
+    for _ in range(5):
+        router.breakers.record_failure(target)
+
+    async def main():
+        async with router:
+            return await router.query_target(target, InferenceRequest("Hi"))
+
+    assert asyncio.run(main()).text == a.text
+
+
+def test_run_query_sync(fakes) -> None:
+    a, b = fakes
+    assert run_query(route_of(local("b", b)), InferenceRequest("Hi")).target == "b"
+    resp = run_query(local("a", a).target(), InferenceRequest("Hi", stream=False), retries=0)
+    assert resp.text == a.text
+    with pytest.raises(TypeError, match="bare target"):
+        run_query(route_of(local("b", b)), InferenceRequest("Hi"), retries=3)
+
+
+def test_key_value_never_leaks_into_errors_or_state(fakes, tmp_path: Path, monkeypatch) -> None:
+    secret = "sk-live-DO-NOT-LEAK-4242"
+    monkeypatch.setenv("BATUTA_TEST_KEY", secret)
+    a, b = fakes
+    a.api_key = "the-right-key"  # the fake echoes a wrong key back in its 401 message
+    b.fail_next(500).fail_next(500)
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(state_dir=tmp_path, sleep=Sleeps()), route_of(_paid(a), local("b", b)))
+    assert secret in generations(a)[0].headers["authorization"]  # it was really sent
+    assert secret not in str(info.value)
+    assert all(secret not in (x.error or "") for x in info.value.attempts)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text()
+
+
+def test_connection_pool_is_shared(fakes) -> None:
+    a, _ = fakes
+    route = route_of(local("a", a))
+
+    async def main():
+        async with Router() as router:
+            for _ in range(3):
+                await router.query(route, InferenceRequest("Hi", stream=False))
+            return router
+
+    router = asyncio.run(main())
+    assert len(router._adapters) == 1
+    assert sum(1 for r in generations(a)) == 3
+
+
+def test_given_client_is_not_closed(fakes) -> None:
+    import httpx
+
+    a, _ = fakes
+
+    async def main():
+        async with httpx.AsyncClient() as client:
+            async with Router(client) as router:
+                await router.query(route_of(local("a", a)), InferenceRequest("Hi"))
+            assert not client.is_closed
+            return (await client.get(a.url + "/v1/models")).status_code
+
+    assert asyncio.run(main()) == 200
+
+
+def test_target_without_model_uses_targets_name(fakes) -> None:
+    a, _ = fakes
+    target = Target("bare", "llamacpp", "openai", a.url, "", local=True)
+    resp = run_query(target, InferenceRequest("Hi", model="override"))
+    assert resp.text == a.text
+    assert generations(a)[0].json()["model"] == "override"
+
+
+# ---------------------------------------------------------------- adapters without deadlines
+
+
+class InMemoryAdapter(Adapter):
+    """An adapter with no HTTP at all, for adapters that do not enforce deadlines
+    themselves: the router must bound them."""
+
+    def __init__(self, target: Target, client) -> None:
+        super().__init__(target, client)
+        self.script = SCRIPTS[target.name]
+
+    async def stream(self, request):
+        for step in self.script:
+            if isinstance(step, BaseException):
+                raise step
+            if step == "hang":
+                await asyncio.sleep(60)
+            yield step
+
+    async def complete(self, request):
+        if "hang" in self.script:
+            await asyncio.sleep(60)
+        return await super().complete(request)
+
+    async def health(self) -> bool:
+        return True
+
+
+SCRIPTS: dict[str, list] = {}
+
+
+def mem(name: str, *script) -> TargetEntry:
+    SCRIPTS[name] = list(script)
+    return TargetEntry(name, "llamacpp", "openai", f"http://127.0.0.1:1/{name}", "m", True)
+
+
+def test_router_bounds_adapters_that_ignore_deadlines() -> None:
+    route = route_of(
+        mem("slow", "hang"), mem("ok", Chunk("fine", "stop")), retries=0, first_byte_timeout=0.2
+    )
+    started = time.monotonic()
+    resp = ask(Router(adapter_factory=InMemoryAdapter), route)
+    assert resp.text == "fine" and time.monotonic() - started < 2
+    resp = ask(
+        Router(adapter_factory=InMemoryAdapter),
+        route_of(
+            mem("slow2", "hang"), mem("ok2", Chunk("fine")), retries=0, first_byte_timeout=0.2
+        ),
+        InferenceRequest("x", stream=False),
+    )
+    assert resp.text == "fine" and resp.usage_source == "estimate" and resp.tokens_generated == 1
+
+
+def test_transport_errors_that_slip_through_count_as_connect() -> None:
+    import httpx
+
+    route = route_of(mem("leaky", httpx.ConnectError("refused")), mem("ok3", Chunk("x")), retries=0)
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(
+            Router(adapter_factory=InMemoryAdapter),
+            route_of(mem("leaky2", httpx.ReadError("r")), retries=0),
+        )
+    assert info.value.attempts[0].kind is FailureKind.CONNECT
+    assert ask(Router(adapter_factory=InMemoryAdapter), route).failed_over_from == ["leaky"]
+
+
+def test_continuation_that_adds_no_text_is_still_reported() -> None:
+    cut = BackendError(FailureKind.STREAM_CUT, "gone")
+    route = route_of(
+        mem("x1", Chunk("abc"), Chunk("def"), cut), mem("x2", Chunk("", "stop", Usage(7, 0)))
+    )
+    events: list[str] = []
+    resp = ask(Router(adapter_factory=InMemoryAdapter), route, on_event=events.append)
+    assert resp.text == "abcdef" and resp.tokens_generated == 2 and resp.finish_reason == "stop"
+    assert events == ["↪ x1 failed after 2 tokens (stream_cut); continued on x2"]
+    assert resp.input_tokens == 7
+
+
+def test_unknown_adapter_falls_over() -> None:
+    odd = TargetEntry("odd", "nonexistent", "nope", "http://127.0.0.1:1", "m", True)
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(), route_of(odd, retries=3))
+    assert [a.kind for a in info.value.attempts] == [FailureKind.CLIENT]
+
+
+# ---------------------------------------------------------------- the shared client
+
+
+def test_https_targets_get_tls_on_demand(fakes) -> None:
+    a, b = fakes
+    tls = TargetEntry("tls", "llamacpp", "openai", f"https://127.0.0.1:{a.port}", "m", True)
+    resp = ask(Router(sleep=Sleeps()), route_of(tls, local("b", b), retries=0))
+    assert resp.target == "b" and resp.failed_over_from == ["tls"]
+    assert generations(a) == []  # a TLS handshake against a plain server: no request parsed
+
+
+def test_environment_proxy_is_never_used_for_loopback(fakes, free_port, monkeypatch) -> None:
+    a, _ = fakes
+    dead_proxy = f"http://127.0.0.1:{free_port}"
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    away = TargetEntry("away", "llamacpp", "openai", "http://192.0.2.1:9", "m", False)
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(), route_of(away, retries=0))
+    assert info.value.attempts[0].kind is FailureKind.CONNECT  # sent to the (dead) proxy
+    assert ask(Router(), route_of(local("a", a))).text == a.text  # loopback: straight there
+
+
+def test_unwritable_bookkeeping_does_not_lose_the_answer(
+    fakes, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    (tmp_path / "breakers.json").mkdir()
+    (tmp_path / "spend.json").mkdir()
+    b.fail_next(500)
+    events: list[str] = []
+    resp = ask(
+        Router(state_dir=tmp_path),
+        route_of(local("b", b), _paid(a), retries=0),
+        on_event=events.append,
+    )
+    assert resp.target == "paid" and resp.text == a.text and resp.cost_usd > 0
+    warnings = [e for e in events if e.startswith("⚠")]
+    assert len(warnings) == 2 and all("cannot write" in w for w in warnings)

@@ -1,0 +1,133 @@
+"""The supervisor process's loop, run in-process with fake processes, and how commands
+find, wake and start it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from batuta.apply.state import ServerRecord, flocked, locked_state, read_state
+from batuta.runtime import daemon
+from batuta.runtime.process import create_time_of
+from batuta.runtime.supervise import Seams
+from tests.runtime.test_supervise import World, spec
+
+
+class ScriptedProc:
+    """A fake server whose polls drive the supervisor's own signal handling."""
+
+    def __init__(self, world: World, script: list[int]) -> None:
+        self.pid, self.create_time, self.returncode = 4242, 1.0, None
+        self.ignores_term, self.leftover = False, False
+        self.script = script  # signals to send to ourselves, one per poll
+        world.procs[self.pid] = self  # type: ignore[assignment]
+
+    def poll(self) -> int | None:
+        if self.script:
+            os.kill(os.getpid(), self.script.pop(0))
+        return self.returncode
+
+
+@pytest.fixture
+def handlers():
+    saved = {
+        s: signal.getsignal(s)
+        for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+    }
+    yield saved
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_run_reloads_on_sighup_and_stops_everything_on_sigterm(tmp_path, handlers, capsys) -> None:
+    world = World()
+    with locked_state(tmp_path) as state:
+        state.servers["s"] = ServerRecord(spec=spec())
+    proc = ScriptedProc(world, [0, signal.SIGHUP, signal.SIGTERM])
+    seams = Seams(
+        clock=world.seams().clock, wall=world.seams().wall, spawner=lambda s, log: proc,
+        signaller=world.signal, prober=lambda url: "ready", owned=world.owned,
+    )  # fmt: skip
+    assert daemon.run(tmp_path, seams) == 0
+    record = read_state(tmp_path).servers["s"]
+    assert (record.state, record.desired, record.pid) == ("stopped", "stopped", None)
+    assert (4242, signal.SIGTERM) in world.signals
+    out = capsys.readouterr().out
+    assert "terminating: stopping every server" in out and "nothing left to supervise" in out
+    assert not (tmp_path / daemon.PID_FILE).exists()
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # restored
+
+
+def test_run_with_nothing_to_do_exits_at_once(tmp_path, handlers, capsys) -> None:
+    assert daemon.run(tmp_path / "new") == 0
+    assert "nothing left to supervise" in capsys.readouterr().out
+    assert not daemon.supervisor_alive(tmp_path / "new")
+
+
+def test_run_leaves_when_another_supervisor_owns_the_directory(tmp_path, handlers, capsys) -> None:
+    (tmp_path / daemon.PID_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "create_time": create_time_of(os.getpid())})
+    )
+    with flocked(tmp_path / daemon.LOCK_FILE):
+        assert daemon.run(tmp_path) == 0
+    assert "another supervisor owns" in capsys.readouterr().out
+
+
+def test_run_gives_up_on_a_lock_held_without_a_pid_file(tmp_path, handlers, monkeypatch) -> None:
+    monkeypatch.setattr(daemon, "_LOCK_RETRY", 0.1)
+    with flocked(tmp_path / daemon.LOCK_FILE):
+        assert daemon.run(tmp_path) == 0
+
+
+def test_supervisor_pid_needs_a_valid_pid_file(tmp_path) -> None:
+    assert daemon.supervisor_pid(tmp_path) is None
+    (tmp_path / daemon.PID_FILE).write_text("garbage")
+    assert daemon.supervisor_pid(tmp_path) is None
+    (tmp_path / daemon.PID_FILE).write_text(json.dumps({"pid": os.getpid(), "create_time": 1.0}))
+    assert daemon.supervisor_pid(tmp_path) is None  # the pid is not the one recorded
+
+
+def test_nudge_signals_a_live_supervisor(tmp_path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, sys, time\n"
+         "signal.signal(signal.SIGHUP, lambda *a: (print('HUP', flush=True), sys.exit(0)))\n"
+         "print('up', flush=True)\ntime.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "up"
+        with flocked(tmp_path / daemon.LOCK_FILE):  # as the supervisor holds it
+            assert daemon.nudge(tmp_path) is None  # no pid file yet: it will read the state
+            (tmp_path / daemon.PID_FILE).write_text(
+                json.dumps({"pid": child.pid, "create_time": create_time_of(child.pid)})
+            )
+            assert daemon.nudge(tmp_path) == child.pid
+        assert child.stdout.readline().strip() == "HUP"
+        assert child.wait(timeout=5) == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_hidden_cli_command_runs_the_supervisor(tmp_path, handlers, capsys) -> None:
+    from batuta.cli.main import main
+
+    assert main(["supervise", "--state-dir", str(tmp_path / "s")]) == 0
+    assert "nothing left to supervise" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    assert "supervise" not in capsys.readouterr().out  # hidden
+
+
+def test_runtime_is_exported_lazily() -> None:
+    import batuta.runtime as runtime
+    from batuta.runtime.manager import Runtime
+
+    assert runtime.Runtime is Runtime
+    with pytest.raises(AttributeError):
+        runtime.Nothing  # noqa: B018

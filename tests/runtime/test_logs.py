@@ -1,0 +1,46 @@
+"""Server logs: copy-truncate rotation that a writer with O_APPEND survives, and tails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from batuta.runtime.logs import log_path, note, rotate_if_needed, tail
+
+
+def test_log_path(tmp_path: Path) -> None:
+    assert log_path(tmp_path, "local") == tmp_path / "logs" / "local.log"
+
+
+def test_rotation_keeps_one_old_file_and_the_writer_keeps_writing(tmp_path: Path) -> None:
+    path = tmp_path / "s.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # as a server holds it
+    try:
+        os.write(fd, b"a" * 100)
+        assert not rotate_if_needed(path, 100)
+        os.write(fd, b"b")
+        assert rotate_if_needed(path, 100)
+        assert (tmp_path / "s.log.1").read_bytes() == b"a" * 100 + b"b"
+        os.write(fd, b"after rotation\n")
+        assert path.read_bytes() == b"after rotation\n"  # no hole: O_APPEND writes at the end
+    finally:
+        os.close(fd)
+    assert not rotate_if_needed(tmp_path / "absent.log", 1)
+
+
+def test_tail(tmp_path: Path) -> None:
+    path = tmp_path / "s.log"
+    assert tail(path) == ""
+    path.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert tail(path, 3) == "line 97\nline 98\nline 99"
+    path.write_bytes(b"x" * 100_000 + b"\nbad \xff byte\n")
+    assert tail(path, 1, max_bytes=1000) == "bad \ufffd byte"
+
+
+def test_note_appends_a_stamped_line(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "s.log"
+    note(path, "restarting in 0.5s")
+    note(path, "ready")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("[batuta ") and lines[0].endswith("] restarting in 0.5s")
+    assert lines[1].endswith("] ready")

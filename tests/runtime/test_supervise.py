@@ -1,0 +1,491 @@
+"""The supervisor's rules with a fake clock, spawner, signaller and prober (honcho-style):
+restart policy, exponential backoff, crash loops, readiness, stopping, adoption."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from batuta.apply.state import ServerRecord, locked_state, read_state
+from batuta.runtime import logs
+from batuta.runtime.process import UNKNOWN_EXIT
+from batuta.runtime.spec import ServerSpec
+from batuta.runtime.supervise import Seams, Supervisor, describe_exit
+
+
+@dataclass
+class FakeProc:
+    pid: int
+    create_time: float
+    returncode: int | None = None
+    ignores_term: bool = False
+    leftover: bool = False  # a grandchild stays in the group after the leader exits
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class World:
+    """Fake time and processes the supervisor acts on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.procs: dict[int, FakeProc] = {}
+        self.next_pid = 100
+        self.signals: list[tuple[int, int]] = []
+        self.health: dict[str, str] = {}
+        self.spawned: list[ServerSpec] = []
+        self.spawn_error: OSError | None = None
+        self.ignore_term = False
+
+    def seams(self) -> Seams:
+        return Seams(
+            clock=lambda: self.now,
+            wall=lambda: 1.7e9 + self.now,
+            spawner=self.spawn,
+            signaller=self.signal,
+            prober=lambda url: self.health.get(url, "ready"),
+            owned=self.owned,
+            adopt=lambda pid, ct: self.procs[pid],
+        )
+
+    def spawn(self, spec: ServerSpec, log_path: Path) -> FakeProc:
+        if self.spawn_error is not None:
+            raise self.spawn_error
+        self.next_pid += 1
+        proc = FakeProc(self.next_pid, create_time=self.now, ignores_term=self.ignore_term)
+        self.procs[proc.pid] = proc
+        self.spawned.append(spec)
+        return proc
+
+    def signal(self, pgid: int, sig: int) -> bool:
+        self.signals.append((pgid, sig))
+        proc = self.procs.get(pgid)
+        if proc is None:
+            return False
+        if sig == 0:
+            return proc.returncode is None or proc.leftover
+        if sig == signal.SIGKILL:
+            proc.leftover = False
+            if proc.returncode is None:
+                proc.returncode = -9
+        elif sig == signal.SIGTERM and not proc.ignores_term and proc.returncode is None:
+            proc.returncode = -15
+        return True
+
+    def owned(self, pid: int | None, create_time: float | None) -> bool:
+        proc = self.procs.get(pid or -1)
+        return proc is not None and proc.returncode is None and proc.create_time == create_time
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def spec(name: str = "s", restart: str = "on-failure", **fields: object) -> ServerSpec:
+    values: dict[str, object] = {
+        "name": name,
+        "backend": "llamacpp",
+        "argv": ("llama-server", "-m", "/m.gguf"),
+        "host": "127.0.0.1",
+        "port": 8081,
+        "health_url": f"http://127.0.0.1:8081/{name}/health",
+        "model_path": "/m.gguf",
+        "restart": restart,
+        **fields,
+    }
+    return ServerSpec(**values)  # type: ignore[arg-type]
+
+
+def put(state_dir: Path, server: ServerSpec, **fields: object) -> ServerRecord:
+    """Request ``server`` as Runtime does: a new generation of its record."""
+    with locked_state(state_dir) as state:
+        current = state.servers.get(server.name)
+        generation = (current.generation if current else 0) + 1
+        record = ServerRecord(spec=server, generation=generation, **fields)  # type: ignore[arg-type]
+        state.servers[server.name] = record
+    return record
+
+
+def request_stop(state_dir: Path, name: str, timeout: float = 10.0) -> None:
+    with locked_state(state_dir) as state:
+        rec = state.servers[name]
+        state.servers[name] = replace(
+            rec, desired="stopped", generation=rec.generation + 1, stop_timeout=timeout
+        )
+
+
+def saved(state_dir: Path, name: str = "s") -> ServerRecord:
+    return read_state(state_dir).servers[name]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def sup(tmp_path: Path, world: World) -> Supervisor:
+    return Supervisor(tmp_path, world.seams())
+
+
+def boot(sup: Supervisor) -> None:
+    """Load state.json, spawn what it asks for, and probe it once."""
+    sup.load()
+    sup.tick()
+    sup.tick()
+
+
+def crash(world: World, sup: Supervisor, code: int = 1) -> None:
+    proc = sup.slots["s"].proc
+    assert isinstance(proc, FakeProc)
+    proc.returncode = code
+    sup.tick()
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(-200) == "killed by signal 200"
+    assert describe_exit(None) == describe_exit(UNKNOWN_EXIT) == "exit status unknown"
+
+
+def test_starts_a_requested_server_and_reports_ready(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    assert saved(tmp_path).state == "starting"
+    sup.tick()
+    assert [s.name for s in world.spawned] == ["s"]
+    assert saved(tmp_path).state == "starting"
+    sup.tick()
+    assert saved(tmp_path).pid == 101 and saved(tmp_path).state == "ready"
+    record = saved(tmp_path)
+    assert (record.pid_generation, record.create_time) == (1, 1000.0)
+    assert record.ready_at == pytest.approx(1.7e9 + 1000.0)
+    assert "ready at http://127.0.0.1:8081" in logs.tail(logs.log_path(tmp_path, "s"))
+
+
+def test_loading_server_stays_starting_until_ready(tmp_path, world, sup) -> None:
+    world.health[spec().health_url] = "loading"
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    assert saved(tmp_path).state == "starting"
+    assert sup.tick() == pytest.approx(0.05)  # polls fast while loading
+    world.advance(6)
+    sup.tick()
+    assert sup._next_due(world.now) == pytest.approx(0.25)  # slower after a few seconds
+    world.health.clear()
+    world.advance(0.25)
+    sup.tick()
+    assert saved(tmp_path).state == "ready"
+
+
+def test_not_ready_in_time_is_unhealthy_until_it_answers(tmp_path, world, sup) -> None:
+    world.health[spec().health_url] = "down"
+    put(tmp_path, spec(ready_timeout=10.0))
+    sup.load()
+    sup.tick()
+    world.advance(10.5)
+    sup.tick()
+    record = saved(tmp_path)
+    assert record.state == "unhealthy" and "not ready after 10s (down)" in record.message
+    world.health.clear()
+    world.advance(1)
+    sup.tick()
+    assert saved(tmp_path).state == "ready"
+
+
+def test_ready_server_turns_unhealthy_after_three_failed_probes(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    world.health[spec().health_url] = "loading"
+    for _ in range(2):
+        world.advance(2.0)
+        sup.tick()
+        assert saved(tmp_path).state == "ready"
+    world.advance(0.5)
+    sup.tick()
+    assert saved(tmp_path).state == "unhealthy"
+    assert saved(tmp_path).message == "readiness check says loading"
+
+
+def test_crash_restarts_with_doubling_backoff(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    for n, delay in enumerate((0.5, 1.0, 2.0, 4.0), start=1):
+        crash(world, sup)
+        record = saved(tmp_path)
+        assert record.state == "starting" and record.restarts == n and record.last_exit == 1
+        assert record.pid is None and f"restarting in {delay:g}s" in record.message
+        world.advance(delay - 0.01)
+        sup.tick()
+        assert len(world.spawned) == n  # not yet
+        world.advance(0.01)
+        sup.tick()
+        assert len(world.spawned) == n + 1
+    sup.tick()
+    assert saved(tmp_path).state == "ready"
+
+
+def test_backoff_is_capped_at_30s(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    slot = sup.slots["s"]
+    slot.failures = 10
+    crash(world, sup)
+    assert slot.next_start == pytest.approx(world.now + 30.0)
+
+
+def test_crash_loop_stops_restarting_and_reports(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    log = logs.log_path(tmp_path, "s")
+    for _ in range(5):
+        crash(world, sup, 2)
+        world.advance(sup.slots["s"].next_start - world.now)
+        sup.tick()
+    with open(log, "a") as f:
+        f.write("error: model file is corrupt\n")
+    crash(world, sup, 2)
+    record = saved(tmp_path)
+    assert record.state == "crashloop" and record.restarts == 5 and record.last_exit == 2
+    assert "crash loop: 5 restarts within 60s, last exit code 2" in record.message
+    assert "model file is corrupt" in record.message
+    world.advance(120)
+    sup.tick()
+    assert len(world.spawned) == 6 and sup.idle()
+
+
+def test_crashes_far_apart_are_not_a_loop(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    for _ in range(8):
+        world.advance(20)  # each run was ready for 20 s: not long enough to reset backoff
+        crash(world, sup)
+        world.advance(sup.slots["s"].next_start - world.now)
+        sup.tick()
+        sup.tick()
+    assert saved(tmp_path).state == "ready" and saved(tmp_path).restarts == 8
+
+
+def test_backoff_resets_after_60s_ready(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    crash(world, sup)
+    world.advance(0.5)
+    sup.tick()
+    crash(world, sup)
+    assert sup.slots["s"].failures == 2
+    world.advance(1.0)
+    sup.tick()  # restarted
+    sup.tick()  # ... and ready again
+    world.advance(61)
+    crash(world, sup)
+    assert sup.slots["s"].failures == 1
+    assert "restarting in 0.5s" in saved(tmp_path).message
+
+
+@pytest.mark.parametrize(
+    "policy, code, state",
+    [
+        ("on-failure", 0, "exited"),
+        ("on-failure", 1, "starting"),
+        ("on-failure", -9, "starting"),
+        ("never", 1, "exited"),
+        ("never", 0, "exited"),
+        ("always", 0, "starting"),
+        ("always", 1, "starting"),
+    ],
+)
+def test_restart_policy(tmp_path, world, sup, policy, code, state) -> None:
+    put(tmp_path, spec(restart=policy))
+    sup.load()
+    sup.tick()
+    crash(world, sup, code)
+    assert saved(tmp_path).state == state
+    assert saved(tmp_path).last_exit == code
+    assert sup.idle() is (state == "exited")
+
+
+def test_spawn_failure_counts_as_a_failed_start(tmp_path, world, sup) -> None:
+    world.spawn_error = FileNotFoundError(2, "No such file or directory")
+    put(tmp_path, spec(restart="never"))
+    sup.load()
+    sup.tick()
+    record = saved(tmp_path)
+    assert record.state == "exited" and record.last_exit == 127
+    assert "cannot run llama-server: No such file or directory" in logs.tail(
+        logs.log_path(tmp_path, "s")
+    )
+
+
+def test_stop_sends_term_then_kill_after_the_deadline(tmp_path, world, sup) -> None:
+    world.ignore_term = True
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    request_stop(tmp_path, "s", timeout=5.0)
+    sup.load()
+    assert world.signals[-1] == (101, signal.SIGTERM)
+    assert sup.slots["s"].state == "stopping"
+    assert saved(tmp_path).pid == 101  # still on record until it is gone
+    world.advance(4.9)
+    sup.tick()
+    assert (101, signal.SIGKILL) not in world.signals
+    world.advance(0.2)
+    sup.tick()
+    assert (101, signal.SIGKILL) in world.signals
+    sup.tick()
+    record = saved(tmp_path)
+    assert record.state == "stopped" and record.pid is None and record.desired == "stopped"
+    assert sup.idle()
+    assert "did not stop in time: SIGKILL" in logs.tail(logs.log_path(tmp_path, "s"))
+
+
+def test_leftover_group_members_are_killed(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    world.procs[101].leftover = True
+    crash(world, sup)
+    assert world.signals[-2:] == [(101, 0), (101, signal.SIGKILL)]
+
+
+def test_new_generation_replaces_the_running_process(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    put(
+        tmp_path,
+        spec(argv=("llama-server", "-m", "/other.gguf")),
+        pid=101,
+        create_time=1000.0,
+        pid_generation=1,
+    )
+    sup.load()
+    assert world.signals == [(101, signal.SIGTERM)]
+    assert saved(tmp_path).pid == 101  # the old process, until it is gone
+    sup.tick()  # exit seen: the new generation starts at once
+    sup.tick()
+    assert world.spawned[-1].argv[-1] == "/other.gguf"
+    record = saved(tmp_path)
+    assert (record.generation, record.pid_generation, record.pid) == (2, 2, 102)
+
+
+def test_removed_record_is_stopped_and_forgotten(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    with locked_state(tmp_path) as state:
+        del state.servers["s"]
+    sup.load()
+    sup.tick()
+    assert world.signals[0] == (101, signal.SIGTERM)
+    assert sup.slots == {} and sup.idle()
+
+
+def test_pid_that_is_no_longer_ours_is_never_signalled(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    world.procs[101] = FakeProc(101, create_time=5.0)  # the pid now belongs to someone else
+    request_stop(tmp_path, "s")
+    sup.load()
+    assert world.signals == []
+    assert saved(tmp_path).state == "stopped"
+
+
+def test_boot_adopts_a_live_process(tmp_path, world, sup) -> None:
+    world.procs[77] = FakeProc(77, create_time=500.0)
+    put(tmp_path, spec(), state="ready", pid=77, create_time=500.0, pid_generation=1)
+    sup.load()
+    sup.tick()
+    assert world.spawned == [] and saved(tmp_path).pid == 77
+    assert sup._next_due(world.now) <= 0.5  # adopted processes are polled
+    world.procs[77].returncode = UNKNOWN_EXIT
+    sup.tick()
+    record = saved(tmp_path)
+    assert record.last_exit is None and "exit status unknown" in record.message
+    world.advance(0.5)
+    sup.tick()
+    assert saved(tmp_path).pid == 101
+
+
+def test_boot_finds_a_dead_process_and_applies_the_policy(tmp_path, world, sup) -> None:
+    put(tmp_path, spec(restart="never"), state="ready", pid=77, create_time=500.0, pid_generation=1)
+    sup.load()
+    assert saved(tmp_path).state == "exited" and world.spawned == []
+
+
+def test_boot_keeps_crash_loops_as_they_are(tmp_path, world, sup) -> None:
+    put(tmp_path, spec(), state="crashloop", last_exit=1, message="crash loop")
+    sup.load()
+    sup.tick()
+    assert world.spawned == [] and saved(tmp_path).state == "crashloop" and sup.idle()
+
+
+def test_boot_stops_a_process_of_an_older_generation(tmp_path, world, sup) -> None:
+    world.procs[77] = FakeProc(77, create_time=500.0)
+    put(tmp_path, spec())
+    put(tmp_path, spec(argv=("new",)), pid=77, create_time=500.0, pid_generation=1)
+    sup.load()
+    assert world.signals == [(77, signal.SIGTERM)]
+    sup.tick()
+    sup.tick()
+    assert world.spawned[-1].argv == ("new",) and saved(tmp_path).pid_generation == 2
+
+
+def test_boot_with_desired_stopped_stops_the_live_process(tmp_path, world, sup) -> None:
+    world.procs[77] = FakeProc(77, create_time=500.0)
+    put(
+        tmp_path,
+        spec(),
+        desired="stopped",
+        state="ready",
+        pid=77,
+        create_time=500.0,
+        pid_generation=1,
+    )
+    sup.load()
+    assert world.signals == [(77, signal.SIGTERM)]
+    sup.tick()
+    assert saved(tmp_path).state == "stopped" and sup.idle()
+
+
+def test_request_for_a_stopped_slot_starts_it_again(tmp_path, world, sup) -> None:
+    put(tmp_path, spec(restart="never"))
+    boot(sup)
+    crash(world, sup)
+    assert saved(tmp_path).state == "exited"
+    put(tmp_path, spec(restart="never"))
+    boot(sup)
+    assert len(world.spawned) == 2 and saved(tmp_path).state == "ready"
+
+
+def test_shutdown_stops_every_server_and_records_it(tmp_path, world, sup) -> None:
+    put(tmp_path, spec("a"))
+    put(tmp_path, spec("b", restart="never"))
+    sup.load()
+    sup.tick()
+    world.procs[102].returncode = 1
+    sup.tick()  # b exited: stays on record as exited
+    sup.shutdown()
+    sup.tick()
+    state = read_state(tmp_path).servers
+    assert state["a"].state == "stopped" and state["a"].desired == "stopped"
+    assert state["b"].state == "exited"
+    assert sup.idle()
+
+
+def test_logs_are_rotated_when_too_big(tmp_path, world, sup) -> None:
+    put(tmp_path, spec(log_max_size=100))
+    boot(sup)
+    log = logs.log_path(tmp_path, "s")
+    log.write_text("x" * 500)
+    world.advance(2.5)
+    sup.tick()
+    assert log.stat().st_size == 0
+    assert (log.parent / "s.log.1").read_text() == "x" * 500

@@ -1,0 +1,56 @@
+"""Start-up stays cheap: `batuta --help` and `batuta serve tree` import no heavy library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("pydantic", "httpx", "psutil", "jsonschema", "yaml", "watchfiles", "rich")
+PROBE = """
+import sys
+from batuta.cli.main import main
+code = main({args!r})
+heavy = sorted(m for m in {heavy!r} if m in sys.modules)
+print("HEAVY:", ",".join(heavy), "CODE:", code)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["serve", "--help"], ["serve", "tree"], ["serve", "select"]]
+)
+def test_fast_commands_import_nothing_heavy(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == "HEAVY:  CODE: 0", last
+
+
+def test_console_script_tree() -> None:
+    script = Path(sys.executable).parent / "batuta"
+    done = subprocess.run(
+        [str(script), "serve", "tree"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("Model Serving Ecosystem\n├── local\n")
+
+
+def test_importtime_of_serve_tree_stays_small() -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", PROBE.format(args=["serve", "tree"], heavy=())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    modules = [line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]]
+    assert "batuta.router.select" in modules  # imported by serve_info for the tree
+    assert not [m for m in modules if m.split(".")[0] in HEAVY]
+    # the whole import graph of a tree rendering: click, the catalogue and the selector
+    assert len(modules) < 150, len(modules)
