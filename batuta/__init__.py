@@ -39,7 +39,31 @@ _EXPORTS: dict[str, str] = {
     "RoutingError": "batuta.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CATALOGUE",
+    "BackendCapabilities",
+    "BackendError",
+    "BackendSelector",
+    "BatutaError",
+    "InferenceRequest",
+    "InferenceResponse",
+    "LoadedManifest",
+    "ManifestError",
+    "ModelFormat",
+    "Plan",
+    "Router",
+    "RoutingError",
+    "RoutingTable",
+    "Runtime",
+    "ServingBackend",
+    "adapter_for",
+    "apply_manifest",
+    "load_manifest",
+    "make_plan",
+    "query",
+    "read_table",
+    "validate_file",
+]
 
 if TYPE_CHECKING:
     from batuta.api import query

@@ -37,3 +37,7 @@ def test_importing_batuta_is_free() -> None:
     code = "import sys, batuta; print(sorted(m for m in ('pydantic','httpx','yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_all_matches_the_lazy_table() -> None:
+    assert set(batuta.__all__) == set(batuta._EXPORTS)

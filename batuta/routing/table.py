@@ -90,9 +90,7 @@ class RoutingTable:
         routes: dict[str, RouteEntry] = {}
         for name, raw in data["routes"].items():
             targets = tuple(
-                TargetEntry(
-                    **{**t, "pricing": tuple(t["pricing"]) if t.get("pricing") else None}
-                )
+                TargetEntry(**{**t, "pricing": tuple(t["pricing"]) if t.get("pricing") else None})
                 for t in raw["targets"]
             )
             routes[name] = RouteEntry(name=name, **{**raw, "targets": targets})
