@@ -50,7 +50,12 @@ test: lint typecheck unit
 demo: install
 	$(VENV)/bin/batuta validate
 	$(VENV)/bin/batuta serve tree
-	$(VENV)/bin/batuta serve select --latency interactive --privacy sovereign
+	$(VENV)/bin/batuta plan
+	$(VENV)/bin/batuta apply
+	$(VENV)/bin/batuta status
+	$(VENV)/bin/batuta serve query --no-stream --max-tokens 64 "In one sentence: why is the sky blue?"
+	$(VENV)/bin/batuta down
+	@echo "demo done: \`.venv/bin/batuta apply\` brings the server back and leaves it running."
 
 clean:
 	rm -rf $(VENV) .batuta .pytest_cache .mypy_cache .ruff_cache .coverage*
