@@ -52,6 +52,8 @@ class LoadedManifest:
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     # Dotted paths of values taken from ${env:...}: may hold secrets, so never persist them.
     from_env: frozenset[str] = frozenset()
+    # For those values, the text as written (``${env:HF_TOKEN}``): what state may record.
+    env_refs: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def position(self, dotted: str) -> tuple[int, int]:
         """(line, col) of a dotted key such as ``servers.local.port``; the nearest enclosing
@@ -148,6 +150,7 @@ def load_text(
         display=display or os.fspath(path),
         positions={dotted(loc): pos for loc, pos in result.document.keys.items()},
         from_env=frozenset(dotted(loc) for loc in result.document.interpolated),
+        env_refs={dotted(loc): text for loc, text in result.document.written.items()},
     )
 
 

@@ -86,6 +86,7 @@ class Document:
     values: dict[Loc, Position] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     interpolated: set[Loc] = field(default_factory=set)  # values taken from the environment
+    written: dict[Loc, str] = field(default_factory=dict)  # their text as written: ${env:X}
     unresolved: set[Loc] = field(default_factory=set)  # values that cannot be trusted
     fatal: bool = False  # no usable data: stop after reporting
 
@@ -212,6 +213,7 @@ class _Builder:
                 )
                 return ""
             self.doc.interpolated.add(loc)
+            self.doc.written[loc] = text
             return value
 
         result = _INTERPOLATION.sub(substitute, text)

@@ -30,6 +30,7 @@ from batuta.runtime.spec import ServerSpec, ServerStatus
 
 if TYPE_CHECKING:
     from batuta.manifest import LoadedManifest
+    from batuta.manifest.model import Server
     from batuta.runtime.sources import ResolvedModel
 
 __all__ = [
@@ -168,6 +169,7 @@ def desired_state(
             manifest=str(loaded.path),
             defaults=manifest.defaults,
         )
+        spec = _with_env_refs(spec, name, server, loaded)
         if name in pending:
             placeholder = model.ref  # Path() folded "hf://" into "hf:/": show the source
             argv = tuple(source if a == placeholder else a for a in spec.argv)
@@ -182,6 +184,25 @@ def desired_state(
         for m in missing
     )
     return Desired(specs=specs, pending=pending, pulls=pulls, table=build_table(loaded, specs))
+
+
+def _with_env_refs(
+    spec: ServerSpec, name: str, server: Server, loaded: LoadedManifest
+) -> ServerSpec:
+    """Put ``${env:VAR}`` back where the manifest wrote it, so state.json (and the config
+    hash) hold the reference, never the value; the supervisor expands it at launch."""
+    refs = loaded.env_refs
+    env = dict(spec.env)
+    for key in server.env:
+        ref = refs.get(f"servers.{name}.env.{key}")
+        if ref is not None:
+            env[key] = ref
+    argv = list(spec.argv)
+    for i, arg in enumerate(server.args):
+        ref = refs.get(f"servers.{name}.args[{i}]")
+        if ref is not None and arg in argv:
+            argv[len(argv) - 1 - argv[::-1].index(arg)] = ref
+    return dataclasses.replace(spec, env=env, argv=tuple(argv))
 
 
 def secrets_of(loaded: LoadedManifest) -> frozenset[str]:

@@ -10,8 +10,10 @@ unrelated process since we recorded it, and such a process is never signalled.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -73,14 +75,33 @@ class AdoptedProcess:
         return None if owned(self._pid, self._create_time) else UNKNOWN_EXIT
 
 
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env_refs(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace ``${env:VAR}`` / ``${env:VAR:-default}`` with the variable's value now.
+
+    State records secrets as references; only the spawned process ever sees the value.
+    """
+    if "${env:" not in text:
+        return text
+    env = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        found = env.get(match.group(1))
+        return found if found else (match.group(2) or "")
+
+    return _ENV_REF.sub(value, text)
+
+
 def spawn(spec: ServerSpec, log_path: Path) -> PopenProcess:
     """Start ``spec`` in a new session, stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **spec.env}
+    env = {**os.environ, **{k: expand_env_refs(v) for k, v in spec.env.items()}}
     # O_APPEND: the supervisor may truncate the file to rotate it while the child writes.
     with open(log_path, "ab", buffering=0) as log:
         popen = subprocess.Popen(
-            list(spec.argv),
+            [expand_env_refs(a) for a in spec.argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
