@@ -77,8 +77,9 @@ servers:
     observation = Observation(statuses={}, health={}, table=None, fingerprint="f")
     plan = plan_from(loaded, observation, cache_dir=tmp_path / "cache")
     shown = plan.server("a").desired
-    assert "k3y" not in shown.argv and "(sensitive)" in shown.argv
-    assert shown.env["TOKEN"] == "(sensitive)" and shown.env["PLAIN"] == "visible"
+    # The plan (and so state) holds the reference as written, never the value.
+    assert "k3y" not in shown.argv and "${env:KEY}" in shown.argv
+    assert shown.env["TOKEN"] == "${env:TOKEN}" and shown.env["PLAIN"] == "visible"
 
 
 def test_an_unreadable_table_is_noted_and_rewritten(tmp_path: Path) -> None:
