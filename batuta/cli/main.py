@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from batuta.errors import BatutaError
+from batuta.errors import BatutaError, ManifestError
 
 _ROOT_COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("batuta.cli.manifest_cmds:validate", "Check batuta.yaml and report every error."),
@@ -98,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except ManifestError as exc:
+        # One line per problem, as `batuta validate` prints them; nothing was started.
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        n = len(exc.issues)
+        click.secho(
+            f"Error: invalid manifest ({n} error{'s' if n != 1 else ''})", fg="red", err=True
+        )
+        return exc.exit_code
     except BatutaError as exc:
         click.secho(f"Error: {exc}", fg="red", err=True)
         return exc.exit_code

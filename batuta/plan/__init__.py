@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batuta.errors import ManifestError, ManifestIssue, ModelSourceError
 from batuta.plan.diff import LIVE_STATES, ModelPull, Plan, diff, owned_by
 from batuta.plan.observe import Observation, observe
 from batuta.routing.build import build_table
@@ -78,13 +79,27 @@ def resolve_models(
     used = sorted({s.model for s in manifest.servers.values()})
     resolved: dict[str, ResolvedModel] = {}
     missing: list[str] = []
+    issues: list[ManifestIssue] = []
     for name in used:
         model = manifest.models[name]
         if not download and not is_available(model, base, cache):
             missing.append(name)
             continue
-        resolved[name] = resolve_model(model, base_dir=base, cache_dir=cache, download=download)
+        try:
+            resolved[name] = resolve_model(model, base_dir=base, cache_dir=cache, download=download)
+        except ModelSourceError as exc:
+            issues.append(_model_issue(loaded, name, str(exc)))
+    if issues:
+        raise ManifestError(issues)
     return resolved, missing
+
+
+def _model_issue(loaded: LoadedManifest, name: str, message: str) -> ManifestIssue:
+    """Point a model problem found on disk at the manifest line that declares it."""
+    field = "quantization" if "quantization" in message else "source"
+    dotted = f"models.{name}.{field}"
+    line, col = loaded.position(dotted)
+    return ManifestIssue(loaded.display or str(loaded.path), line, col, dotted, message)
 
 
 def _free(host: str, port: int) -> bool:

