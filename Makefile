@@ -29,7 +29,7 @@ wheel: $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | wheel
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \
-		-e '.[dev,llamacpp,hf]'
+		-e '.[dev,llamacpp,hf,plot]'
 	touch $(STAMP)
 
 install: wheel $(STAMP)

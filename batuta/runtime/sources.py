@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from batuta.runtime.ollama import Progress
 
 _DIGESTS = "digests.json"
+_HEADERS = "gguf-headers.json"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def _local_path(source: str, base_dir: Path) -> Path:
 
 
 def _inspect(
-    path: Path, source: str, fmt: str, declared: str | None
+    path: Path, source: str, fmt: str, declared: str | None, cache_dir: Path | None = None
 ) -> tuple[str | None, dict[str, Any]]:
     """(quantization, metadata) of a local model, checked against the manifest."""
     if not path.exists():
@@ -134,20 +135,41 @@ def _inspect(
         if fmt == "gguf" and path.suffix.lower() == ".gguf":
             raise ModelSourceError(f"{path} is not a GGUF file (bad magic)")
         return declared, {}
-    info = read_gguf(path)
-    if declared and info.quantization and not same_quantization(declared, info.quantization):
+    metadata = _gguf_metadata(path, cache_dir)
+    found = metadata.get("quantization")
+    if declared and found and not same_quantization(declared, found):
         raise ModelSourceError(
             f"{source}: the manifest declares quantization {declared} but the file is "
-            f"{info.quantization} (GGUF general.file_type {info.file_type})"
+            f"{found} (GGUF general.file_type {metadata.get('file_type')})"
         )
+    return found or declared, {k: v for k, v in metadata.items() if k != "quantization"}
+
+
+def _gguf_metadata(path: Path, cache_dir: Path | None) -> dict[str, Any]:
+    """The header facts batuta uses, cached by (path, size, mtime): a header with a large
+    vocabulary takes tens of milliseconds to walk, and every plan reads it."""
+    stat = path.stat()
+    key = str(path.resolve())
+    cache = _load_cache(cache_dir, _HEADERS)
+    hit = cache.get(key)
+    if hit and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
+        return dict(hit["metadata"])
+    info = read_gguf(path)
     metadata = {
         "architecture": info.architecture,
         "context_length": info.context_length,
         "file_type": info.file_type,
         "chat_template": info.chat_template,
         "gguf_version": info.version,
+        "quantization": info.quantization,
     }
-    return info.quantization or declared, metadata
+    if cache_dir is not None:
+        from batuta.apply.state import atomic_write
+
+        cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "metadata": metadata}
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+            atomic_write(Path(cache_dir) / _HEADERS, json.dumps(cache, indent=1, sort_keys=True))
+    return metadata
 
 
 def resolve_source(
@@ -189,7 +211,7 @@ def resolve_source(
             _remember(path, digest, cache_dir)
     else:
         path = _local_path(source, base_dir)
-    quant, metadata = _inspect(path, source, format, quantization)
+    quant, metadata = _inspect(path, source, format, quantization, cache_dir)
     model = ResolvedModel(
         path=path.resolve(),
         format=format,
@@ -300,11 +322,11 @@ def file_digest(path: Path, cache_dir: Path | None = None) -> str:
     return value
 
 
-def _load_cache(cache_dir: Path | None) -> dict[str, dict[str, Any]]:
+def _load_cache(cache_dir: Path | None, name: str = _DIGESTS) -> dict[str, dict[str, Any]]:
     if cache_dir is None:
         return {}
     try:
-        data = json.loads((Path(cache_dir) / _DIGESTS).read_text())
+        data = json.loads((Path(cache_dir) / name).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

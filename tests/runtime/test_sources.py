@@ -337,3 +337,19 @@ def test_hf_source_without_huggingface_hub(cache: Path, monkeypatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", None)  # as if absent
     with pytest.raises(NotInstalledError, match=r"pip install 'batuta\[hf\]'"):
         resolve_source("hf://org/repo/m.gguf", base_dir=Path("/"), cache_dir=cache)
+
+
+def test_gguf_header_is_read_once_per_file_version(cache: Path, smollm2_path: Path) -> None:
+    first = resolve_source(PKG, base_dir=Path("/"), cache_dir=cache)
+    headers = cache / "gguf-headers.json"
+    assert headers.exists()
+    data = json.loads(headers.read_text())
+    entry = data[str(smollm2_path.resolve())]
+    assert entry["metadata"]["quantization"] == "Q4_1"
+    # A cached entry is what the next resolve uses (here: proved by editing it).
+    entry["metadata"]["architecture"] = "from-cache"
+    headers.write_text(json.dumps(data))
+    again = resolve_source(PKG, base_dir=Path("/"), cache_dir=cache)
+    assert first.metadata["architecture"] == "llama"
+    assert again.metadata["architecture"] == "from-cache"
+    assert again.quantization == "Q4_1"
