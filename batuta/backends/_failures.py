@@ -250,3 +250,12 @@ def parse_json(data: str | bytes, *, provider: str) -> Any:
         return json.loads(data)
     except ValueError:
         raise malformed(provider, "invalid JSON", data) from None
+
+
+def parse_object(data: str | bytes, *, provider: str, what: str = "event") -> dict[str, Any]:
+    """:func:`parse_json` for protocols whose every event is a JSON object (MALFORMED when
+    it is another JSON value)."""
+    value = parse_json(data, provider=provider)
+    if not isinstance(value, dict):
+        raise malformed(provider, f"{what} is not a JSON object", data)
+    return value

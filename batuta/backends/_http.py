@@ -11,9 +11,12 @@ same way:
   :func:`read_json` read the body under the same first-byte timeout and overall deadline,
   turning a dropped connection into ``STREAM_CUT`` and bad JSON into ``MALFORMED``.
 
+- :func:`probe` is the short readiness or credentials check behind every ``health()``.
+
 This module is the one import adapters need: it re-exports the error helpers of
-:mod:`~batuta.backends._failures`, the payload helpers of :mod:`~batuta.backends._payload`
-and :class:`~batuta.backends._sse.SSEEvent`.
+:mod:`~batuta.backends._failures`, the payload helpers of :mod:`~batuta.backends._payload`,
+the stream-ending rules of :mod:`~batuta.backends._stream` and
+:class:`~batuta.backends._sse.SSEEvent`.
 
 Deadlines are absolute ``time.monotonic()`` values so a router can give one budget to a
 whole fallback chain. Messages never contain request headers, keys or query strings.
@@ -37,6 +40,7 @@ from batuta.backends._failures import (
     error_from_response,
     malformed,
     parse_json,
+    parse_object,
     parse_retry_after,
     transport_error,
 )
@@ -48,6 +52,7 @@ from batuta.backends._payload import (
     plain_prompt,
 )
 from batuta.backends._sse import SSEEvent, parse_sse
+from batuta.backends._stream import drain, forgive_late_cut
 from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
@@ -140,12 +145,14 @@ async def send(
     provider: str,
     headers: Mapping[str, str] | None = None,
     json_body: Any = None,
+    content: bytes | None = None,
     params: Mapping[str, str] | None = None,
     first_byte_timeout: float | None = None,
     deadline: float | None = None,
     secret: str | None = None,
 ) -> httpx.Response:
     """Send one request and return the *streamed* 2xx response (close it when done).
+    The body is ``json_body`` encoded by httpx, or ``content`` sent as is (signed bodies).
 
     Raises a classified BackendError on connection failure, on a non-2xx status (the body
     is read for the provider's message) and when no response arrives within
@@ -156,6 +163,7 @@ async def send(
         url,
         headers=dict(headers or {}),
         json=json_body,
+        content=content,
         params=params,
         timeout=request_timeout(total=_remaining(deadline)),
     )
@@ -178,6 +186,27 @@ async def send(
     raise error_from_response(
         response.status_code, response.headers, body, provider=provider, secret=secret
     )
+
+
+async def probe(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    json_body: Any = None,
+) -> httpx.Response | None:
+    """One short check (10 s in all): ``GET url``, or ``POST`` when ``json_body`` is given.
+    None when the server cannot be reached; any answer is returned, read and closed."""
+    try:
+        return await client.request(
+            "GET" if json_body is None else "POST",
+            url,
+            headers=dict(headers or {}),
+            json=json_body,
+            timeout=request_timeout(total=10.0),
+        )
+    except httpx.HTTPError:
+        return None
 
 
 def _first_byte_timeout(provider: str, budget: float | None) -> BackendError:
@@ -315,9 +344,11 @@ __all__ = [
     "auth_headers",
     "body_extras",
     "describe_error",
+    "drain",
     "error_from_body",
     "error_from_response",
     "finish_reason",
+    "forgive_late_cut",
     "int_or_none",
     "iter_bytes",
     "iter_lines",
@@ -326,8 +357,10 @@ __all__ = [
     "malformed",
     "origin",
     "parse_json",
+    "parse_object",
     "parse_retry_after",
     "plain_prompt",
+    "probe",
     "read_json",
     "request_timeout",
     "send",

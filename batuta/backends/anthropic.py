@@ -12,7 +12,7 @@ output tokens) → ``message_stop``; ``ping`` is ignored and an ``error`` event 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -130,7 +130,7 @@ class AnthropicAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Named SSE events until ``message_stop`` (a close right after ``message_delta``
         is accepted too); anything earlier ending the stream is STREAM_CUT."""
         body, trimmed = self.body(request, stream=True)
@@ -138,61 +138,54 @@ class AnthropicAdapter(Adapter):
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop: str | None = None
-        events = _http.iter_sse(
-            response,
-            provider=self.provider,
-            first_byte_timeout=first_byte_timeout,
-            deadline=deadline,
+        events = _http.forgive_late_cut(
+            _http.iter_sse(
+                response,
+                provider=self.provider,
+                first_byte_timeout=first_byte_timeout,
+                deadline=deadline,
+            ),
+            lambda: stop is not None,
         )
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    data = (
-                        _http.parse_json(event.data, provider=self.provider) if event.data else {}
+        async with aclosing(events):
+            async for event in events:
+                data = _http.parse_object(event.data, provider=self.provider) if event.data else {}
+                kind = event.event if event.event != "message" else str(data.get("type", ""))
+                if kind == "error":
+                    raise self._error(data)
+                if kind == "message_start":
+                    usage = (data.get("message") or {}).get("usage") or {}
+                    input_tokens = _http.int_or_none(usage.get("input_tokens"))
+                    output_tokens = _http.int_or_none(usage.get("output_tokens"))
+                elif kind == "content_block_delta":
+                    delta = data.get("delta") or {}
+                    text = delta.get("text") if delta.get("type") == "text_delta" else None
+                    if isinstance(text, str) and trimmed:
+                        text, trimmed = text.removeprefix(trimmed), ""
+                    if text:
+                        yield Chunk(text)
+                elif kind == "message_delta":
+                    stop = _http.finish_reason((data.get("delta") or {}).get("stop_reason"))
+                    count = _http.int_or_none((data.get("usage") or {}).get("output_tokens"))
+                    output_tokens = count if count is not None else output_tokens
+                elif kind == "message_stop":
+                    break
+            else:
+                if stop is None:
+                    raise BackendError(
+                        FailureKind.STREAM_CUT,
+                        f"{self.provider}: stream ended before message_stop",
                     )
-                    if not isinstance(data, dict):
-                        raise _http.malformed(
-                            self.provider, "event is not a JSON object", event.data
-                        )
-                    kind = event.event if event.event != "message" else str(data.get("type", ""))
-                    if kind == "error":
-                        raise self._error(data)
-                    if kind == "message_start":
-                        usage = (data.get("message") or {}).get("usage") or {}
-                        input_tokens = _http.int_or_none(usage.get("input_tokens"))
-                        output_tokens = _http.int_or_none(usage.get("output_tokens"))
-                    elif kind == "content_block_delta":
-                        delta = data.get("delta") or {}
-                        text = delta.get("text") if delta.get("type") == "text_delta" else None
-                        if isinstance(text, str) and trimmed:
-                            text, trimmed = text.removeprefix(trimmed), ""
-                        if text:
-                            yield Chunk(text)
-                    elif kind == "message_delta":
-                        stop = _http.finish_reason((data.get("delta") or {}).get("stop_reason"))
-                        count = _http.int_or_none((data.get("usage") or {}).get("output_tokens"))
-                        output_tokens = count if count is not None else output_tokens
-                    elif kind == "message_stop":
-                        break
-                else:
-                    if stop is None:
-                        raise BackendError(
-                            FailureKind.STREAM_CUT,
-                            f"{self.provider}: stream ended before message_stop",
-                        )
-        except BackendError as exc:
-            if exc.kind is not FailureKind.STREAM_CUT or stop is None:
-                raise
-        yield Chunk("", stop, Usage(input_tokens, output_tokens))
+            yield Chunk("", stop, Usage(input_tokens, output_tokens))
+            await _http.drain(events)
 
     async def health(self) -> bool:
         """An authenticated ``GET /v1/models`` answers 200."""
         try:
-            response = await self.client.get(
-                _http.api_url(self.target.base_url, "/models"),
-                headers=self.headers(),
-                timeout=_http.request_timeout(total=10.0),
-            )
-        except (httpx.HTTPError, BackendError):
+            headers = self.headers()
+        except BackendError:
             return False
-        return response.is_success
+        response = await _http.probe(
+            self.client, _http.api_url(self.target.base_url, "/models"), headers=headers
+        )
+        return response is not None and response.is_success

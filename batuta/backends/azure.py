@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
+from batuta.backends import _http
 from batuta.backends.openai import OpenAIAdapter
 from batuta.backends.types import InferenceRequest, Target
 from batuta.errors import BackendError, FailureKind
@@ -122,5 +123,5 @@ class AzureOpenAIAdapter(OpenAIAdapter):
             url = self.url(self.dialect.models_path)
         except BackendError:
             return False
-        response = await self._get(url, headers)
+        response = await _http.probe(self.client, url, headers=headers)
         return response is not None and response.is_success

@@ -22,12 +22,11 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 import httpx
 
 from batuta.backends import _http
@@ -231,39 +230,15 @@ class BedrockAdapter(Adapter):
         content = json.dumps(self.body(request), separators=(",", ":")).encode()
         headers = self.headers(url, content)
         headers.setdefault("Accept", "application/json")
-        remaining = None if deadline is None else deadline - time.monotonic()
-        limits = [v for v in (first_byte_timeout, remaining) if v is not None]
-        budget = max(0.0, min(limits)) if limits else None
-        built = self.client.build_request(
+        return await _http.send(
+            self.client,
             "POST",
             url,
-            content=content,
-            headers=headers,
-            timeout=_http.request_timeout(total=remaining),
-        )
-        try:
-            with anyio.fail_after(budget):
-                response = await self.client.send(built, stream=True)
-        except TimeoutError:
-            raise BackendError(
-                FailureKind.TIMEOUT, f"{self.provider}: no answer within {budget or 0:.3g} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise _http.transport_error(exc, provider=self.provider) from exc
-        if response.is_success:
-            return response
-        try:
-            with anyio.fail_after(30.0):
-                raw = await response.aread()
-        except (httpx.HTTPError, TimeoutError):
-            raw = b""
-        finally:
-            await response.aclose()
-        raise _http.error_from_response(
-            response.status_code,
-            response.headers,
-            raw,
             provider=self.provider,
+            headers=headers,
+            content=content,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
             secret=self._secret(),
         )
 
@@ -301,7 +276,7 @@ class BedrockAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """ConverseStream: text deltas as they come; the last chunk carries the stop reason
         and the ``metadata`` usage. A close before ``messageStop`` is STREAM_CUT."""
         response = await self._post(
@@ -311,44 +286,45 @@ class BedrockAdapter(Adapter):
         finish: str | None = None
         usage: Usage | None = None
         first_text = True
-        body = _http.iter_bytes(
-            response,
-            provider=self.provider,
-            first_byte_timeout=first_byte_timeout,
-            deadline=deadline,
+        # A drop after messageStop only loses the metadata event: the answer is whole.
+        body = _http.forgive_late_cut(
+            _http.iter_bytes(
+                response,
+                provider=self.provider,
+                first_byte_timeout=first_byte_timeout,
+                deadline=deadline,
+            ),
+            lambda: finish is not None,
         )
-        try:
-            async with aclosing(body):
-                async for data in body:
-                    for message in decoder.feed(data):
-                        event = self._event(message)
-                        if event is None:
-                            continue
-                        name, payload = event
-                        if name == "contentBlockDelta":
-                            delta = payload.get("delta")
-                            text = delta.get("text") if isinstance(delta, dict) else None
-                            if isinstance(text, str) and first_text:
-                                text = _continue(request, text)
-                                first_text = not text
-                            if isinstance(text, str) and text:
-                                yield Chunk(text)
-                        elif name == "messageStop":
-                            finish = _finish(payload.get("stopReason")) or "stop"
-                        elif name == "metadata":
-                            usage = _usage(payload.get("usage"))
-                    if usage is not None and finish is not None:
-                        break
-        except BackendError as exc:
-            # A drop after messageStop only loses the metadata event: the answer is whole.
-            if exc.kind is not FailureKind.STREAM_CUT or finish is None:
-                raise
-        if finish is None:
-            where = " mid-frame" if decoder.pending else ""
-            raise BackendError(
-                FailureKind.STREAM_CUT, f"{self.provider}: stream ended{where} before messageStop"
-            )
-        yield Chunk("", finish, usage)
+        async with aclosing(body):
+            async for data in body:
+                for message in decoder.feed(data):
+                    event = self._event(message)
+                    if event is None:
+                        continue
+                    name, payload = event
+                    if name == "contentBlockDelta":
+                        delta = payload.get("delta")
+                        text = delta.get("text") if isinstance(delta, dict) else None
+                        if isinstance(text, str) and first_text:
+                            text = _continue(request, text)
+                            first_text = not text
+                        if isinstance(text, str) and text:
+                            yield Chunk(text)
+                    elif name == "messageStop":
+                        finish = _finish(payload.get("stopReason")) or "stop"
+                    elif name == "metadata":
+                        usage = _usage(payload.get("usage"))
+                if usage is not None and finish is not None:
+                    break
+            if finish is None:
+                where = " mid-frame" if decoder.pending else ""
+                raise BackendError(
+                    FailureKind.STREAM_CUT,
+                    f"{self.provider}: stream ended{where} before messageStop",
+                )
+            yield Chunk("", finish, usage)
+            await _http.drain(body)
 
     def _event(self, message: Message) -> tuple[str, dict[str, Any]] | None:
         """``(event name, payload)`` for events; raises for exception and error frames."""

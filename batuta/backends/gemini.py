@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
@@ -300,7 +300,7 @@ class GeminiAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """``streamGenerateContent?alt=sse``: ends when the server closes after a finish
         reason; a close before any finish reason is STREAM_CUT."""
         response = await self._post(
@@ -313,24 +313,23 @@ class GeminiAdapter(Adapter):
         )
         finish: str | None = None
         usage: Usage | None = None
-        events = _http.iter_sse(
-            response,
-            provider=self.provider,
-            first_byte_timeout=first_byte_timeout,
-            deadline=deadline,
+        events = _http.forgive_late_cut(
+            _http.iter_sse(
+                response,
+                provider=self.provider,
+                first_byte_timeout=first_byte_timeout,
+                deadline=deadline,
+            ),
+            lambda: finish is not None,
         )
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    body = self._check(_http.parse_json(event.data, provider=self.provider))
-                    text, reason = self._content(body)
-                    if text:
-                        yield Chunk(text)
-                    finish = reason or finish
-                    usage = _usage(body.get("usageMetadata")) or usage
-        except BackendError as exc:
-            if exc.kind is not FailureKind.STREAM_CUT or finish is None:
-                raise
+        async with aclosing(events):
+            async for event in events:
+                body = self._check(_http.parse_json(event.data, provider=self.provider))
+                text, reason = self._content(body)
+                if text:
+                    yield Chunk(text)
+                finish = reason or finish
+                usage = _usage(body.get("usageMetadata")) or usage
         if finish is None:
             raise BackendError(
                 FailureKind.STREAM_CUT, f"{self.provider}: stream ended before a finish reason"
@@ -362,25 +361,18 @@ class GeminiAdapter(Adapter):
     # ------------------------------------------------------------------ probes
 
     async def health(self) -> bool:
-        """Developer API: ``GET models/{model}``. Vertex: ``countTokens`` (free), since a
-        model lookup there needs another API version. Both prove the credential works."""
+        """Developer API: ``GET models/{model}`` (the models list when no model is named, as
+        when the API itself is checked). Vertex: ``countTokens`` (free), since a model
+        lookup there needs another API version. Both prove the credential works."""
         try:
-            credential = await self.credential()
-            if not self.vertex:
-                url = self.base().rstrip("/") + self.model_path()
-                response = await self.client.get(
-                    url,
-                    headers=self._headers(credential),
-                    timeout=_http.request_timeout(total=10.0),
-                )
+            headers = self._headers(await self.credential())
+            if self.vertex:
+                url = self.url("countTokens")
+                probe: Any = {"contents": [{"role": "user", "parts": [{"text": "ping"}]}]}
             else:
-                probe = {"contents": [{"role": "user", "parts": [{"text": "ping"}]}]}
-                response = await self.client.post(
-                    self.url("countTokens"),
-                    headers=self._headers(credential),
-                    json=probe,
-                    timeout=_http.request_timeout(total=10.0),
-                )
-        except (BackendError, NotInstalledError, httpx.HTTPError):
+                path = self.model_path() if self.target.model else "/models"
+                url, probe = self.base().rstrip("/") + path, None
+        except (BackendError, NotInstalledError):
             return False
-        return response.is_success
+        response = await _http.probe(self.client, url, headers=headers, json_body=probe)
+        return response is not None and response.is_success

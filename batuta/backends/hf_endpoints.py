@@ -15,7 +15,8 @@ the router retries with backoff within the route's deadline. ``health()`` asks t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import httpx
 
@@ -65,13 +66,13 @@ class HFEndpointAdapter(TGIAdapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Token by token through the endpoint's engine."""
         self._check()
-        async for chunk in super().stream(
-            request, first_byte_timeout=first_byte_timeout, deadline=deadline
-        ):
-            yield chunk
+        chunks = super().stream(request, first_byte_timeout=first_byte_timeout, deadline=deadline)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     async def health(self) -> bool:
         """The engine's ``/health`` with the token: 200 when ready, 503 while it wakes up."""

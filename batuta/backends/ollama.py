@@ -9,7 +9,7 @@ assistant message is continued, which is how an interrupted answer resumes here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -121,7 +121,7 @@ class OllamaAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """NDJSON objects until the one with ``done: true``; an ``{"error": ...}`` line under
         the 200 is a failure, and a close before ``done`` is STREAM_CUT."""
         response = await self._send(request, True, first_byte_timeout, deadline)
@@ -139,6 +139,7 @@ class OllamaAdapter(Adapter):
                     yield Chunk(text)
                 if body.get("done"):
                     yield Chunk("", _http.finish_reason(body.get("done_reason")), _usage(body))
+                    await _http.drain(lines)
                     return
         raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
 
@@ -149,11 +150,10 @@ class OllamaAdapter(Adapter):
             record.health_path if record and record.health_path else "/api/version"
         )
         try:
-            response = await self.client.get(
-                self.api.removesuffix("/api") + path,
-                headers=_http.auth_headers(self.target, self.api_key()),
-                timeout=_http.request_timeout(total=10.0),
-            )
-        except (httpx.HTTPError, BackendError):
+            headers = _http.auth_headers(self.target, self.api_key())
+        except BackendError:
             return False
-        return response.is_success
+        response = await _http.probe(
+            self.client, self.api.removesuffix("/api") + path, headers=headers
+        )
+        return response is not None and response.is_success

@@ -14,7 +14,7 @@ plus the target's options:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -163,9 +163,10 @@ class OpenAIAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream over SSE. Ends on ``[DONE]``, on finish reason + usage, or on a close after
-        a finish reason; a close before any finish reason is STREAM_CUT."""
+        a finish reason; a close before any finish reason is STREAM_CUT. What is left of the
+        body after the last chunk is read too (bounded), so the connection is reused."""
         if not self.dialect.streaming:
             done = await self.complete(
                 request, first_byte_timeout=first_byte_timeout, deadline=deadline
@@ -177,24 +178,23 @@ class OpenAIAdapter(Adapter):
         )
         finish: str | None = None
         usage: Usage | None = None
-        ended = False
-        events = _http.iter_sse(
-            response,
-            provider=self.provider,
-            first_byte_timeout=first_byte_timeout,
-            deadline=deadline,
+        terminated = False
+        events = _http.forgive_late_cut(
+            _http.iter_sse(
+                response,
+                provider=self.provider,
+                first_byte_timeout=first_byte_timeout,
+                deadline=deadline,
+            ),
+            lambda: finish is not None,
         )
         try:
             async with aclosing(events):
                 async for event in events:
                     if event.is_done():
-                        ended = True
+                        terminated = True
                         break
-                    body = _http.parse_json(event.data, provider=self.provider)
-                    if not isinstance(body, dict):
-                        raise _http.malformed(
-                            self.provider, "event is not a JSON object", event.data
-                        )
+                    body = _http.parse_object(event.data, provider=self.provider)
                     groq = body.get("x_groq")
                     groq = groq if isinstance(groq, dict) else {}
                     if body.get("error") or groq.get("error"):
@@ -210,27 +210,18 @@ class OpenAIAdapter(Adapter):
                         finish = _http.finish_reason(choice.get("finish_reason")) or finish
                     usage = _usage(body.get("usage")) or _usage(groq.get("usage")) or usage
                     if finish and usage:
-                        ended = True
                         break
-        except BackendError as exc:
-            if exc.kind is not FailureKind.STREAM_CUT or finish is None:
-                raise
-            ended = True
-        if not ended and finish is None:
-            raise BackendError(
-                FailureKind.STREAM_CUT, f"{self.provider}: stream ended before a finish reason"
-            )
-        yield Chunk("", finish, usage)
+                if finish is None and not terminated:
+                    raise BackendError(
+                        FailureKind.STREAM_CUT,
+                        f"{self.provider}: stream ended before a finish reason",
+                    )
+                yield Chunk("", finish, usage)
+                await _http.drain(events)
+        finally:
+            await response.aclose()
 
     # ------------------------------------------------------------------ probes
-
-    async def _get(self, url: str, headers: dict[str, str]) -> httpx.Response | None:
-        try:
-            return await self.client.get(
-                url, headers=headers, timeout=_http.request_timeout(total=10.0)
-            )
-        except httpx.HTTPError:
-            return None
 
     async def health(self) -> bool:
         """Local servers: their readiness route (llama.cpp ``/health`` answers 503 while
@@ -246,10 +237,12 @@ class OpenAIAdapter(Adapter):
             record.health_path if record else None
         )
         if self.target.local and health_path:
-            response = await self._get(_http.origin(self.target.base_url) + health_path, headers)
+            response = await _http.probe(
+                self.client, _http.origin(self.target.base_url) + health_path, headers=headers
+            )
             if response is None or response.status_code != 404:
                 return response is not None and response.is_success
-        response = await self._get(models_url, headers)
+        response = await _http.probe(self.client, models_url, headers=headers)
         return response is not None and response.is_success
 
     async def models(self) -> list[str]:

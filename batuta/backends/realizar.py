@@ -11,7 +11,7 @@ OpenAI-compatible ``/v1`` routes instead; ``strategy`` and ``model_id`` options 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -145,14 +145,16 @@ class RealizarAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """``event: token`` per token until ``event: done``. realizar cannot be told to stop,
         so on a stop sequence we close the connection ourselves."""
         if self.openai is not None:
-            async for chunk in self.openai.stream(
+            chunks = self.openai.stream(
                 request, first_byte_timeout=first_byte_timeout, deadline=deadline
-            ):
-                yield chunk
+            )
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
             return
         response = await self._send(
             WIRE["stream"], self.body(request), first_byte_timeout, deadline
@@ -167,9 +169,7 @@ class RealizarAdapter(Adapter):
         )
         async with aclosing(events):
             async for event in events:
-                data = _http.parse_json(event.data, provider=self.provider)
-                if not isinstance(data, dict):
-                    raise _http.malformed(self.provider, "event is not a JSON object", event.data)
+                data = _http.parse_object(event.data, provider=self.provider)
                 if event.event == "error" or data.get("error"):
                     raise _http.error_from_body(data, provider=self.provider)
                 if event.event == WIRE["token_event"]:
@@ -184,15 +184,11 @@ class RealizarAdapter(Adapter):
                     generated = _http.int_or_none(data.get(WIRE["num_generated"]))
                     finish = self._finish(request, generated, False)
                     yield Chunk(stops.flush(), finish, Usage(None, generated))
+                    await _http.drain(events)
                     return
         raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
 
     async def health(self) -> bool:
         """``GET /health`` answers 200 with ``{"status": "healthy"}``."""
-        try:
-            response = await self.client.get(
-                self.base + WIRE["health"], timeout=_http.request_timeout(total=10.0)
-            )
-        except httpx.HTTPError:
-            return False
-        return response.is_success
+        response = await _http.probe(self.client, self.base + WIRE["health"])
+        return response is not None and response.is_success

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
@@ -271,7 +271,7 @@ class ReplicateAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Create, then read ``urls.stream``; models without a stream URL are polled and
         answered in one chunk. A stream closing before ``done`` is STREAM_CUT."""
         prediction = await self._create(
@@ -298,7 +298,7 @@ class ReplicateAdapter(Adapter):
 
     async def _events(
         self, url: str, first_byte_timeout: float | None, deadline: float | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         headers = {**self.headers(), "Accept": "text/event-stream", "Cache-Control": "no-store"}
         response = await _http.send(
             self.client,
@@ -331,6 +331,7 @@ class ReplicateAdapter(Adapter):
                         raise BackendError(
                             FailureKind.SERVER, f"{self.provider}: prediction ended: {reason}"
                         )
+                    await _http.drain(events)
                     return
         raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
 
@@ -350,14 +351,11 @@ class ReplicateAdapter(Adapter):
     async def health(self) -> bool:
         """``GET /account``: proves the token and the API answer."""
         try:
-            response = await self.client.get(
-                self.url("/account"),
-                headers=self.headers(),
-                timeout=_http.request_timeout(total=10.0),
-            )
-        except (BackendError, httpx.HTTPError):
+            headers = self.headers()
+        except BackendError:
             return False
-        return response.is_success
+        response = await _http.probe(self.client, self.url("/account"), headers=headers)
+        return response is not None and response.is_success
 
 
 def _detail(data: str) -> str:

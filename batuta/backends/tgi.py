@@ -9,7 +9,7 @@ Target option ``api: messages`` uses TGI's OpenAI-compatible Messages API instea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -116,13 +116,15 @@ class TGIAdapter(Adapter):
         *,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """One SSE event per token; the one carrying ``details`` ends the answer."""
         if self.messages_api is not None:
-            async for chunk in self.messages_api.stream(
+            chunks = self.messages_api.stream(
                 request, first_byte_timeout=first_byte_timeout, deadline=deadline
-            ):
-                yield chunk
+            )
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
             return
         response = await self._send("/generate_stream", request, first_byte_timeout, deadline)
         stops = _http.StopFilter(request.stop)
@@ -134,9 +136,7 @@ class TGIAdapter(Adapter):
         )
         async with aclosing(events):
             async for event in events:
-                body = _http.parse_json(event.data, provider=self.provider)
-                if not isinstance(body, dict):
-                    raise _http.malformed(self.provider, "event is not a JSON object", event.data)
+                body = _http.parse_object(event.data, provider=self.provider)
                 if body.get("error"):
                     raise self._error(body)
                 token = body.get("token")
@@ -152,16 +152,17 @@ class TGIAdapter(Adapter):
                         _http.int_or_none(details.get("generated_tokens")),
                     )
                     yield Chunk(rest, _http.finish_reason(details.get("finish_reason")), usage)
+                    await _http.drain(events)
                     return
         raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before details")
 
     async def health(self) -> bool:
-        """``GET /health`` answers 200 (503 while unhealthy)."""
+        """``GET /health`` (``options.health_path``) answers 200; 503 while unhealthy. The
+        key goes along when one is set: endpoints behind a gateway check it there too."""
         try:
-            response = await self.client.get(
-                self.base + (self.target.options.get("health_path") or "/health"),
-                timeout=_http.request_timeout(total=10.0),
-            )
-        except httpx.HTTPError:
+            headers = _http.auth_headers(self.target, self.api_key())
+        except BackendError:
             return False
-        return response.is_success
+        path = self.target.options.get("health_path") or "/health"
+        response = await _http.probe(self.client, self.base + path, headers=headers)
+        return response is not None and response.is_success

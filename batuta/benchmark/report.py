@@ -8,33 +8,25 @@ tools written for ``vllm bench serve`` results read it unchanged. Several runs (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any
 
-from batuta.benchmark.metrics import METRICS, percentile_label
+from batuta.benchmark.metrics import METRICS, mean, median, percentile, percentile_label
 from batuta.errors import BatutaError, NotInstalledError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from rich.table import Table
 
     from batuta.benchmark.runner import RunResult
-
-    class Axes(Protocol):
-        """The part of a matplotlib ``Axes`` the plot uses."""
-
-        def step(self, x: list[float], y: list[float], *, where: str, label: str) -> Any: ...
-
-        def plot(self, x: list[float], y: list[float], *, marker: str, label: str) -> Any: ...
-
-        def set(self, **kwargs: str) -> Any: ...
-
-        def legend(self, *, fontsize: str) -> Any: ...
 
 
 _TITLES = {
@@ -72,23 +64,32 @@ def result_document(
     return doc
 
 
-def save(path: Path, documents: Sequence[dict[str, Any]]) -> None:
-    """Write one object (one run) or a list (several runs), atomically."""
-    payload: Any = documents[0] if len(documents) == 1 else list(documents)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file that takes ``path``'s place only once it is completely written."""
     target = path.resolve()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        # Not mkstemp: its 0600 would outlive the rename; a result file gets the umask's mode.
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise BatutaError(f"cannot write {path}: {exc}") from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def save(path: Path, documents: Sequence[dict[str, Any]]) -> None:
+    """Write one object (one run) or a list (several runs), atomically."""
+    payload: Any = documents[0] if len(documents) == 1 else list(documents)
+    text = json.dumps(payload, indent=2) + "\n"
+    with _replacing(path) as fh:
+        fh.write(text.encode())
 
 
 # ---------------------------------------------------------------------------- table
@@ -152,6 +153,10 @@ def table(documents: Sequence[dict[str, Any]]) -> Table:
 
 # ---------------------------------------------------------------------------- plot
 
+_UNITS = {"ttft": "ms", "tpot": "ms per token", "itl": "ms", "e2el": "ms"}
+_LOG_SPREAD = 100.0  # a panel whose whiskers span more than this factor gets a log axis
+_WHISKERS = (1.0, 99.0)
+
 
 def require_plot() -> None:
     """Fail before sending anything when --plot cannot be honoured."""
@@ -163,43 +168,214 @@ def require_plot() -> None:
         ) from None
 
 
-def cdf(values: Sequence[float]) -> tuple[list[float], list[float]]:
-    """Sorted values in ms and the share of requests at or below each."""
-    ordered = sorted(v * 1000 for v in values)
-    return ordered, [(k + 1) / len(ordered) for k in range(len(ordered))]
+def latency_samples(run: RunResult) -> dict[str, list[float]]:
+    """Each metric's sample in ms, from the successful requests, as the metrics count them."""
+    done = [r for r in run.records if r.success]
+    seconds = {
+        "ttft": [r.ttft for r in done],
+        "tpot": [t for r in done if (t := r.tpot) is not None],
+        "itl": [gap for r in done for gap in r.itl],
+        "e2el": [r.latency for r in done],
+    }
+    return {metric: [v * 1000 for v in values] for metric, values in seconds.items()}
 
 
-def draw(
-    latency: Axes, throughput: Axes, runs: Sequence[RunResult], docs: Sequence[dict[str, Any]]
+def box_stats(values: Sequence[float]) -> dict[str, Any] | None:
+    """What one box shows, with the table's percentiles; None for an empty sample.
+
+    The box spans p25..p75 and the whiskers p1..p99 (the tail a serving benchmark is read
+    for), so a whisker end is exactly the P99 the table prints; values beyond are dots.
+    """
+    if not values:
+        return None
+    lo, hi = (percentile(values, p) for p in _WHISKERS)
+    return {
+        "med": median(values),
+        "q1": percentile(values, 25.0),
+        "q3": percentile(values, 75.0),
+        "whislo": lo,
+        "whishi": hi,
+        "mean": mean(values),
+        "fliers": [v for v in values if v < lo or v > hi],
+    }
+
+
+def run_ticks(docs: Sequence[dict[str, Any]]) -> tuple[bool, list[str]]:
+    """Whether every run had a concurrency cap (the runs' axis is then the cap, else the run
+    number) and one tick label per run, naming failed requests."""
+    capped = all(doc.get("max_concurrency") is not None for doc in docs)
+    ticks = [str(doc["max_concurrency"]) if capped else _column_title(doc, i) for i, doc in
+             enumerate(docs)]  # fmt: skip
+    for i, doc in enumerate(docs):
+        if doc.get("failed"):
+            ticks[i] += f"\n({doc['failed']} failed)"
+    return capped, ticks
+
+
+def _xlabel(capped: bool) -> str:
+    return "max concurrency" if capped else "run"
+
+
+def _latency_panel(
+    ax: Axes, metric: str, samples: list[dict[str, list[float]]], capped: bool, ticks: list[str]
 ) -> None:
-    """Left: TTFT and E2EL distributions of every run. Right: throughput vs concurrency."""
-    for i, (run, doc) in enumerate(zip(runs, docs, strict=True)):
-        done = [r for r in run.records if r.success]
-        for metric, values in (
-            ("TTFT", [r.ttft for r in done]),
-            ("E2EL", [r.latency for r in done]),
-        ):
-            xs, ys = cdf(values)
-            latency.step(xs, ys, where="post", label=f"{metric} {_column_title(doc, i)}")
-    latency.set(xlabel="latency (ms)", ylabel="share of requests", title="Latency distribution")
-    latency.legend(fontsize="small")
-    xs = [float(doc["max_concurrency"] or i + 1) for i, doc in enumerate(docs)]
-    throughput.plot(xs, [d["output_throughput"] for d in docs], marker="o", label="output tok/s")
-    throughput.plot(xs, [d["request_throughput"] for d in docs], marker="s", label="requests/s")
-    throughput.set(xlabel="max concurrency", ylabel="throughput", title="Throughput vs concurrency")
-    throughput.legend(fontsize="small")
+    colors = [f"C{i % 10}" for i in range(len(samples))]
+    stats = [box_stats(s[metric]) for s in samples]
+    drawn = [(i + 1, st, colors[i]) for i, st in enumerate(stats) if st is not None]
+    if drawn:
+        parts = ax.bxp(
+            [st for _, st, _ in drawn],
+            [pos for pos, _, _ in drawn],
+            widths=0.5,
+            patch_artist=True,
+            showmeans=True,
+            manage_ticks=False,
+            medianprops={"color": "black", "linewidth": 1.5},
+            meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                       "markersize": 5},
+            flierprops={"marker": ".", "markersize": 3, "alpha": 0.5, "markeredgecolor": "dimgrey",
+                        "markerfacecolor": "dimgrey"},
+        )  # fmt: skip
+        for box, (_, _, color) in zip(parts["boxes"], drawn, strict=True):
+            box.set_facecolor(color)
+            box.set_alpha(0.55)
+        for pos, st, _ in drawn:
+            ax.annotate(_short(st["med"]), (pos + 0.27, st["med"]), fontsize=8, va="center")
+    for i, stat in enumerate(stats):
+        if stat is None:
+            ax.text(i + 1, 0.5, "no data", transform=ax.get_xaxis_transform(), ha="center",
+                    color="grey", fontsize=8)  # fmt: skip
+    lo = min((st["whislo"] for _, st, _ in drawn if st["whislo"] > 0), default=0.0)
+    hi = max((st["whishi"] for _, st, _ in drawn), default=0.0)
+    if lo > 0 and hi / lo > _LOG_SPREAD:
+        ax.set_yscale("log")
+    else:
+        # From zero, so that runs compare by their size; headroom keeps the top whisker and
+        # its dots clear of the title.
+        peak = max((max([st["whishi"], *st["fliers"]]) for _, st, _ in drawn), default=0.0)
+        ax.set_ylim(0, peak * 1.1 or 1.0)
+    ax.set_xticks(range(1, len(ticks) + 1), ticks)
+    # Room for at least three boxes, so that one or two runs do not get bloated boxes.
+    middle, half = (len(ticks) + 1) / 2, max(len(ticks), 3) / 2 + 0.1
+    ax.set_xlim(middle - half, middle + half)
+    ax.set_title(_TITLES[metric], fontweight="bold")
+    ax.set_xlabel(_xlabel(capped))
+    ax.set_ylabel(f"{metric.upper()} ({_UNITS[metric]})")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _throughput_panel(
+    ax: Axes,
+    docs: Sequence[dict[str, Any]],
+    lines: Sequence[tuple[str, str, str]],
+    capped: bool,
+    ticks: list[str],
+    title: str,
+) -> None:
+    xs = [float(d["max_concurrency"]) if capped else i + 1.0 for i, d in enumerate(docs)]
+    max_y = max(float(d[key]) for d in docs for key, _, _ in lines)
+    for n, (key, label, style) in enumerate(lines):
+        ys = [float(d[key]) for d in docs]
+        ax.plot(xs, ys, style, label=label, markersize=6, clip_on=False)  # points on 0 whole
+        for x, y, first in zip(xs, ys, [float(d[lines[0][0]]) for d in docs], strict=True):
+            if n and _short(y) == _short(first):
+                continue  # the same value is already written there
+            # A second line's labels go below its points, unless that is under the axis.
+            offset = 7 if n == 0 or y < 0.15 * max_y else -13
+            ax.annotate(_short(y), (x, y), textcoords="offset points", xytext=(0, offset),
+                        ha="center", fontsize=8)  # fmt: skip
+    if capped and max(xs) / min(xs) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, ticks)
+    ax.minorticks_off()
+    ax.set_ylim(0, max_y * 1.2 or 1.0)
+    ax.set_xlabel(_xlabel(capped))
+    ax.set_title(title, fontweight="bold")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+
+
+def _short(value: float) -> str:
+    """A value label that stays narrow: 3416, 34.1, 0.99."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _when(date: str) -> str:
+    try:
+        return datetime.strptime(date, "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:  # a document written by another tool
+        return date
+
+
+def _slos(doc: dict[str, Any]) -> str:
+    slos = doc.get("goodput_slos_ms") or {}
+    return ", ".join(f"{name.upper()} <= {ms:g} ms" for name, ms in slos.items())
+
+
+def figure(runs: Sequence[RunResult], docs: Sequence[dict[str, Any]]) -> Figure:
+    """The whole chart: four latency panels (a box per run) over two throughput panels."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig = Figure(figsize=(12, 13), layout="constrained")
+    grid = fig.add_gridspec(2, 1, height_ratios=[2.15, 1])
+    top, bottom = fig.add_subfigure(grid[0]), fig.add_subfigure(grid[1])
+    capped, ticks = run_ticks(docs)
+    samples = [latency_samples(run) for run in runs]
+    for ax, metric in zip(top.subplots(2, 2).flat, METRICS, strict=True):
+        _latency_panel(ax, metric, samples, capped, ticks)
+    key = [
+        Patch(facecolor="grey", alpha=0.55, label="p25 to p75"),
+        Line2D([], [], color="black", linewidth=1.5, label="median (value at right)"),
+        Line2D([], [], marker="D", color="white", markeredgecolor="black", label="mean"),
+        Line2D([], [], color="black", linewidth=1, label="whiskers: p1 to p99"),
+        Line2D([], [], marker=".", color="dimgrey", linestyle="", label="beyond p1 / p99"),
+    ]
+    top.legend(handles=key, loc="outside upper center", ncols=5, fontsize="small", frameon=False,
+               title="Latency of successful requests, one box per run",
+               title_fontproperties={"size": "large"})  # fmt: skip
+
+    left, right = bottom.subplots(1, 2)
+    _throughput_panel(left, docs, [("output_throughput", "output tokens/s", "o-")], capped,
+                      ticks, "Output token throughput")  # fmt: skip
+    left.set_ylabel("tokens/s")
+    lines = [("request_throughput", "requests/s", "s-")]
+    if any(d.get("request_goodput") is not None for d in docs):
+        lines.append(("request_goodput", f"goodput ({_slos(docs[0])})", "^--"))
+    _throughput_panel(right, docs, lines, capped, ticks, "Request throughput")
+    right.set_ylabel("requests/s")
+    bottom.suptitle("Throughput", fontsize="large")
+
+    first = docs[0]
+    rate = first["request_rate"]
+    setup = [
+        f"{first['num_prompts']} requests per run",
+        f"request rate: {rate if rate == 'inf' else f'{rate:g}/s'}",
+        f"max tokens: {first['max_tokens']}",
+        _when(first["date"]),
+    ]
+    name = first["label"] or first["backend"]
+    fig.suptitle(
+        f"Serving benchmark: {name} ({first['model_id']})\n" + ", ".join(setup),
+        fontsize="x-large",
+    )
+    return fig
 
 
 def plot(path: Path, runs: Sequence[RunResult], docs: Sequence[dict[str, Any]]) -> None:
-    """Write :func:`draw`'s two panels to a PNG (needs the ``plot`` extra)."""
+    """Write :func:`figure` to ``path`` with the Agg renderer (needs the ``plot`` extra).
+
+    The figure is drawn on its own Agg canvas, not through pyplot, so the process-wide
+    backend and figure registry are left alone. PNG unless the suffix names another format
+    matplotlib writes (``.svg``, ``.pdf``); the file is replaced atomically.
+    """
     require_plot()
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    draw(left, right, runs, docs)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig = figure(runs, docs)
+    canvas = FigureCanvasAgg(fig)
+    suffix = path.suffix.lower().lstrip(".")
+    fmt = suffix if suffix in canvas.get_supported_filetypes() else "png"
+    with _replacing(path) as fh:
+        fig.savefig(fh, format=fmt, dpi=100)

@@ -3,7 +3,9 @@
 For each target of the route, in order: skip it when its circuit breaker is open, when
 the route's budget forbids it, or when the deadline has passed; otherwise call it through
 its adapter, streaming text to ``on_text`` as it arrives. A failure is retried or passed
-to the next target as :mod:`batuta.router.failover` decides. When a stream dies after
+to the next target as :mod:`batuta.router.failover` decides; a target that cannot be used
+at all (its adapter raises a non-backend BatutaError, such as a missing optional extra) is
+one failed attempt, never retried, and the route goes on. When a stream dies after
 text was shown, the next target receives that text as ``assistant_prefix`` and continues
 it, so the user reads one answer; ``failed_over_from`` and an ``on_event`` line say so.
 
@@ -23,7 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from batuta.backends.types import Chunk, InferenceRequest, InferenceResponse, Target, Usage
-from batuta.errors import AllTargetsFailed, Attempt, BackendError, FailureKind, StateError
+from batuta.errors import (
+    AllTargetsFailed,
+    Attempt,
+    BackendError,
+    BatutaError,
+    FailureKind,
+    StateError,
+)
 from batuta.router.breaker import Breakers
 from batuta.router.budget import (
     Pricing,
@@ -335,6 +344,19 @@ class Router:
         """One request to one target; fills ``run``'s answer fields or raises BackendError."""
         import httpx
 
+        try:
+            await self._exchange(run, target, request)
+        except BackendError:
+            raise
+        except httpx.TransportError as exc:  # an adapter that let one slip through
+            raise BackendError(FailureKind.CONNECT, f"{target.name}: {exc}") from exc
+        except BatutaError as exc:
+            # The target cannot be used from here (an optional extra or a credential helper
+            # missing, settings it refuses): no retry can fix that, the next target may.
+            raise BackendError(FailureKind.CLIENT, f"{target.name} cannot be used: {exc}") from exc
+
+    async def _exchange(self, run: _Run, target: Target, request: InferenceRequest) -> None:
+        """The call itself: build (or reuse) the adapter, then complete or stream."""
         adapter = self.adapter(target)
         remaining = run.deadline - self._clock()
         first_byte = min(run.route.first_byte_timeout or run.route.timeout, remaining)
@@ -342,36 +364,33 @@ class Router:
         kwargs: dict[str, Any] = {}
         if own_deadlines:
             kwargs = {"first_byte_timeout": first_byte, "deadline": time.monotonic() + remaining}
+        if not request.stream:
+            work = adapter.complete(request, **kwargs)
+            done = await (work if own_deadlines else _bounded(work, first_byte, "no answer"))
+            if done.text:
+                run.take(done.text, self._clock(), target.name)
+            run.finish, run.usage = done.finish_reason, done.usage
+            return
+        chunks = adapter.stream(request, **kwargs)
         try:
-            if not request.stream:
-                work = adapter.complete(request, **kwargs)
-                done = await (work if own_deadlines else _bounded(work, first_byte, "no answer"))
-                if done.text:
-                    run.take(done.text, self._clock(), target.name)
-                run.finish, run.usage = done.finish_reason, done.usage
-                return
-            chunks = adapter.stream(request, **kwargs)
-            try:
-                limit = first_byte
-                while True:
-                    step = chunks.__anext__()
-                    try:
-                        chunk: Chunk = await (
-                            step if own_deadlines else _bounded(step, limit, "no text")
-                        )
-                    except StopAsyncIteration:
-                        break
-                    limit = run.deadline - self._clock()
-                    if chunk.text:
-                        run.take(chunk.text, self._clock(), target.name)
-                    run.finish = chunk.finish_reason or run.finish
-                    run.usage = chunk.usage or run.usage
-            finally:
-                closer = getattr(chunks, "aclose", None)
-                if closer is not None:
-                    await closer()
-        except httpx.TransportError as exc:  # an adapter that let one slip through
-            raise BackendError(FailureKind.CONNECT, f"{target.name}: {exc}") from exc
+            limit = first_byte
+            while True:
+                step = chunks.__anext__()
+                try:
+                    chunk: Chunk = await (
+                        step if own_deadlines else _bounded(step, limit, "no text")
+                    )
+                except StopAsyncIteration:
+                    break
+                limit = run.deadline - self._clock()
+                if chunk.text:
+                    run.take(chunk.text, self._clock(), target.name)
+                run.finish = chunk.finish_reason or run.finish
+                run.usage = chunk.usage or run.usage
+        finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:
+                await closer()
 
     # ------------------------------------------------------------------ the answer
 

@@ -7,7 +7,8 @@ and the route's deadline:
 - connect / timeout / server / overloaded / rate_limit / malformed / stream_cut:
   retried on the same target up to ``route.retries`` times, then fall over;
 - auth / client / quota: fall over at once (a wrong key on one provider must not sink
-  the route, and repeating the same bad request cannot help);
+  the route, and repeating the same bad request cannot help); a target this machine
+  cannot use at all (an optional extra missing) reaches here as client;
 - once text was shown to the user, never re-send to the same target: the next target
   continues from that text (:func:`continuation`), so the user still reads one answer;
 - a retry waits ``Retry-After`` when the server sent one, else exponential backoff with

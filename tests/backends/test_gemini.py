@@ -433,6 +433,8 @@ def test_adc_failures_are_classified(fake, no_token, monkeypatch, fail, kind):
 def test_health(fake, monkeypatch):
     assert health(developer(fake)) is True
     assert fake.requests[-1].path == "/v1beta/models/gemini-2.5-flash"
+    assert health(developer(fake, model="")) is True  # the API itself, as serve health asks
+    assert fake.requests[-1].path == "/v1beta/models"
     assert health(vertex(fake)) is True
     assert fake.requests[-1].path.endswith("gemini-2.5-flash:countTokens")
     assert health(vertex(fake, project="nope")) is False

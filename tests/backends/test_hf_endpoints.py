@@ -230,6 +230,7 @@ def test_health_follows_the_wake_up(fake, monkeypatch):
     assert health(target(fake)) is False
     assert health(target(fake)) is True
     assert fake.requests[-1].path == "/health"
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"  # protected endpoint
     assert health(target(fake, "tgi", health_path="/info")) is True
     assert fake.requests[-1].path == "/info"
     assert health(target(fake, "nope")) is False

@@ -168,6 +168,8 @@ def test_api_key_auth(monkeypatch):
         assert complete_error(t).kind is FailureKind.AUTH
         monkeypatch.setenv("TGI_KEY", SECRET)
         assert complete(t).text == DEFAULT_TEXT
+        assert health(t) is True
+        assert fake.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
 
 
 def test_health(fake, free_port):

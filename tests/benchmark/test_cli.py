@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -12,7 +13,8 @@ from batuta.cli.main import main
 from batuta.cli.serve_bench import _spread_values
 from batuta.routing.build import table_path
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, write_table
-from tests.fakes.timeline_server import MODEL, stats, timeline_server
+from tests.benchmark.test_report import assert_png, shadow_matplotlib
+from tests.fakes.timeline_server import MODEL, ROOT, stats, timeline_server
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +105,40 @@ def test_a_bad_prompts_file_sends_nothing(server, endpoint, tmp_path, capsys):
     assert stats(server)["total"] == before
 
 
-def test_plot_without_the_extra_fails_before_sending(
-    server, endpoint, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+def test_a_sweep_with_a_plot(server, endpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mplconfig"))  # read if not yet imported
+    path = tmp_path / "sweep.png"
+    argv = ["serve", "bench", "--endpoint", endpoint, "--dataset", "random", "--input-len", "3",
+            "--num-prompts", "6", "--max-tokens", "5", "--concurrency", "1", "2", "4",
+            "--goodput", "ttft:500", "--label", "plotted", "--plot", str(path), "--json",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    docs = json.loads(capsys.readouterr().out)
+    assert [d["completed"] for d in docs] == [6, 6, 6]
+    assert_png(path)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix] == ["sweep.png"]
+
+
+SHADOWED_CLI = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))  # a matplotlib that is not there
+from batuta.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_plot_without_the_extra_fails_before_sending(server, endpoint, tmp_path):
+    shadow = shadow_matplotlib(tmp_path / "shadow")
     before = stats(server)["total"]
     argv = ["serve", "bench", "--endpoint", endpoint, "--num-prompts", "2",
             "--plot", str(tmp_path / "p.png")]  # fmt: skip
-    assert main(argv) == 1
-    assert "pip install 'batuta[plot]'" in capsys.readouterr().err
+    done = subprocess.run(
+        [sys.executable, "-c", SHADOWED_CLI, str(shadow), *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "--plot needs matplotlib: pip install 'batuta[plot]'" in done.stderr
+    assert "Traceback" not in done.stderr
     assert stats(server)["total"] == before
     assert not (tmp_path / "p.png").exists()
 

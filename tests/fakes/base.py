@@ -32,6 +32,7 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     match: re.Match[str] | None = None
+    client: tuple[str, int] = ("", 0)  # the peer's address: a reused connection keeps its port
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -136,6 +137,9 @@ class FakeServer:
 
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as real servers set it: without it a reused keep-alive connection
+            # waits ~40 ms for the client's delayed ACK before each small streamed write.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
@@ -150,6 +154,7 @@ class FakeServer:
                     query=parse_qs(parts.query),
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
+                    client=(str(self.client_address[0]), int(self.client_address[1])),
                 )
                 fake.requests.append(req)
                 for method, pattern, handler in fake.routes:

@@ -520,6 +520,128 @@ def test_unknown_adapter_falls_over() -> None:
     assert [a.kind for a in info.value.attempts] == [FailureKind.CLIENT]
 
 
+# ---------------------------------------------------------------- targets that cannot be used
+
+
+def test_a_target_whose_key_is_unset_falls_over(fakes, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("BATUTA_UNSET_KEY", raising=False)
+    a, b = fakes
+    keyless = TargetEntry("keyless", "openai", "openai", a.url + "/v1", "m", False,
+                          api_key_env="BATUTA_UNSET_KEY")  # fmt: skip
+    events: list[str] = []
+    sleeps = Sleeps()
+    resp = ask(
+        Router(state_dir=tmp_path, sleep=sleeps),
+        route_of(keyless, local("b", b), retries=3),
+        on_event=events.append,
+    )
+    assert resp.target == "b" and resp.failed_over_from == ["keyless"]
+    assert generations(a) == [] and sleeps.waits == []  # never sent, never retried
+    assert events == ["✗ keyless: auth: keyless: set BATUTA_UNSET_KEY to the API key"]
+
+
+def test_a_vertex_target_without_google_auth_falls_over(fakes, tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    # Application Default Credentials need google-auth, an optional extra: make sure it is
+    # absent here whatever this environment has installed.
+    monkeypatch.setitem(sys.modules, "google", None)
+    monkeypatch.setitem(sys.modules, "google.auth", None)
+    monkeypatch.delenv("VERTEX_ACCESS_TOKEN", raising=False)
+    a, b = fakes
+    vertex = TargetEntry("vtx", "vertex", "gemini", a.url, "gemini-2.5-flash", False,
+                         options={"project": "p", "location": "us-central1"})  # fmt: skip
+    events: list[str] = []
+    resp = ask(
+        Router(state_dir=tmp_path, sleep=Sleeps()),
+        route_of(vertex, local("b", b), retries=3),
+        on_event=events.append,
+    )
+    assert resp.target == "b" and resp.text == b.text and resp.failed_over_from == ["vtx"]
+    assert resp.attempts == 2 and a.requests == []  # one try of vtx, nothing sent
+    assert len(events) == 1 and "google-auth" in events[0] and "batuta[vertex]" in events[0]
+    breakers = tmp_path / "breakers.json"
+    assert not breakers.exists() or "vtx" not in breakers.read_text()  # not the server's fault
+    with pytest.raises(AllTargetsFailed) as info:
+        ask(Router(sleep=Sleeps()), route_of(vertex, retries=3))
+    [attempt] = info.value.attempts
+    assert attempt.target == "vtx" and attempt.kind is FailureKind.CLIENT
+    assert "vtx cannot be used" in attempt.error and "pip install" in attempt.error
+
+
+_NO_BOTOCORE = """
+import asyncio, os
+from batuta.backends.types import InferenceRequest
+from batuta.router.engine import Router
+from batuta.routing.table import RouteEntry, TargetEntry
+bedrock = TargetEntry("br", "bedrock", "bedrock", "http://127.0.0.1:1", "m", False,
+                      "AWS_ACCESS_KEY_ID", {"region": "us-east-1"})
+ok = TargetEntry("ok", "llamacpp", "openai", os.environ["OK_URL"], "m", True)
+route = RouteEntry("r", "interactive", "standard", "balanced", (bedrock, ok), retries=2)
+async def main():
+    async with Router() as router:
+        return await router.query(route, InferenceRequest("Hi"), on_event=print)
+answer = asyncio.run(main())
+print("ANSWER", answer.target, answer.failed_over_from, answer.attempts)
+"""
+
+
+def test_a_bedrock_target_without_botocore_falls_over(fakes, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # A package named botocore that cannot be imported, ahead of the real one on the path.
+    (tmp_path / "botocore").mkdir()
+    (tmp_path / "botocore" / "__init__.py").write_text("raise ImportError('not here')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}", "OK_URL": fakes[1].url,
+           "AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "fake",
+           "PYTHONIOENCODING": "utf-8"}  # fmt: skip
+    env.pop("AWS_BEARER_TOKEN_BEDROCK", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_BOTOCORE],
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "✗ br: client: br cannot be used: SigV4 signing for Bedrock needs botocore: "
+        "pip install 'batuta[bedrock]'",
+        "ANSWER ok ['br'] 2",
+    ]
+
+
+def test_any_batuta_error_from_an_adapter_falls_over() -> None:
+    from batuta.errors import NotInstalledError, StateError
+
+    route = route_of(
+        mem("missing", NotInstalledError("needs an extra")),
+        mem("broken", StateError("unusable settings")),
+        mem("fine", Chunk("ok", "stop")),
+        retries=2,
+    )
+    sleeps = Sleeps()
+    resp = ask(Router(adapter_factory=InMemoryAdapter, sleep=sleeps), route)
+    assert resp.text == "ok" and resp.failed_over_from == ["missing", "broken"]
+    assert resp.attempts == 3 and sleeps.waits == []
+
+
+def test_an_adapter_that_cannot_be_built_falls_over() -> None:
+    from batuta.errors import NotInstalledError
+
+    def factory(target, client):
+        if target.name == "unbuildable":
+            raise NotInstalledError("this backend needs an extra: pip install it")
+        return InMemoryAdapter(target, client)
+
+    route = route_of(mem("unbuildable"), mem("fine2", Chunk("ok", "stop")), retries=2)
+    resp = ask(Router(adapter_factory=factory, sleep=Sleeps()), route)
+    assert resp.text == "ok" and resp.failed_over_from == ["unbuildable"]
+
+
 # ---------------------------------------------------------------- the shared client
 
 
