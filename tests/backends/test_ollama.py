@@ -174,6 +174,12 @@ def test_health_and_hosted_bearer_auth(fake, monkeypatch):
         assert complete(t).text == DEFAULT_TEXT
         assert hosted.requests[-1].path == "/api/chat"
         assert hosted.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
+        assert health(t) is True
+        assert hosted.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
+        misspelt = Target("cloud", "ollama", "ollama", hosted.url, "m", "OLLAMA_API_KEY",
+                          {"auth_header": "x-api-kee"})  # fmt: skip
+        sent = len(hosted.requests)
+        assert health(misspelt) is False and len(hosted.requests) == sent  # nothing sent
 
 
 # ---------------------------------------------------------------------------- the fake's routes
