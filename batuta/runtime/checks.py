@@ -9,6 +9,7 @@ their adapter; a missing key is reported by the variable's name, never its value
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from batuta.runtime.manager import Runtime
 
 if TYPE_CHECKING:
     import httpx
+
+    from batuta.backends.types import Target
 
 _LIVE = ("starting", "ready", "unhealthy")
 
@@ -49,14 +52,15 @@ def _timed_probe(url: str, timeout: float) -> tuple[str, float]:
 def check_health(
     state_dir: Path, *, name: str | None = None, backend: str | None = None, timeout: float = 2.0
 ) -> list[HealthRow]:
-    """Check batuta's servers (one by ``name``, or those of ``backend``) and, with no
-    filter, every remote backend whose key is set."""
+    """Check batuta's servers (one by ``name``, or those of ``backend``), the endpoints the
+    routing table names and, with no filter, every other remote backend whose key is set."""
     record = lookup(backend) if backend else None
     if backend and record is None:
         raise StateError(f"unknown backend {backend!r} (see `batuta serve backends`)")
     statuses = Runtime(state_dir).status()
-    if name is not None and name not in statuses:
-        raise StateError(f"no server named {name!r} (see `batuta serve list`)")
+    endpoints = _declared_endpoints(state_dir)
+    if name is not None and name not in statuses and name not in endpoints:
+        raise StateError(f"no server or endpoint named {name!r} (see `batuta serve list`)")
     rows: list[HealthRow] = []
     for status in statuses.values():
         spec = status.spec
@@ -72,16 +76,62 @@ def check_health(
             rows.append(
                 HealthRow(status.name, spec.backend, "server", spec.health_url, "down", detail)
             )
-    if name is not None:
+    declared = [
+        t
+        for t in endpoints.values()
+        if (name is None or t.name == name) and (record is None or t.backend == record.key)
+    ]
+    if name is not None and not declared:
         return rows
-    if record is not None and record.local and not rows:
+    if record is not None and record.local and not rows and not declared:
         rows.append(_external(record, timeout))
-    remotes = [record] if record is not None and not record.local else []
-    if record is None:
-        remotes = [b for b in remote_backends() if b.key_is_set() and _concrete(b.base_url)]
-    if remotes:
-        rows += asyncio.run(_remote_rows(remotes, timeout))
+    covered = {t.backend for t in declared}
+    targets = list(declared)
+    if name is None:
+        if record is not None and not record.local and record.key not in covered:
+            targets.append(_catalogue_target(record))
+        elif record is None:
+            targets += [
+                _catalogue_target(b)
+                for b in remote_backends()
+                if b.key_is_set() and _concrete(b.base_url) and b.key not in covered
+            ]
+    if targets:
+        rows += asyncio.run(_remote_rows(targets, timeout))
     return rows
+
+
+def _declared_endpoints(state_dir: Path) -> dict[str, Target]:
+    """Remote targets of the routing table ``apply`` wrote (none when there is no table)."""
+    from batuta.errors import RoutingError
+    from batuta.routing.table import read_table
+
+    path = state_dir / "routes.json"
+    if not path.exists():
+        return {}
+    try:
+        table = read_table(path)
+    except RoutingError:
+        return {}  # `batuta status` reports a broken table; health checks what it can
+    found: dict[str, Target] = {}
+    for route in table.routes.values():
+        for entry in route.targets:
+            if not entry.local:
+                found.setdefault(entry.name, entry.target())
+    return found
+
+
+def _catalogue_target(record: Backend) -> Target:
+    from batuta.backends.types import Target
+
+    return Target(
+        name=record.key,
+        backend=record.key,
+        protocol=record.protocol,
+        base_url=record.base_url,
+        model="",
+        api_key_env=record.api_key_env,
+    )
 
 
 def _external(record: Backend, timeout: float) -> HealthRow:
@@ -97,32 +147,26 @@ def _concrete(url: str) -> bool:
     return bool(url) and "{" not in url
 
 
-async def _remote_rows(records: Sequence[Backend], timeout: float) -> list[HealthRow]:
+async def _remote_rows(targets: Sequence[Target], timeout: float) -> list[HealthRow]:
     import httpx
 
     async with httpx.AsyncClient(timeout=timeout) as client:
-        return list(await asyncio.gather(*(_remote_one(r, client, timeout) for r in records)))
+        return list(await asyncio.gather(*(_remote_one(t, client, timeout) for t in targets)))
 
 
-async def _remote_one(record: Backend, client: httpx.AsyncClient, timeout: float) -> HealthRow:
+async def _remote_one(target: Target, client: httpx.AsyncClient, timeout: float) -> HealthRow:
     from batuta.backends.registry import adapter_for
-    from batuta.backends.types import Target
+
+    record = lookup(target.backend)
 
     def row(health: str, detail: str = "", ms: float | None = None) -> HealthRow:
-        return HealthRow(record.key, record.key, "remote", record.base_url, health, detail, ms)
+        return HealthRow(target.name, target.backend, "remote", target.base_url, health, detail, ms)
 
-    if record.key_required and not record.key_is_set():
-        return row("no-key", f"{record.api_key_env} is not set")
-    if not _concrete(record.base_url):
+    key_env = target.api_key_env
+    if record is not None and record.key_required and key_env and not os.environ.get(key_env):
+        return row("no-key", f"{key_env} is not set")
+    if not _concrete(target.base_url):
         return row("unknown", "needs its base URL: declare it under endpoints:")
-    target = Target(
-        name=record.key,
-        backend=record.key,
-        protocol=record.protocol,
-        base_url=record.base_url,
-        model="",
-        api_key_env=record.api_key_env,
-    )
     began = time.perf_counter()
     try:
         adapter = adapter_for(target, client)

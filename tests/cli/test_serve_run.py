@@ -212,7 +212,7 @@ def test_usage_errors(here, capsys) -> None:
     code, out, _ = run(capsys, "serve", "list")
     assert "No servers." in out
     code, _, err = run(capsys, "serve", "health", "ghost")
-    assert code == 1 and "no server named 'ghost'" in err
+    assert code == 1 and "no server or endpoint named 'ghost'" in err
     code, _, err = run(capsys, "serve", "health", "--backend", "nosuch")
     assert code == 1 and "unknown backend 'nosuch'" in err
 
@@ -351,6 +351,41 @@ def test_health_of_remote_backends(here, capsys, monkeypatch) -> None:
         monkeypatch.setitem(catalogue.CATALOGUE, "groq", replace(groq, base_url=f"{slow.url}/v1"))
         code, out, _ = run(capsys, "serve", "health", "--backend", "groq", "--timeout", "0.2")
     assert code == 1 and "down" in out
+
+
+def test_health_of_endpoints_declared_in_the_routing_table(here, capsys, monkeypatch) -> None:
+    """Endpoints apply resolved (with their own base URL and key variable) are checked by
+    name, through their adapter, and the catalogue's record is not checked twice."""
+    from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, write_table
+
+    seen: list[str] = []
+
+    def models(q, r):
+        seen.append(q.headers.get("authorization", ""))
+        ok = q.headers.get("authorization") == "Bearer tok-123"
+        r.send_json(200 if ok else 401, {"object": "list", "data": []})
+
+    fake = FakeServer()
+    fake.route("GET", "/v1/models", models)
+    with fake:
+        entry = TargetEntry(
+            name="my-groq", backend="groq", protocol="openai", base_url=f"{fake.url}/v1",
+            model="llama", local=False, api_key_env="MY_GROQ_KEY",
+        )  # fmt: skip
+        route = RouteEntry("default", "interactive", "standard", "balanced", (entry,))
+        write_table(here / ".batuta" / "routes.json", RoutingTable("m.yaml", {"default": route}))
+        code, out, _ = run(capsys, "serve", "health", "my-groq", "--json")
+        assert code == 1 and json.loads(out)[0]["health"] == "no-key"
+        assert "MY_GROQ_KEY is not set" in json.loads(out)[0]["detail"]
+        monkeypatch.setenv("MY_GROQ_KEY", "tok-123")
+        monkeypatch.setenv("GROQ_API_KEY", "other")  # the catalogue's groq: covered already
+        code, out, _ = run(capsys, "serve", "health", "--json")
+        rows = json.loads(out)
+        assert code == 0 and [(r["name"], r["health"]) for r in rows] == [("my-groq", "ready")]
+        assert "tok-123" not in out and seen[-1] == "Bearer tok-123"
+    (here / ".batuta" / "routes.json").write_text("{broken")
+    code, out, _ = run(capsys, "serve", "health", "--backend", "groq", "--json")
+    assert [r["name"] for r in json.loads(out)] == ["groq"]  # a broken table is skipped
 
 
 def test_health_of_a_local_backend_batuta_did_not_start(here, capsys, free_port, monkeypatch):
