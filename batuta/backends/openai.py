@@ -6,7 +6,9 @@ them is data: the catalogue record's :class:`~batuta.catalogue.Dialect` (max-tok
 ``stream_options``, blocking-only servers, ``stop`` support, models-list shape, auth header)
 plus the target's options:
 
-- ``api: completions`` uses the legacy ``/completions`` route with a flattened prompt;
+- ``api: completions`` uses the legacy ``/completions`` route with a raw prompt: the chat
+  through the ``chat_template`` option when given (see :mod:`batuta.backends._template`),
+  else flattened;
 - ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: "40"``);
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
@@ -21,6 +23,7 @@ from typing import Any
 import httpx
 
 from batuta.backends import _http
+from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.catalogue import Dialect, lookup
@@ -80,7 +83,7 @@ class OpenAIAdapter(Adapter):
         """The JSON body for ``request`` in this target's dialect."""
         body: dict[str, Any] = {"model": request.model or self.target.model}
         if self.legacy:
-            body["prompt"] = _http.plain_prompt(request)
+            body["prompt"] = chat_prompt(request, self.target.options)
         else:
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages()]
             if request.assistant_prefix and self.target.backend == "vllm":

@@ -4,8 +4,9 @@ realizar (PAIML's Rust server) takes a raw ``prompt`` with ``max_tokens``, ``tem
 ``strategy`` (``greedy`` | ``top_k`` | ``top_p``), ``top_k``, ``top_p``, ``seed`` and an
 optional ``model_id``; it answers ``{"token_ids", "text", "num_generated"}`` and streams
 ``event: token`` (``{"token_id", "text"}``) then ``event: done`` (``{"num_generated"}``).
-It has no stop sequences and no finish reason, so both are worked out here. Every wire
-name lives in :data:`WIRE` below. Target option ``openai_api: "true"`` speaks its
+It has no stop sequences and no finish reason, so both are worked out here. The chat goes
+through the model's template (target option ``chat_template``, see
+:mod:`batuta.backends._template`) or is flattened. Every wire name lives in :data:`WIRE`. Target option ``openai_api: "true"`` speaks its
 OpenAI-compatible ``/v1`` routes instead; ``strategy`` and ``model_id`` options pick those.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from batuta.backends import _http
+from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.errors import BackendError, FailureKind
@@ -69,7 +71,7 @@ class RealizarAdapter(Adapter):
 
     def body(self, request: InferenceRequest) -> dict[str, Any]:
         """The native request body; unset fields keep realizar's own defaults."""
-        body: dict[str, Any] = {WIRE["prompt"]: _http.plain_prompt(request)}
+        body: dict[str, Any] = {WIRE["prompt"]: chat_prompt(request, self.target.options)}
         strategy = self._strategy(request)
         values: dict[str, Any] = {
             "max_tokens": request.max_tokens,

@@ -1,8 +1,10 @@
 """Hugging Face TGI's native API: ``POST /generate`` and SSE ``POST /generate_stream``.
 
-The chat is flattened into ``inputs`` (TGI's native routes take raw text). We always ask
-for ``details`` to get the finish reason and token counts; the prompt's token count comes
-from ``details.input_length`` or the ``x-prompt-tokens`` header. TGI rejects
+TGI's native routes take raw text: the chat goes into ``inputs`` through the model's chat
+template (target option ``chat_template``, see :mod:`batuta.backends._template`), or
+flattened when there is none. We always ask for ``details`` to get the finish reason and
+token counts; the prompt's token count comes from ``details.input_length`` or the
+``x-prompt-tokens`` header. TGI rejects
 ``temperature: 0`` and ``top_p`` outside (0, 1), so those become greedy decoding / omitted.
 Target option ``api: messages`` uses TGI's OpenAI-compatible Messages API instead.
 """
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from batuta.backends import _http
+from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.errors import BackendError, FailureKind
@@ -54,7 +57,7 @@ class TGIAdapter(Adapter):
         if request.seed is not None:
             params["seed"] = request.seed
         params.update(_http.body_extras(self.target.options))
-        return {"inputs": _http.plain_prompt(request), "parameters": params}
+        return {"inputs": chat_prompt(request, self.target.options), "parameters": params}
 
     async def _send(
         self, path: str, request: InferenceRequest, fbt: float | None, deadline: float | None

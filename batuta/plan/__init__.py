@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from batuta.errors import ManifestError, ManifestIssue, ModelSourceError
 from batuta.plan.diff import LIVE_STATES, ModelPull, Plan, diff, owned_by
 from batuta.plan.observe import Observation, observe
-from batuta.routing.build import build_table
+from batuta.routing.build import build_table, template_options
 from batuta.routing.table import RoutingTable
 from batuta.runtime.spec import ServerSpec, ServerStatus
 
@@ -167,6 +167,7 @@ def desired_state(
     ports = _ports(loaded, statuses)
     specs: dict[str, ServerSpec] = {}
     pending: dict[str, str] = {}
+    templates: dict[str, dict[str, str]] = {}
     for name, server in sorted(manifest.servers.items()):
         if server.port is None:
             server = server.model_copy(update={"port": ports[name]})
@@ -176,6 +177,7 @@ def desired_state(
             source = manifest.models[server.model].source
             model = ResolvedModel(path=Path(source), source=source, registry="pending")
             pending[name] = server.model
+        templates[name] = template_options(model.metadata)
         spec = build_spec(
             name,
             server,
@@ -198,7 +200,8 @@ def desired_state(
         )
         for m in missing
     )
-    return Desired(specs=specs, pending=pending, pulls=pulls, table=build_table(loaded, specs))
+    table = build_table(loaded, specs, templates=templates)
+    return Desired(specs=specs, pending=pending, pulls=pulls, table=table)
 
 
 def _with_env_refs(

@@ -3,8 +3,11 @@
 Each target name becomes a :class:`TargetEntry`: its protocol family (from the catalogue),
 its base URL (the launched server's URL, or the endpoint's / catalogue's base URL), the
 model id to send, the *name* of the key variable (never its value), pricing, and the health
-seen at apply time. Everything here is a pure function of the manifest and the specs, so
-``plan`` can compute the same table and diff it against the file on disk.
+seen at apply time. A local server whose wire protocol takes a raw prompt (realizar, TGI
+native) also gets its model's chat template (GGUF header or model folder) as options, so
+the adapter can format the chat the way the model was trained; chat servers apply their
+own. Everything here is a pure function of the manifest, the specs and the models' header
+facts, so ``plan`` can compute the same table and diff it against the file on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batuta.catalogue import lookup
 from batuta.errors import RoutingError
@@ -26,6 +29,9 @@ TABLE_FILE = "routes.json"
 
 # Flags through which a local server is told which model id to report.
 _ALIAS_FLAGS = ("--model_alias", "--alias", "-a", "--served-model-name")
+
+# Wire protocols that take a raw prompt: the client must apply the chat template.
+COMPLETION_PROTOCOLS = frozenset({"realizar", "tgi"})
 
 
 class ManifestView(Protocol):
@@ -72,13 +78,38 @@ def health_label(probe_result: str | None) -> str:
     return "ready" if probe_result == "ready" else "unhealthy"
 
 
-def server_target(name: str, server: Server, spec: ServerSpec, health: str) -> TargetEntry:
-    """The table entry for a server batuta launches."""
+def template_options(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Target options carrying a model's chat template and the special tokens it prints,
+    from the model's header facts (``ResolvedModel.metadata``); empty without a template."""
+    template = metadata.get("chat_template")
+    if not isinstance(template, str) or not template.strip():
+        return {}
+    options = {"chat_template": template}
+    for key in ("bos_token", "eos_token"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value:
+            options[key] = value
+    add_bos = metadata.get("add_bos_token")
+    if isinstance(add_bos, bool):
+        options["add_bos_token"] = "true" if add_bos else "false"
+    return options
+
+
+def server_target(
+    name: str,
+    server: Server,
+    spec: ServerSpec,
+    health: str,
+    template: Mapping[str, str] | None = None,
+) -> TargetEntry:
+    """The table entry for a server batuta launches. ``template`` (see
+    :func:`template_options`) is kept only when the backend's protocol needs it."""
     backend = lookup(server.backend)
     if backend is None:
         raise RoutingError(f"server {name!r}: unknown backend {server.backend!r}")
     # A local server only needs a key when the user gave it one through its environment.
     key_env = backend.api_key_env if backend.api_key_env in spec.env else None
+    completion_only = backend.protocol in COMPLETION_PROTOCOLS
     return TargetEntry(
         name=name,
         backend=backend.key,
@@ -87,6 +118,7 @@ def server_target(name: str, server: Server, spec: ServerSpec, health: str) -> T
         model=served_model_id(spec),
         local=True,
         api_key_env=key_env,
+        options=dict(template) if template and completion_only else {},
         health=health,
     )
 
@@ -139,14 +171,17 @@ def build_table(
     loaded: ManifestView,
     specs: Mapping[str, ServerSpec],
     health: Mapping[str, str] | None = None,
+    templates: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RoutingTable:
     """The routing table for ``loaded``, with local targets at ``specs``' URLs.
 
     ``health`` maps a server name to its probe result (ready / loading / down); servers
-    missing from it, and every endpoint, are recorded as ``unknown``.
+    missing from it, and every endpoint, are recorded as ``unknown``. ``templates`` maps a
+    server name to its model's :func:`template_options`; completion-only servers carry them.
     """
     manifest = loaded.manifest
     health = health or {}
+    templates = templates or {}
     routes: dict[str, RouteEntry] = {}
     for name, route in manifest.routes.items():
         names = loaded.route_targets.get(name, route.targets or [])
@@ -156,9 +191,9 @@ def build_table(
                 if target not in specs:
                     raise RoutingError(f"route {name!r}: server {target!r} has no launch spec")
                 label = health_label(health.get(target))
-                entries.append(
-                    server_target(target, manifest.servers[target], specs[target], label)
-                )
+                server = manifest.servers[target]
+                template = templates.get(target)
+                entries.append(server_target(target, server, specs[target], label, template))
             elif target in manifest.endpoints:
                 entries.append(endpoint_target(target, manifest.endpoints[target]))
             else:

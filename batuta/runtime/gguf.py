@@ -3,7 +3,8 @@
 GGUF starts with ``GGUF``, a uint32 version, the tensor and key/value counts (uint64;
 uint32 in version 1) and then typed key/value pairs, all little-endian. Only the
 header is read, never the tensors. The quantization comes from ``general.file_type``
-named as llama.cpp's ``LLAMA_FTYPE`` enum names it.
+named as llama.cpp's ``LLAMA_FTYPE`` enum names it. The BOS/EOS token *strings* a chat
+template refers to are looked up in the ``tokenizer.ggml.tokens`` array by their ids.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ FILE_TYPES: dict[int, str] = {
 _FIXED = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 _MAX_STRING = 64 * 2**20  # a header string longer than this means a corrupt file
+_TOKENS = "tokenizer.ggml.tokens"
+_SPECIAL_IDS = {
+    "bos_token": "tokenizer.ggml.bos_token_id",
+    "eos_token": "tokenizer.ggml.eos_token_id",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class GGUFInfo:
     quantization: str | None
     chat_template: str | None
     metadata: dict[str, Any] = field(default_factory=dict)  # scalar keys only
+    bos_token: str | None = None
+    eos_token: str | None = None
 
 
 class _Reader:
@@ -85,6 +93,22 @@ class _Reader:
             return None
         raise ModelSourceError(f"{self.path}: corrupt GGUF header (value type {kind})")
 
+    def token_strings(self, at: int, wanted: dict[str, int]) -> dict[str, str]:
+        """The strings at the ``wanted`` indices of the string array whose element type
+        starts at file offset ``at``; walks only as far as the largest index."""
+        self.f.seek(at)
+        item_kind, count = self.unpack("I"), self.unpack("Q")
+        ids = {i for i in wanted.values() if 0 <= i < count}
+        if item_kind != _STRING or not ids:
+            return {}
+        found: dict[int, str] = {}
+        for index in range(max(ids) + 1):
+            if index in ids:
+                found[index] = self.string()
+            else:
+                self.f.seek(self.unpack("Q"), 1)
+        return {name: found[i] for name, i in wanted.items() if i in found}
+
 
 def read_gguf(path: Path) -> GGUFInfo:
     """Parse the header of the GGUF file at ``path`` (ModelSourceError when it is not one)."""
@@ -100,12 +124,21 @@ def read_gguf(path: Path) -> GGUFInfo:
             count_fmt = "I" if version == 1 else "Q"
             tensors, kv_count = r.unpack(count_fmt), r.unpack(count_fmt)
             metadata: dict[str, Any] = {}
+            tokens_at: int | None = None
             for _ in range(kv_count):
                 key = r.string()
                 kind = r.unpack("I")
+                if key == _TOKENS and kind == _ARRAY:
+                    tokens_at = f.tell()
                 value = r.value(kind, keep=True)
                 if value is not None:
                     metadata[key] = value
+            wanted = {
+                name: metadata[key]
+                for name, key in _SPECIAL_IDS.items()
+                if isinstance(metadata.get(key), int) and not isinstance(metadata[key], bool)
+            }
+            special = r.token_strings(tokens_at, wanted) if tokens_at and wanted else {}
     except OSError as exc:
         raise ModelSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
     arch = metadata.get("general.architecture")
@@ -121,6 +154,8 @@ def read_gguf(path: Path) -> GGUFInfo:
         quantization=FILE_TYPES.get(file_type) if isinstance(file_type, int) else None,
         chat_template=template if isinstance(template, str) else None,
         metadata=metadata,
+        bos_token=special.get("bos_token"),
+        eos_token=special.get("eos_token"),
     )
 
 

@@ -9,7 +9,8 @@
 =====================================  ===============================================
 
 A resolved GGUF file is checked against the manifest: its header gives the quantization,
-which must match the declared one. The file's sha256 (part of a server's config hash) is
+which must match the declared one, and the chat template. A Hugging Face model folder's
+chat template comes from its ``chat_template.jinja`` or ``tokenizer_config.json``. The file's sha256 (part of a server's config hash) is
 computed on first use and cached by (path, size, mtime), so repeated plans are fast.
 """
 
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 
 _DIGESTS = "digests.json"
 _HEADERS = "gguf-headers.json"
+# Every key a header cache entry holds; an entry written before a key was added is re-read.
+_HEADER_KEYS = frozenset({
+    "architecture", "context_length", "file_type", "chat_template", "bos_token", "eos_token",
+    "add_bos_token", "gguf_version", "quantization",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,7 @@ def _inspect(
     if not path.exists():
         raise ModelSourceError(f"model file {path} does not exist (source {source})")
     if not path.is_file():
-        return declared, {}
+        return declared, _folder_metadata(path)
     with open(path, "rb") as f:
         is_gguf = f.read(4) == MAGIC
     if not is_gguf:
@@ -145,6 +151,38 @@ def _inspect(
     return found or declared, {k: v for k, v in metadata.items() if k != "quantization"}
 
 
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: text, or an AddedToken dict."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _folder_metadata(path: Path) -> dict[str, Any]:
+    """The chat template and special tokens of a Hugging Face model folder, as
+    ``transformers`` loads them (``chat_template.jinja`` first); {} without a template."""
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: the one used for plain chat
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        template = (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if not isinstance(template, str):
+        return {}
+    add_bos = config.get("add_bos_token")
+    return {
+        "chat_template": template,
+        "bos_token": _token_text(config.get("bos_token")),
+        "eos_token": _token_text(config.get("eos_token")),
+        "add_bos_token": add_bos if isinstance(add_bos, bool) else None,
+    }
+
+
 def _gguf_metadata(path: Path, cache_dir: Path | None) -> dict[str, Any]:
     """The header facts batuta uses, cached by (path, size, mtime): a header with a large
     vocabulary takes tens of milliseconds to walk, and every plan reads it."""
@@ -152,14 +190,24 @@ def _gguf_metadata(path: Path, cache_dir: Path | None) -> dict[str, Any]:
     key = str(path.resolve())
     cache = _load_cache(cache_dir, _HEADERS)
     hit = cache.get(key)
-    if hit and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
+    if (
+        hit
+        and hit.get("size") == stat.st_size
+        and hit.get("mtime_ns") == stat.st_mtime_ns
+        and set(hit.get("metadata") or ()) >= _HEADER_KEYS
+    ):
         return dict(hit["metadata"])
     info = read_gguf(path)
+    add_bos = info.metadata.get("tokenizer.ggml.add_bos_token")
     metadata = {
         "architecture": info.architecture,
         "context_length": info.context_length,
         "file_type": info.file_type,
         "chat_template": info.chat_template,
+        "bos_token": info.bos_token,
+        "eos_token": info.eos_token,
+        # Whether the tokenizer puts BOS in front of raw text itself (None: not stated).
+        "add_bos_token": add_bos if isinstance(add_bos, bool) else None,
         "gguf_version": info.version,
         "quantization": info.quantization,
     }

@@ -122,6 +122,24 @@ def test_tgi_native_generate(fake):
     }  # fmt: skip
 
 
+def test_tgi_native_applies_a_chat_template_from_the_options(fake):
+    # What a manifest's `options: {chat_template: ...}` gives the endpoint (Llama 3's shape).
+    template = (
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+        "<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}"
+    )
+    options = {"chat_template": template, "bos_token": "<|begin_of_text|>", "add_bos_token": "true"}
+    request = InferenceRequest(prompt="Hi", system="Be brief.", stream=False)
+    assert complete(target(fake, "tgi", **options), request).text == "Hello, world!"
+    assert fake.requests[-1].json()["inputs"] == (
+        "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )  # TGI's tokenizer adds BOS to raw inputs itself, so it is not sent twice
+
+
 def test_tgi_greedy_never_sends_temperature_zero(fake):
     complete(target(fake, "tgi"), InferenceRequest(prompt="Hi", temperature=0.0, top_p=1.0))
     params = fake.requests[-1].json()["parameters"]

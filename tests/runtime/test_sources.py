@@ -353,3 +353,86 @@ def test_gguf_header_is_read_once_per_file_version(cache: Path, smollm2_path: Pa
     assert first.metadata["architecture"] == "llama"
     assert again.metadata["architecture"] == "from-cache"
     assert again.quantization == "Q4_1"
+
+
+def test_gguf_chat_template_and_special_tokens(cache: Path) -> None:
+    model = resolve_source(PKG, base_dir=Path("/"), cache_dir=cache)
+    meta = model.metadata
+    assert meta["chat_template"].startswith("{% for message in messages %}")
+    assert (meta["bos_token"], meta["eos_token"], meta["add_bos_token"]) == (
+        "<|im_start|>",
+        "<|im_end|>",
+        False,
+    )
+
+
+def test_a_header_cache_entry_from_before_a_new_fact_is_read_again(
+    cache: Path, smollm2_path: Path
+) -> None:
+    resolve_source(PKG, base_dir=Path("/"), cache_dir=cache)
+    headers = cache / "gguf-headers.json"
+    data = json.loads(headers.read_text())
+    entry = data[str(smollm2_path.resolve())]
+    entry["metadata"]["architecture"] = "from-cache"
+    del entry["metadata"]["eos_token"]  # as an older batuta wrote it
+    headers.write_text(json.dumps(data))
+    again = resolve_source(PKG, base_dir=Path("/"), cache_dir=cache)
+    assert again.metadata["architecture"] == "llama" and again.metadata["eos_token"] == "<|im_end|>"
+    rewritten = json.loads(headers.read_text())[str(smollm2_path.resolve())]["metadata"]
+    assert rewritten["eos_token"] == "<|im_end|>"
+
+
+def _folder(tmp_path: Path, config: object = None, jinja: str | None = None) -> Path:
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    if config is not None:
+        text = config if isinstance(config, str) else json.dumps(config)
+        (folder / "tokenizer_config.json").write_text(text)
+    if jinja is not None:
+        (folder / "chat_template.jinja").write_text(jinja)
+    return folder
+
+
+def test_model_folder_template_from_tokenizer_config(tmp_path: Path, cache: Path) -> None:
+    _folder(tmp_path, {
+        "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",
+        "bos_token": {"content": "<|begin_of_text|>", "lstrip": False, "special": True},
+        "eos_token": "<|eot_id|>",
+        "add_bos_token": True,
+    })  # fmt: skip
+    model = resolve_source("repo", base_dir=tmp_path, cache_dir=cache, format="safetensors")
+    assert model.metadata == {
+        "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "add_bos_token": True,
+    }
+
+
+def test_model_folder_named_templates_and_template_file(tmp_path: Path, cache: Path) -> None:
+    named = [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}, "odd"]
+    folder = _folder(tmp_path, {"chat_template": named, "eos_token": 7})
+    model = resolve_source("repo", base_dir=tmp_path, cache_dir=cache, format="safetensors")
+    assert model.metadata == {
+        "chat_template": "D", "bos_token": None, "eos_token": None, "add_bos_token": None,
+    }  # fmt: skip
+    (folder / "chat_template.jinja").write_text("J")  # what transformers saves today wins
+    model = resolve_source("repo", base_dir=tmp_path, cache_dir=cache, format="safetensors")
+    assert model.metadata["chat_template"] == "J"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [None, "{not json", "[1, 2]", {"eos_token": "</s>"}, {"chat_template": [{"name": "x"}]}],
+    ids=["no config", "bad json", "not an object", "no template", "no default template"],
+)
+def test_model_folder_without_a_template(tmp_path: Path, cache: Path, config) -> None:
+    _folder(tmp_path, config)
+    model = resolve_source("repo", base_dir=tmp_path, cache_dir=cache, format="safetensors")
+    assert model.metadata == {}
+
+
+def test_model_folder_with_only_a_template_file(tmp_path: Path, cache: Path) -> None:
+    _folder(tmp_path, jinja="{{ messages }}")
+    model = resolve_source("repo", base_dir=tmp_path, cache_dir=cache, format="safetensors")
+    assert model.metadata["chat_template"] == "{{ messages }}"
