@@ -315,8 +315,10 @@ class Router:
                 Attempt(target.name, str(error), error.kind,
                         (self._clock() - started) * 1000.0, generated)
             )  # fmt: skip
-            # The provider billed what it streamed before dying.
-            run.cost += cost_usd(pricing, request_input_tokens(request), generated)
+            # The provider billed what it streamed before dying; a refusal before any
+            # output (429, 5xx, auth) is not billed.
+            if generated:
+                run.cost += cost_usd(pricing, request_input_tokens(request), generated)
             if shown_here:
                 run.shown += run.text
                 run.shown_tokens += generated
