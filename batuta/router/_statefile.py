@@ -3,20 +3,19 @@
 Reads never block and never fail: a missing or corrupt file reads as empty, because
 losing breaker or spend history must not stop a query. Writes take an exclusive
 ``fcntl`` lock on a sibling ``.lock`` file, re-read, change, and replace the file
-atomically (temp file + rename), so two processes never lose each other's updates.
+atomically (:func:`batuta.apply.state.atomic_write`), so two processes never lose each
+other's updates.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batuta.apply.state import atomic_write, flocked
 from batuta.errors import StateError
 
 
@@ -29,35 +28,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StateError(f"cannot write {path}: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _write_atomic(path: Path, data: dict[str, Any], *, durable: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def update_json(
     path: Path, change: Callable[[dict[str, Any]], dict[str, Any]], *, durable: bool = False
 ) -> dict[str, Any]:
@@ -66,13 +36,14 @@ def update_json(
     ``durable`` adds an fsync: worth it for money (spend), not for breaker state that
     rebuilds itself after a few failed calls.
     """
-    with _locked(path):
-        data = change(read_json(path))
-        try:
-            _write_atomic(path, data, durable=durable)
-        except OSError as exc:
-            raise StateError(f"cannot write {path}: {exc}") from exc
-        return data
+    try:
+        with flocked(path.with_name(path.name + ".lock")):
+            data = change(read_json(path))
+            text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+            atomic_write(path, text, durable=durable)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc}") from exc
+    return data
 
 
 def signature(path: Path) -> tuple[int, int, int] | None:

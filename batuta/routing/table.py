@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,18 +97,9 @@ class RoutingTable:
 
 def write_table(path: Path, table: RoutingTable) -> None:
     """Write atomically: a concurrent reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".routes.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(table.to_json(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from batuta.apply.state import atomic_write
+
+    atomic_write(path, json.dumps(table.to_json(), indent=2, sort_keys=True) + "\n")
 
 
 def read_table(path: Path) -> RoutingTable:
