@@ -138,10 +138,6 @@ def _specs(opts: dict[str, Any], num_prompts: int | None) -> list[RunSpec]:
     return specs
 
 
-def _state_dir(manifest: Path) -> Path:
-    return manifest.resolve().parent / ".batuta"
-
-
 def _run(opts: dict[str, Any]) -> int:
     import asyncio
 
@@ -174,7 +170,9 @@ def _run(opts: dict[str, Any]) -> int:
     num_prompts = None if opts["duration"] and not opts["num_prompts"] else len(prompts)
     specs = _specs(opts, num_prompts)
 
-    state_dir = _state_dir(opts["manifest"])
+    from batuta.api import state_dir_for
+
+    state_dir = state_dir_for(opts["manifest"])
     table_file = table_path(state_dir)
     routes: RoutingTable | None = None
     if opts["route"] is not None or table_file.exists():

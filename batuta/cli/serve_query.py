@@ -25,17 +25,6 @@ DEFAULT_ROUTE = "default"
 BARE_TIMEOUT = 120.0  # a bare endpoint has no route to say how long to wait
 
 
-def state_dir(manifest: str | None) -> Path:
-    """``$BATUTA_STATE_DIR``, else ``.batuta`` next to the manifest (-f, $BATUTA_FILE,
-    ./batuta.yaml)."""
-    from batuta.manifest import manifest_path
-
-    env = os.environ.get("BATUTA_STATE_DIR")
-    if env:
-        return Path(env).expanduser().absolute()
-    return manifest_path(manifest)[0].parent / ".batuta"
-
-
 def _table(path: Path, *, required: bool) -> RoutingTable | None:
     from batuta.errors import RoutingError
     from batuta.routing.table import read_table
@@ -274,7 +263,9 @@ def query(
     text = _read_prompt(prompt)
     if stream is None:
         stream = sys.stdout.isatty() and not as_json
-    state = state_dir(manifest)
+    from batuta.api import state_dir_for
+
+    state = state_dir_for(manifest)
     path = table_path(state)
     route: RouteEntry | None = None
     target: Target | None = None

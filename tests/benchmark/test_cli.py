@@ -226,6 +226,18 @@ def test_unknown_route_and_missing_table(server, tmp_path, capsys):
     assert "run `batuta apply` first" in capsys.readouterr().err
 
 
+def test_the_state_dir_variable_is_honoured_as_by_serve_query(
+    server, tmp_path, capsys, monkeypatch
+):
+    _routes(tmp_path, server)
+    monkeypatch.setenv("BATUTA_STATE_DIR", str(tmp_path / ".batuta"))
+    argv = ["serve", "bench", "-f", str(tmp_path / "elsewhere" / "batuta.yaml"), "--route",
+            "fast", "--num-prompts", "1", "--input-len", "3", "--max-tokens", "2", "--json",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["completed"] == 1
+
+
 def test_help_lists_the_options(capsys):
     assert main(["serve", "bench", "--help"]) == 0
     text = capsys.readouterr().out
