@@ -22,6 +22,7 @@ from tests.fakes.anthropic_server import AnthropicFake
 from tests.fakes.base import sse
 from tests.fakes.scripted import DEFAULT_TEXT, tokenize
 from tests.fakes.scripted import QuietFake as FakeServer
+from tests.fakes.specs import assert_valid
 
 TOKENS = tokenize(DEFAULT_TEXT)
 
@@ -74,6 +75,7 @@ def test_complete_sends_the_messages_shape(fake):
     assert body["max_tokens"] == 1024 and body["system"] == "Be brief." and body["top_k"] == 5
     assert body["stop_sequences"] == ["zzz"] and "stream" not in body
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert_valid("anthropic", sent)
 
 
 def test_stream_named_events(fake):
@@ -83,13 +85,16 @@ def test_stream_named_events(fake):
     assert last.finish_reason == "stop" and last.usage.output_tokens == len(TOKENS)
     assert last.usage.input_tokens == 1  # from message_start
     assert last_body(fake)["stream"] is True and last_body(fake)["max_tokens"] == 300
+    assert_valid("anthropic", fake.requests[-1])
 
 
 def test_max_tokens_and_stop_sequence(fake):
     chunks, _ = drain(target(fake), InferenceRequest(prompt="Hi", max_tokens=2))
     assert text_of(chunks) == "".join(TOKENS[:2]) and chunks[-1].finish_reason == "length"
+    assert_valid("anthropic", fake.requests[-1])
     done = complete(target(fake), InferenceRequest(prompt="Hi", stop=("this",)))
     assert done.text == "Hello world, " and done.finish_reason == "stop"
+    assert_valid("anthropic", fake.requests[-1])
 
 
 def test_prefill_drops_trailing_whitespace_and_its_echo(fake):
@@ -99,7 +104,9 @@ def test_prefill_drops_trailing_whitespace_and_its_echo(fake):
         chunks, error = drain(target(fake), request)
         assert error is None and text_of(chunks) == "world and more"
         assert last_body(fake)["messages"][-1] == {"role": "assistant", "content": "Hello"}
+        assert_valid("anthropic", fake.requests[-1])
         assert complete(target(fake), request).text == "world and more"
+        assert_valid("anthropic", fake.requests[-1])
     finally:
         fake.text = DEFAULT_TEXT
 
@@ -213,6 +220,7 @@ def test_health_lists_models(fake):
     assert health(target(fake, anthropic_beta="tools-2024")) is True
     assert fake.requests[-1].path == "/v1/models"
     assert fake.requests[-1].headers["anthropic-beta"] == "tools-2024"
+    assert_valid("anthropic", fake.requests[-1])
 
 
 # ---------------------------------------------------------------------------- odd answers

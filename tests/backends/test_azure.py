@@ -12,6 +12,7 @@ from batuta.backends.registry import adapter_for
 from batuta.backends.types import InferenceRequest, Target
 from batuta.errors import BackendError, FailureKind
 from tests.fakes.azure_server import AzureFake, Script
+from tests.fakes.specs import assert_valid
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -103,6 +104,7 @@ def test_deployment_form_text_usage_and_headers(fake):
     assert sent.headers["api-key"] == KEY and "authorization" not in sent.headers
     body = sent.json()
     assert body["max_completion_tokens"] == 16 and body["stream"] is False
+    assert_valid("azure", sent)
 
 
 def test_v1_form_when_no_api_version(fake):
@@ -111,6 +113,7 @@ def test_v1_form_when_no_api_version(fake):
     sent = fake.requests[-1]
     assert sent.path == "/openai/v1/chat/completions" and sent.query == {}
     assert sent.json()["model"] == "gpt4o-prod"  # model = the deployment
+    assert_valid("openai", sent)  # the v1 form speaks OpenAI's own API
 
 
 def test_stream_with_filter_chunks_and_usage(fake):
@@ -121,6 +124,7 @@ def test_stream_with_filter_chunks_and_usage(fake):
     assert chunks[-1].finish_reason == "stop"
     assert (chunks[-1].usage.input_tokens, chunks[-1].usage.output_tokens) == (12, 2)
     assert fake.requests[-1].json()["stream_options"] == {"include_usage": True}
+    assert_valid("azure", fake.requests[-1])
 
 
 def test_filtered_output_finishes_with_content_filter(fake):
@@ -210,6 +214,7 @@ def test_entra_token_from_a_variable(fake, monkeypatch):
     sent = fake.requests[-1]
     assert sent.headers["authorization"] == f"Bearer {fake.entra_token}"
     assert "api-key" not in sent.headers
+    assert_valid("azure", sent)
     monkeypatch.setenv("MY_ENTRA", "eyJexpired.token.value")
     err = failure(complete, t)
     assert err.kind is FailureKind.AUTH and "Access token is missing" in str(err)
@@ -264,6 +269,7 @@ def test_health(fake, monkeypatch):
     assert fake.requests[-1].path == "/openai/models"
     assert health(target(fake, api_version=None)) is True
     assert fake.requests[-1].path == "/openai/v1/models"
+    assert_valid("openai", fake.requests[-1])
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "wrong")
     assert health(target(fake)) is False
     monkeypatch.delenv("AZURE_OPENAI_API_KEY")

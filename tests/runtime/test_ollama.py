@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from batuta.errors import ModelSourceError
 from batuta.runtime.ollama import find_model, list_models, normalize, ollama_url, pull
 from tests.fakes.base import FakeServer, ndjson
 from tests.fakes.ollama_server import OllamaFake
-
-SPEC = "/work/shared/specs/ollama.openapi.yaml"
+from tests.fakes.specs import assert_valid, load_spec
 
 
 @pytest.fixture
@@ -70,10 +66,10 @@ def test_pull_streams_progress_and_matches_the_spec(ollama) -> None:
     request = next(r for r in ollama.requests if r.path == "/api/pull")
     assert request.method == "POST" and request.headers["content-type"] == "application/json"
     body = request.json()
-    spec = yaml.safe_load(Path(SPEC).read_text())
-    schema = spec["components"]["schemas"]["PullRequest"]
+    schema = load_spec("ollama")["components"]["schemas"]["PullRequest"]
     assert set(schema["required"]) <= set(body) and set(body) <= set(schema["properties"])
     assert body == {"model": "codellama:13b"}
+    assert_valid("ollama", request)
     assert find_model(ollama.url, "codellama:13b") is not None
 
 
