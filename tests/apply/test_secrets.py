@@ -1,6 +1,7 @@
 """Secrets given to a server through ``${env:VAR}`` reach the process and nothing else.
 
-The state records the reference as written; the supervisor expands it when it spawns.
+The state records the reference as written; the command that applies hands the value to
+the supervisor in memory, which expands it when it spawns.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.conftest import _free_port
 SECRET = "sk-test-0123456789abcdef-never-written"
 
 
-def test_expand_env_refs_uses_the_environment_at_spawn_time() -> None:
+def test_expand_env_refs_uses_the_values_handed_over() -> None:
     env = {"TOKEN": "v", "EMPTY": ""}
     assert expand_env_refs("--key=${env:TOKEN}", env) == "--key=v"
     assert expand_env_refs("${env:MISSING:-dflt}", env) == "dflt"
