@@ -93,15 +93,20 @@ class Listener:
         # The caller holds the supervisor lock: a socket file left here is stale.
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # created 0600: no window where others may connect
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._sock.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self._sock.listen(16)
-        self._sock.setblocking(False)
+            old_umask = os.umask(0o177)  # created 0600: no window where others may connect
+            try:
+                sock.bind(str(self.path))
+            finally:
+                os.umask(old_umask)
+            os.chmod(self.path, 0o600)
+            sock.listen(16)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock: socket.socket | None = sock
 
     def fileno(self) -> int:
         """For select()."""

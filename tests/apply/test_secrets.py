@@ -51,3 +51,17 @@ def test_server_secrets_are_never_written_under_state(
     assert status.spec.env["HF_TOKEN"] == "${env:SERVER_TOKEN}"
     assert status.pid is not None
     assert psutil.Process(status.pid).environ()["HF_TOKEN"] == SECRET
+
+
+def test_apply_without_the_variable_fails_before_anything_starts(
+    work: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from batuta.errors import ManifestError
+
+    monkeypatch.delenv("SERVER_TOKEN", raising=False)
+    path = manifest(work, {"a": {"port": _free_port(), "env": "{HF_TOKEN: '${env:SERVER_TOKEN}'}"}})
+    with pytest.raises(ManifestError, match="environment variable SERVER_TOKEN is not set"):
+        apply(path, echo=lambda line: None)
+    assert not (work / ".batuta" / "state.json").exists()
+    assert Runtime(work / ".batuta").supervisor_pid() is None
