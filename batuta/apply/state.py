@@ -55,6 +55,9 @@ class ServerRecord:
     last_exit: int | None = None
     message: str = ""
     stop_timeout: float = 10.0
+    # Names the ${env:} values the requesting command handed to the supervisor (which
+    # keeps them in memory only); "" when the spec refers to no variable.
+    handoff: str = ""
 
     @property
     def name(self) -> str:
@@ -217,6 +220,6 @@ def _holder(path: Path) -> str:
 
 
 def desired_running(state: State) -> list[ServerRecord]:
-    """Records the supervisor must keep alive (not stopped, crash-looped or exited)."""
-    idle = ("crashloop", "exited", "stopped")
+    """Records the supervisor must keep alive (not stopped, crash-looped, exited, failed)."""
+    idle = ("crashloop", "exited", "stopped", "failed")
     return [r for r in state.servers.values() if r.desired == "running" and r.state not in idle]

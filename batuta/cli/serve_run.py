@@ -200,7 +200,7 @@ def list_servers(as_json: bool) -> int:
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     for r in rows:
-        if r["state"] in ("crashloop", "exited") and r["message"]:
+        if r["state"] in ("crashloop", "exited", "failed") and r["message"]:
             click.echo(f"\n{r['name']}: {r['message']}\n  log: {r['log']}")
     return 0
 

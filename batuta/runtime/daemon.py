@@ -4,7 +4,8 @@ Files in the state directory:
 
 - ``supervisor.lock``: flock held for the supervisor's whole life (the liveness truth);
 - ``supervisor.pid``: ``{"pid", "create_time"}`` so commands can signal it safely;
-- ``supervisor.log``: its own output.
+- ``supervisor.log``: its own output (0600);
+- ``supervisor.sock``: where commands hand over ``${env:}`` values (see ``handoff.py``).
 
 Commands talk to it through state.json: they change a server's record under the state
 lock (new generation, ``desired``) and send SIGHUP; the supervisor re-reads state.json
@@ -12,6 +13,10 @@ lock (new generation, ``desired``) and send SIGHUP; the supervisor re-reads stat
 back what it observes. The supervisor exits by itself once nothing runs or waits to be
 restarted; it decides so while holding the state lock, so a command that adds a server
 at the same moment either wakes it in time or finds it gone and starts a new one.
+
+The supervisor is started with batuta's own location prepended to ``PYTHONPATH`` (so it
+imports this very batuta); it takes that addition back out of its environment as it
+starts, so the servers it runs get the user's ``PYTHONPATH`` (or none), not batuta's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -29,6 +33,8 @@ from pathlib import Path
 from types import FrameType
 
 from batuta.apply.state import STATE_FILE, STATE_LOCK, atomic_write, flocked
+from batuta.errors import StateError
+from batuta.runtime import handoff, logs
 from batuta.runtime.process import create_time_of, owned
 from batuta.runtime.supervise import Seams, Supervisor
 
@@ -36,6 +42,7 @@ PID_FILE = "supervisor.pid"
 LOCK_FILE = "supervisor.lock"
 LOG_FILE = "supervisor.log"
 _LOCK_RETRY = 2.0  # a command may hold the lock for an instant to test liveness
+_USER_PATH = "_BATUTA_USER_PYTHONPATH"  # the user's PYTHONPATH before spawn_supervisor's
 
 _BOOT = "import sys; from batuta.cli.main import run; sys.argv[0] = 'batuta'; run()"
 _children: list[subprocess.Popen[bytes]] = []
@@ -81,10 +88,13 @@ def spawn_supervisor(state_dir: Path) -> subprocess.Popen[bytes]:
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    # The supervisor must import this very batuta, whatever its working directory.
+    # The supervisor must import this very batuta, whatever its working directory; it
+    # removes the addition again (see _user_pythonpath) before it starts any server.
     root = str(Path(__file__).resolve().parents[2])
+    env[_USER_PATH] = json.dumps(env.get("PYTHONPATH"))  # null when unset
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    with open(state_dir / LOG_FILE, "ab") as log:
+    log = logs.open_private(state_dir / LOG_FILE)
+    try:
         popen = subprocess.Popen(
             [sys.executable, "-c", _BOOT, "supervise", "--state-dir", str(state_dir)],
             stdin=subprocess.DEVNULL,
@@ -95,6 +105,8 @@ def spawn_supervisor(state_dir: Path) -> subprocess.Popen[bytes]:
             start_new_session=True,
             close_fds=True,
         )
+    finally:
+        os.close(log)
     _children.append(popen)
     return popen
 
@@ -105,7 +117,23 @@ def _reap() -> None:
 
 
 def _say(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)
+    logs.say(message)
+
+
+def _user_pythonpath() -> None:
+    """Put PYTHONPATH back as the user had it before spawn_supervisor added batuta's
+    location (this process has imported what it needs), so servers inherit theirs."""
+    saved = os.environ.pop(_USER_PATH, None)
+    if saved is None:
+        return  # not started by spawn_supervisor: nothing was added
+    try:
+        user = json.loads(saved)
+    except ValueError:
+        return
+    if isinstance(user, str):
+        os.environ["PYTHONPATH"] = user
+    else:
+        os.environ.pop("PYTHONPATH", None)
 
 
 def _acquire_lock(path: Path) -> int | None:
@@ -126,6 +154,7 @@ def run(state_dir: Path, seams: Seams | None = None) -> int:
     """The supervisor process's main loop. Returns its exit code."""
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    _user_pythonpath()
     flags = {"reload": False, "term": False}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -163,6 +192,12 @@ def _serve(state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r:
     atomic_write(state_dir / PID_FILE, json.dumps({"pid": pid, "create_time": create_time_of(pid)}))
     _say(f"supervising {state_dir}")
     supervisor = Supervisor(state_dir, seams)
+    try:
+        listener = handoff.Listener(state_dir)
+    except (OSError, StateError) as exc:
+        # Servers that need no ${env:} values can still be run; those that do fail loudly.
+        _say(f"cannot listen for commands: {exc}")
+        listener = None
     state_path = state_dir / STATE_FILE
     seen = _mtime(state_path)
     supervisor.load()
@@ -178,27 +213,34 @@ def _serve(state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r:
                 flags["reload"], seen = False, mtime
                 supervisor.load()
             timeout = supervisor.tick()
-            if supervisor.idle() and _exit_if_idle(state_dir, supervisor, lock_fd):
+            if supervisor.idle() and _exit_if_idle(state_dir, supervisor, lock_fd, listener):
                 _say("nothing left to supervise; exiting")
                 return 0
-            with contextlib.suppress(InterruptedError):
-                select.select([wake_r], [], [], timeout)
+            if handoff.wait(wake_r, listener, timeout) and listener is not None:
+                listener.serve(supervisor.receive)
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
     finally:
+        if listener is not None:
+            listener.close()
         with contextlib.suppress(OSError):
             os.close(lock_fd)
 
 
-def _exit_if_idle(state_dir: Path, supervisor: Supervisor, lock_fd: int) -> bool:
+def _exit_if_idle(
+    state_dir: Path, supervisor: Supervisor, lock_fd: int, listener: handoff.Listener | None
+) -> bool:
     # Decide under the state lock, and let go of the supervisor lock before the state
     # lock: a command that then adds a server sees no supervisor and starts a new one.
+    # The socket goes first: it belongs to whoever holds the supervisor lock.
     with flocked(state_dir / STATE_LOCK):
         supervisor.load(save=False)
         if not supervisor.idle():
             return False
         with contextlib.suppress(FileNotFoundError):
             (state_dir / PID_FILE).unlink()
+        if listener is not None:
+            listener.close()
         fcntl.flock(lock_fd, fcntl.LOCK_UN)
         return True
 

@@ -1,8 +1,12 @@
-"""Server logs: ``.batuta/logs/NAME.log``, bounded, and their last lines for error messages.
+"""Server logs: ``.batuta/logs/NAME.log``, bounded, private, and their last lines.
 
 A server writes its log directly (opened with O_APPEND), so it keeps logging even when
 the supervisor is gone. Rotation therefore copies the file to ``NAME.log.1`` and
 truncates it in place; the writer's next append lands at the new, empty end.
+
+A server may echo its arguments or environment (secrets included), so every log file,
+the rotated copy and the supervisor's own log are readable by their owner only (0600),
+whatever the umask; the directory is 0700.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 LOG_DIR = "logs"
+PRIVATE = 0o600
 
 
 def log_path(state_dir: Path, name: str) -> Path:
@@ -21,17 +26,41 @@ def log_path(state_dir: Path, name: str) -> Path:
     return Path(state_dir) / LOG_DIR / f"{name}.log"
 
 
+def open_private(path: Path, *, truncate: bool = False) -> int:
+    """Open ``path`` for appending (or truncated), mode 0600 even if it existed wider."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate else os.O_APPEND)
+    fd = os.open(path, flags, PRIVATE)
+    try:
+        os.fchmod(fd, PRIVATE)  # a file left by an older batuta, or a wider umask
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def rotate_if_needed(path: Path, max_size: int) -> bool:
-    """Copy-truncate ``path`` to ``path.1`` when it has grown past ``max_size`` bytes."""
+    """Copy-truncate ``path`` to ``path.1`` when it has grown past ``max_size`` bytes.
+
+    Raises OSError when the copy or the truncation fails (the caller retries later).
+    """
     try:
         if path.stat().st_size <= max_size:
             return False
     except FileNotFoundError:
         return False
-    shutil.copyfile(path, path.with_name(path.name + ".1"))
+    with (
+        open(path, "rb") as src,
+        os.fdopen(open_private(_rotated(path), truncate=True), "wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
     with open(path, "r+b") as f:
         f.truncate(0)
     return True
+
+
+def _rotated(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
 
 
 def tail(path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
@@ -51,7 +80,10 @@ def tail(path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
 def note(path: Path, message: str) -> None:
     """Append a line of batuta's own to a server log (restarts, exits, stops)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"[batuta {stamp}] {message}\n")
+    with contextlib.suppress(OSError), os.fdopen(open_private(path), "a", encoding="utf-8") as f:
+        f.write(f"[batuta {stamp}] {message}\n")
+
+
+def say(message: str) -> None:
+    """A line of the supervisor's own log (its stdout is ``supervisor.log``)."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)

@@ -4,11 +4,18 @@
 *generation* of the server's record) and wakes the state directory's supervisor, which
 owns every process (see ``daemon.py``). ``start`` then waits until the supervisor reports
 the server ready, and cleans up after itself when it does not come up.
+
+A spec's ``${env:VAR}`` references are resolved here, from this command's environment
+(a variable that is not set is an error before anything starts), and handed to the
+supervisor over its private socket (``handoff.py``): never written to disk, and never
+taken from the supervisor's own environment.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +24,9 @@ from urllib.parse import urlsplit
 
 from batuta.apply.state import ServerRecord, State, locked_state, read_state, write_state
 from batuta.errors import ModelSourceError, RuntimeStartError, StateError
-from batuta.runtime import daemon, logs, ollama
+from batuta.runtime import daemon, handoff, logs, ollama
 from batuta.runtime.ports import holder, port_free
-from batuta.runtime.process import owned
+from batuta.runtime.process import env_refs, owned
 from batuta.runtime.spec import ServerSpec, ServerStatus
 from batuta.runtime.stop import terminate
 from batuta.runtime.supervise import describe_exit
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LIVE = ("starting", "ready", "unhealthy", "stopping")
+_ENDED = ("exited", "crashloop", "stopped", "failed")
 _POLL = 0.02
 _STOP_GRACE = 5.0  # beyond a stop's own timeout, for the supervisor to notice and report
 
@@ -58,19 +66,25 @@ class Runtime:
         """
         if not _NAME.match(spec.name):
             raise RuntimeStartError(f"invalid server name {spec.name!r}")
+        values = _env_values(spec)
+        token = secrets.token_hex(16) if values is not None else ""
         with locked_state(self.state_dir) as state:
             current = state.servers.get(spec.name)
             if _reusable(current, spec):
                 assert current is not None
                 generation, baseline = current.generation, current.restarts
+                token = ""  # it runs already, with the values it was started with
             else:
                 self._check_port(state, spec, current)
-                generation, baseline = self._request(state, spec, current), 0
+                generation, baseline = self._request(state, spec, current, token), 0
             write_state(self.state_dir, state)  # visible before the supervisor wakes
             daemon.nudge(self.state_dir)
+        handed = (token, values) if token and values is not None else None
+        if handed is not None:
+            self._hand_over(spec, *handed)
         if not wait:
             return self._record(spec.name).status()
-        status = self._wait_ready(spec, generation, baseline, timeout or spec.ready_timeout)
+        status = self._wait_ready(spec, generation, baseline, timeout or spec.ready_timeout, handed)
         if spec.backend == "ollama" and spec.model_path:
             self._ollama_model(spec, progress)
         return status
@@ -102,9 +116,26 @@ class Runtime:
                 + "; choose another port (--port) or stop what listens there"
             )
 
-    def _request(self, state: State, spec: ServerSpec, current: ServerRecord | None) -> int:
+    def _hand_over(self, spec: ServerSpec, token: str, values: dict[str, str]) -> None:
+        # In short attempts: a supervisor that died meanwhile is replaced, and the
+        # replacement (which waits for the values) gets them.
+        deadline = time.monotonic() + handoff.HANDOFF_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                handoff.send(self.state_dir, token, values, timeout=max(0.05, min(2.0, left)))
+                return
+            except RuntimeStartError as exc:
+                if time.monotonic() >= deadline:
+                    self.stop(spec.name)
+                    raise RuntimeStartError(f"server {spec.name!r} not started: {exc}") from exc
+            self._ensure_supervisor()
+
+    def _request(
+        self, state: State, spec: ServerSpec, current: ServerRecord | None, token: str
+    ) -> int:
         generation = (current.generation if current else 0) + 1
-        record = ServerRecord(spec=spec, generation=generation)
+        record = ServerRecord(spec=spec, generation=generation, handoff=token)
         if current is not None and _alive(current):
             # Keep the old pid on record until the supervisor has stopped it.
             record = replace(
@@ -117,7 +148,12 @@ class Runtime:
         return generation
 
     def _wait_ready(
-        self, spec: ServerSpec, generation: int, baseline: int, timeout: float
+        self,
+        spec: ServerSpec,
+        generation: int,
+        baseline: int,
+        timeout: float,
+        handed: tuple[str, dict[str, str]] | None,
     ) -> ServerStatus:
         deadline = time.monotonic() + timeout
         next_check = time.monotonic() + 1.0
@@ -130,13 +166,16 @@ class Runtime:
                 )
             if record.state == "ready" and record.pid_generation == generation:
                 return record.status()
-            if record.state in ("exited", "crashloop", "stopped") or record.restarts > baseline:
+            if record.state == "failed":
+                self._fail(spec, record.message)
+            if record.state in _ENDED or record.restarts > baseline:
                 self._fail(spec, f"exited while starting ({describe_exit(record.last_exit)})")
             if time.monotonic() >= deadline:
                 self._fail(spec, f"not ready after {timeout:g}s")
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 1.0
-                self._ensure_supervisor()
+                if self._ensure_supervisor() and handed is not None:
+                    self._hand_over(spec, *handed)  # the new supervisor needs them too
             time.sleep(_POLL)
 
     def _fail(self, spec: ServerSpec, why: str) -> None:
@@ -147,11 +186,15 @@ class Runtime:
             tail,
         )
 
-    def _ensure_supervisor(self) -> None:
-        # A supervisor that died (killed) while work is pending is replaced.
+    def _ensure_supervisor(self) -> bool:
+        # A supervisor that died (killed) while work is pending is replaced. Observers
+        # (status, plan) call this too: they hand nothing over, so a replacement cannot
+        # restart a server that needs ${env:} values (it reports it failed instead).
         with locked_state(self.state_dir):
             if not daemon.supervisor_alive(self.state_dir):
                 daemon.nudge(self.state_dir)
+                return True
+        return False
 
     # --- stopping ---------------------------------------------------------------------
 
@@ -249,6 +292,25 @@ class Runtime:
         if record is None:
             raise StateError(f"server {name!r} is not on record in {self.state_dir}")
         return record
+
+
+def _env_values(spec: ServerSpec) -> dict[str, str] | None:
+    """This command's values of the variables ``spec`` refers to (None: it refers to
+    none). Raises RuntimeStartError, before anything starts, naming unset variables."""
+    refs = env_refs(spec)
+    if not refs:
+        return None
+    missing = sorted(
+        name for name, has_default in refs.items() if not has_default and name not in os.environ
+    )
+    if missing:
+        listed = ", ".join(missing)
+        raise RuntimeStartError(
+            f"server {spec.name!r} refers to ${{env:{missing[0]}}}, but {listed} "
+            f"{'is' if len(missing) == 1 else 'are'} not set in this environment: "
+            "set it and run again"
+        )
+    return {name: os.environ[name] for name in refs if name in os.environ}
 
 
 def _alive(rec: ServerRecord) -> bool:

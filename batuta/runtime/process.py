@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from batuta.runtime import logs
 from batuta.runtime.spec import ServerSpec
 
 # Exit status of a process that was not our child: the kernel told its parent, not us.
@@ -78,30 +79,46 @@ class AdoptedProcess:
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env_refs(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Replace ``${env:VAR}`` / ``${env:VAR:-default}`` with the variable's value now.
+def expand_env_refs(text: str, values: Mapping[str, str]) -> str:
+    """Replace ``${env:VAR}`` / ``${env:VAR:-default}`` with the value ``values`` holds.
 
     State records secrets as references; only the spawned process ever sees the value.
+    ``values`` are those the requesting command handed over, never the supervisor's own
+    environment.
     """
     if "${env:" not in text:
         return text
-    env = os.environ if environ is None else environ
 
     def value(match: re.Match[str]) -> str:
-        found = env.get(match.group(1))
+        found = values.get(match.group(1))
         return found if found else (match.group(2) or "")
 
     return _ENV_REF.sub(value, text)
 
 
-def spawn(spec: ServerSpec, log_path: Path) -> PopenProcess:
-    """Start ``spec`` in a new session, stdout and stderr appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **{k: expand_env_refs(v) for k, v in spec.env.items()}}
+def env_refs(spec: ServerSpec) -> dict[str, bool]:
+    """The variables ``spec``'s env values and argv refer to with ``${env:...}``
+    (name -> whether every reference to it gives a default)."""
+    out: dict[str, bool] = {}
+    for text in (*spec.env.values(), *spec.argv):
+        for match in _ENV_REF.finditer(text):
+            name = match.group(1)
+            out[name] = out.get(name, True) and match.group(2) is not None
+    return out
+
+
+def spawn(spec: ServerSpec, log_path: Path, values: Mapping[str, str]) -> PopenProcess:
+    """Start ``spec`` in a new session, stdout and stderr appended to ``log_path``.
+
+    ``${env:VAR}`` references are expanded from ``values``; the rest of the environment
+    is this process's own.
+    """
+    env = {**os.environ, **{k: expand_env_refs(v, values) for k, v in spec.env.items()}}
     # O_APPEND: the supervisor may truncate the file to rotate it while the child writes.
-    with open(log_path, "ab", buffering=0) as log:
+    log = logs.open_private(log_path)
+    try:
         popen = subprocess.Popen(
-            [expand_env_refs(a) for a in spec.argv],
+            [expand_env_refs(a, values) for a in spec.argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -109,6 +126,8 @@ def spawn(spec: ServerSpec, log_path: Path) -> PopenProcess:
             start_new_session=True,
             close_fds=True,
         )
+    finally:
+        os.close(log)
     return PopenProcess(popen)
 
 
@@ -158,6 +177,20 @@ def living_members(pgid: int) -> list[int]:
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 members.append(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def group_members(pgid: int) -> dict[int, float]:
+    """Living (non-zombie) processes of group ``pgid``: pid -> create time."""
+    import psutil
+
+    members: dict[int, float] = {}
+    for proc in psutil.process_iter(["status", "create_time"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members[proc.pid] = proc.info["create_time"]
         except (ProcessLookupError, PermissionError):
             continue
     return members

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 ServerState = Literal[
-    "starting", "ready", "unhealthy", "crashloop", "stopping", "stopped", "exited"
+    "starting", "ready", "unhealthy", "crashloop", "stopping", "stopped", "exited", "failed"
 ]
 Origin = Literal["manifest", "adhoc"]
 

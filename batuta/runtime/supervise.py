@@ -12,7 +12,17 @@ Restart policy: ``always`` restarts after any exit, ``on-failure`` after a non-z
 exit or a signal, ``never`` leaves the server ``exited``. Restarts back off from 0.5 s,
 doubling to 30 s; the backoff resets once a server has been ready for 60 s. A sixth
 crash within 60 s of five restarts is a crash loop: restarting stops and the state is
-``crashloop``, with the last exit and log lines in the message.
+``crashloop``; the message names the last exit and the log file (state.json never holds
+log text: a server may print its secrets).
+
+``${env:VAR}`` references in a spec are expanded only from the values the requesting
+command handed over (:meth:`Supervisor.receive`, keyed by the record's ``handoff``
+token), never from the supervisor's own environment; the same values serve every
+restart of that request. Without them a server is not started: it is ``failed``, with a
+message saying which variables to set and what to run again.
+
+A corrupt state.json or a failing log rotation is reported and survived: the last good
+desired state stays in memory, and the rotation is retried at the next round.
 """
 
 from __future__ import annotations
@@ -21,11 +31,12 @@ import shlex
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from batuta.apply.state import ServerRecord, locked_state, read_state
+from batuta.errors import StateError
 from batuta.runtime import logs
 from batuta.runtime.health import probe
 from batuta.runtime.process import (
@@ -34,6 +45,8 @@ from batuta.runtime.process import (
     UNKNOWN_EXIT,
     AdoptedProcess,
     Process,
+    env_refs,
+    group_members,
     owned,
     signal_group,
     spawn,
@@ -52,8 +65,10 @@ UNHEALTHY_AFTER = 3  # consecutive failed probes before a ready server is unheal
 POLL_ADOPTED = 0.5  # adopted processes send no SIGCHLD: poll them
 ROTATE_EVERY = 2.0
 IDLE_TICK = 5.0
+CENSUS_EVERY = 1.0  # how often a running server's process group members are recorded
+HANDOFF_WAIT = 30.0  # how long a new request waits for its ${env:} values
 
-_IDLE_STATES = ("crashloop", "exited", "stopped")
+_IDLE_STATES = ("crashloop", "exited", "stopped", "failed")
 
 
 def describe_exit(code: int | None) -> str:
@@ -74,11 +89,13 @@ class Seams:
 
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
-    spawner: Callable[[ServerSpec, Path], Process] = spawn
+    spawner: Callable[[ServerSpec, Path, Mapping[str, str]], Process] = spawn
     signaller: Callable[[int, int], bool] = signal_group
     prober: Callable[[str], str] = probe
     owned: Callable[[int | None, float | None], bool] = owned
     adopt: Callable[[int, float], Process] = AdoptedProcess
+    members: Callable[[int], dict[int, float]] = group_members  # pgid -> {pid: create time}
+    say: Callable[[str], None] = logs.say  # a line of the supervisor's own log
 
 
 @dataclass
@@ -105,6 +122,10 @@ class _Slot:
     pending: ServerRecord | None = None  # a newer generation, started once this one stops
     forget: bool = False  # the record is gone: drop the slot once stopped
     adopted: bool = False  # not our child: no SIGCHLD when it exits, so poll it
+    group: dict[int, float] = field(default_factory=dict)  # members seen: pid -> create time
+    next_census: float = 0.0
+    await_until: float | None = None  # a new request waits this long for its env values
+    rotate_error: str = ""
 
     @property
     def spec(self) -> ServerSpec:
@@ -124,6 +145,17 @@ class Supervisor:
         self.slots: dict[str, _Slot] = {}
         self._saved: dict[str, tuple[object, ...]] = {}
         self._next_rotate = 0.0
+        self._values: dict[str, dict[str, str]] = {}  # handoff token -> ${env:} values
+        self._state_error = ""
+
+    def receive(self, token: str, values: Mapping[str, str]) -> None:
+        """The ``${env:}`` values a command handed over for the request ``token``
+        (kept in memory only; a server waiting for them starts at once)."""
+        self._values[token] = dict(values)
+        now = self.seams.clock()
+        for slot in self.slots.values():
+            if slot.record.handoff == token and slot.next_start is not None:
+                slot.next_start = min(slot.next_start, now)
 
     # --- reconciling with state.json -------------------------------------------------
 
@@ -131,7 +163,12 @@ class Supervisor:
         """Reconcile the running servers with state.json (``save``: write back at once;
         pass False while already holding the state lock)."""
         now = self.seams.clock()
-        records = read_state(self.state_dir).servers
+        try:
+            records = read_state(self.state_dir).servers
+        except StateError as exc:
+            self._state_unreadable(str(exc))
+            return
+        self._state_readable()
         for name, rec in records.items():
             slot = self.slots.get(name)
             if slot is None:
@@ -151,6 +188,27 @@ class Supervisor:
                     del self.slots[name]
         if save:
             self._save()
+
+    def _drop_unused_values(self) -> None:
+        # Values live as long as a record of their request does, and not a moment longer.
+        wanted = {s.record.handoff for s in self.slots.values()}
+        wanted |= {s.pending.handoff for s in self.slots.values() if s.pending is not None}
+        self._values = {t: v for t, v in self._values.items() if t in wanted}
+
+    def _state_unreadable(self, why: str) -> None:
+        # Keep supervising what we know (the last good desired state) instead of dying
+        # and being respawned into the same error.
+        if why == self._state_error:
+            return
+        self._state_error = why
+        self.seams.say(f"{why}; keeping the last good desired state until it is readable")
+        for slot in self.slots.values():
+            logs.note(self._log(slot), "state.json is unreadable; supervising as before")
+
+    def _state_readable(self) -> None:
+        if self._state_error:
+            self._state_error = ""
+            self.seams.say("state.json is readable again")
 
     def _adopt_or_start(self, rec: ServerRecord, now: float) -> None:
         # A supervisor that starts finds what an earlier one left: live processes are
@@ -206,6 +264,8 @@ class Supervisor:
             and (rec.pid is None or rec.pid_generation != rec.generation)
         ):
             slot.state, slot.next_start = "starting", now
+            # A request's first start may wait for the values its command hands over.
+            slot.await_until = now + HANDOFF_WAIT if rec.handoff else None
         return slot
 
     # --- one pass of the loop ---------------------------------------------------------
@@ -219,9 +279,31 @@ class Supervisor:
             self._next_rotate = now + ROTATE_EVERY
             for slot in self.slots.values():
                 if slot.proc is not None:
-                    logs.rotate_if_needed(self._log(slot), slot.spec.log_max_size)
+                    self._rotate(slot)
+        self._drop_unused_values()
         self._save()
         return self._next_due(now)
+
+    def _rotate(self, slot: _Slot) -> None:
+        log = self._log(slot)
+        try:
+            logs.rotate_if_needed(log, slot.spec.log_max_size)
+        except OSError as exc:
+            # A full disk or a bad permission must not kill the supervisor: say so
+            # once, and try again at the next round.
+            why = f"cannot rotate {log}: {exc.strerror or exc}"
+            if why != slot.rotate_error:
+                slot.rotate_error = why
+                self.seams.say(why)
+                logs.note(log, f"{why}; retrying every {ROTATE_EVERY:g}s")
+            if not slot.message:
+                slot.message = why
+            return
+        if slot.rotate_error:
+            if slot.message == slot.rotate_error:
+                slot.message = ""
+            slot.rotate_error = ""
+            self.seams.say(f"{log} rotates again")
 
     def _check(self, slot: _Slot, now: float) -> None:
         if slot.proc is not None:
@@ -229,9 +311,15 @@ class Supervisor:
             if code is not None:
                 pid = slot.proc.pid
                 slot.proc = None
-                self._kill_leftovers(pid)
+                self._kill_leftovers(slot, pid)
                 self._exited(slot, code, now)
-            elif slot.state == "stopping":
+                return
+            if now >= slot.next_census:
+                # While the leader lives its group id cannot be reused: what is in the
+                # group now is ours, and proves the group ours after the leader exits.
+                slot.next_census = now + CENSUS_EVERY
+                slot.group.update(self.seams.members(slot.proc.pid))
+            if slot.state == "stopping":
                 deadline = slot.stop_deadline
                 if deadline is not None and now >= deadline and not slot.killed:
                     logs.note(self._log(slot), "did not stop in time: SIGKILL")
@@ -242,18 +330,57 @@ class Supervisor:
         elif slot.next_start is not None and now >= slot.next_start:
             self._start(slot, now)
 
+    def _values_for(self, slot: _Slot, now: float) -> Mapping[str, str] | None:
+        """The ``${env:}`` values to start ``slot`` with; None when it cannot start now
+        (it waits for them, or it is ``failed``)."""
+        needed = env_refs(slot.spec)
+        if not needed:
+            return {}
+        values = self._values.get(slot.record.handoff) if slot.record.handoff else None
+        if values is None:
+            if slot.await_until is not None and now < slot.await_until:
+                slot.next_start = slot.await_until  # receive() brings it forward
+                return None
+            self._failed(slot, sorted(needed))
+            return None
+        missing = sorted(
+            v for v, has_default in needed.items() if not has_default and v not in values
+        )
+        if missing:
+            self._failed(slot, missing)
+            return None
+        return values
+
+    def _failed(self, slot: _Slot, names: list[str]) -> None:
+        # Never start with values from our own environment: they may be empty or other.
+        listed = ", ".join(names)
+        slot.state, slot.next_start = "failed", None
+        slot.message = (
+            f"not started: needs the value of {listed} (from ${{env:...}}), which only the "
+            "command that starts it hands over, and this supervisor does not have it; run "
+            "`batuta apply` (or `batuta serve start`) again from a shell where "
+            f"{listed} {'is' if len(names) == 1 else 'are'} set"
+        )
+        logs.note(self._log(slot), slot.message)
+        self.seams.say(f"{slot.spec.name}: {slot.message}")
+
     def _start(self, slot: _Slot, now: float) -> None:
         spec = slot.spec
         slot.next_start = None
+        values = self._values_for(slot, now)
+        if values is None:
+            return
+        slot.await_until = None  # restarts use these very values, never wait for others
         logs.note(self._log(slot), f"starting: {shlex.join(spec.argv)}")
         try:
-            proc = self.seams.spawner(spec, self._log(slot))
+            proc = self.seams.spawner(spec, self._log(slot), values)
         except OSError as exc:
             slot.message = f"cannot run {spec.argv[0]}: {exc.strerror or exc}"
             logs.note(self._log(slot), slot.message)
             self._exited(slot, 127, now)
             return
         slot.proc, slot.adopted = proc, False
+        slot.group, slot.next_census = {}, now
         slot.state = "starting"
         slot.started_mono = now
         slot.started_at = self.seams.wall()
@@ -304,10 +431,10 @@ class Supervisor:
             slot.recent.popleft()
         if len(slot.recent) >= CRASHLOOP_RESTARTS:
             slot.state = "crashloop"
-            tail = logs.tail(self._log(slot), 5)
+            # The log's own lines stay in the log: a server may print its secrets.
             slot.message = (
                 f"crash loop: {len(slot.recent)} restarts within {CRASHLOOP_WINDOW:g}s, "
-                f"last {what}" + (f"\n{tail}" if tail else "")
+                f"last {what}; see {self._log(slot)}"
             )
             logs.note(self._log(slot), f"{what}; crash loop, not restarting")
             return
@@ -349,9 +476,13 @@ class Supervisor:
         elif slot.pending is not None:
             self._install(slot.pending, now)
 
-    def _kill_leftovers(self, pgid: int) -> None:
-        # The leader is gone; anything it forked into its group goes with it.
-        if self.seams.signaller(pgid, 0):
+    def _kill_leftovers(self, slot: _Slot, pgid: int) -> None:
+        # The leader is gone; anything it forked into its group goes with it. Once every
+        # member is gone the kernel may hand the id to an unrelated group, so the group
+        # is signalled only while a member we recorded (pid + create time) still lives:
+        # then the id cannot have been reused, and the server's own session holds it.
+        members, slot.group = slot.group, {}
+        if any(self.seams.owned(pid, ct) for pid, ct in members.items() if pid != pgid):
             self.seams.signaller(pgid, KILL)
 
     def shutdown(self) -> None:
@@ -393,23 +524,33 @@ class Supervisor:
         changed = {n: s.observed() for n, s in self.slots.items()}
         if changed == self._saved and not desired_stopped:
             return
-        with locked_state(self.state_dir) as state:
-            for name, slot in self.slots.items():
-                rec = state.servers.get(name)
-                if rec is None or rec.generation != slot.record.generation:
-                    continue
-                proc = slot.proc
-                state.servers[name] = replace(
-                    rec,
-                    desired="stopped" if desired_stopped else rec.desired,
-                    state=slot.state,
-                    pid=proc.pid if proc else None,
-                    create_time=proc.create_time if proc else None,
-                    pid_generation=slot.record.generation if proc else rec.pid_generation,
-                    restarts=slot.restarts,
-                    started_at=slot.started_at,
-                    ready_at=slot.ready_at,
-                    last_exit=slot.last_exit,
-                    message=slot.message,
-                )
+        try:
+            with locked_state(self.state_dir) as state:
+                for name, slot in self.slots.items():
+                    rec = state.servers.get(name)
+                    if rec is None or rec.generation != slot.record.generation:
+                        continue
+                    proc = slot.proc
+                    state.servers[name] = replace(
+                        rec,
+                        desired="stopped" if desired_stopped else rec.desired,
+                        state=slot.state,
+                        pid=proc.pid if proc else None,
+                        create_time=proc.create_time if proc else None,
+                        pid_generation=slot.record.generation if proc else rec.pid_generation,
+                        restarts=slot.restarts,
+                        started_at=slot.started_at,
+                        ready_at=slot.ready_at,
+                        last_exit=slot.last_exit,
+                        message=slot.message,
+                    )
+        except (StateError, OSError) as exc:
+            # Unreadable (corrupt) or unwritable: report, keep what we observed, retry.
+            self._state_unreadable(
+                str(exc)
+                if isinstance(exc, StateError)
+                else (f"cannot write state.json: {exc.strerror or exc}")
+            )
+            return
+        self._state_readable()
         self._saved = changed

@@ -1,6 +1,7 @@
 """Secrets given to a server through ``${env:VAR}`` reach the process and nothing else.
 
-The state records the reference as written; the supervisor expands it when it spawns.
+The state records the reference as written; the command that applies hands the value to
+the supervisor in memory, which expands it when it spawns.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.conftest import _free_port
 SECRET = "sk-test-0123456789abcdef-never-written"
 
 
-def test_expand_env_refs_uses_the_environment_at_spawn_time() -> None:
+def test_expand_env_refs_uses_the_values_handed_over() -> None:
     env = {"TOKEN": "v", "EMPTY": ""}
     assert expand_env_refs("--key=${env:TOKEN}", env) == "--key=v"
     assert expand_env_refs("${env:MISSING:-dflt}", env) == "dflt"
@@ -50,3 +51,17 @@ def test_server_secrets_are_never_written_under_state(
     assert status.spec.env["HF_TOKEN"] == "${env:SERVER_TOKEN}"
     assert status.pid is not None
     assert psutil.Process(status.pid).environ()["HF_TOKEN"] == SECRET
+
+
+def test_apply_without_the_variable_fails_before_anything_starts(
+    work: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from batuta.errors import ManifestError
+
+    monkeypatch.delenv("SERVER_TOKEN", raising=False)
+    path = manifest(work, {"a": {"port": _free_port(), "env": "{HF_TOKEN: '${env:SERVER_TOKEN}'}"}})
+    with pytest.raises(ManifestError, match="environment variable SERVER_TOKEN is not set"):
+        apply(path, echo=lambda line: None)
+    assert not (work / ".batuta" / "state.json").exists()
+    assert Runtime(work / ".batuta").supervisor_pid() is None

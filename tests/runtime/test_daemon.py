@@ -50,7 +50,7 @@ def test_run_reloads_on_sighup_and_stops_everything_on_sigterm(tmp_path, handler
         state.servers["s"] = ServerRecord(spec=spec())
     proc = ScriptedProc(world, [0, signal.SIGHUP, signal.SIGTERM])
     seams = Seams(
-        clock=world.seams().clock, wall=world.seams().wall, spawner=lambda s, log: proc,
+        clock=world.seams().clock, wall=world.seams().wall, spawner=lambda s, log, values: proc,
         signaller=world.signal, prober=lambda url: "ready", owned=world.owned,
     )  # fmt: skip
     assert daemon.run(tmp_path, seams) == 0
@@ -131,3 +131,20 @@ def test_runtime_is_exported_lazily() -> None:
     assert runtime.Runtime is Runtime
     with pytest.raises(AttributeError):
         runtime.Nothing  # noqa: B018
+
+
+def test_spawned_supervisor_gives_back_the_users_pythonpath(monkeypatch) -> None:
+    # As `batuta supervise` finds its environment when spawn_supervisor started it.
+    monkeypatch.setenv("PYTHONPATH", "/batuta/root")
+    monkeypatch.setenv(daemon._USER_PATH, "null")
+    daemon._user_pythonpath()
+    assert "PYTHONPATH" not in os.environ and daemon._USER_PATH not in os.environ
+    monkeypatch.setenv("PYTHONPATH", "/batuta/root:/user/lib")
+    monkeypatch.setenv(daemon._USER_PATH, '"/user/lib"')
+    daemon._user_pythonpath()
+    assert os.environ["PYTHONPATH"] == "/user/lib"
+    monkeypatch.setenv(daemon._USER_PATH, "garbage")
+    daemon._user_pythonpath()  # unreadable: left as it is
+    assert os.environ["PYTHONPATH"] == "/user/lib"
+    daemon._user_pythonpath()  # not spawned by spawn_supervisor: nothing to undo
+    assert os.environ["PYTHONPATH"] == "/user/lib"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from batuta.runtime.logs import log_path, note, rotate_if_needed, tail
@@ -44,3 +45,23 @@ def test_note_appends_a_stamped_line(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert lines[0].startswith("[batuta ") and lines[0].endswith("] restarting in 0.5s")
     assert lines[1].endswith("] ready")
+
+
+def test_logs_and_their_rotated_copies_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "s.log"
+    old = os.umask(0o022)
+    try:
+        note(path, "fresh")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        path.chmod(0o644)  # left by an older batuta
+        note(path, "x" * 200)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        rotated = tmp_path / "logs" / "s.log.1"
+        rotated.write_text("older")
+        rotated.chmod(0o644)
+        assert rotate_if_needed(path, 100)
+        assert stat.S_IMODE(rotated.stat().st_mode) == 0o600
+        assert "x" * 200 in rotated.read_text() and "older" not in rotated.read_text()
+    finally:
+        os.umask(old)

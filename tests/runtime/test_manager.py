@@ -264,3 +264,32 @@ def test_a_supervisor_dying_during_the_wait_is_replaced(runtime: Runtime, free_p
     status = runtime.start(tiny_spec("a", free_port, "--delay", "1.5"))
     killer.join()
     assert status.state == "ready" and runtime.supervisor_pid()
+
+
+def test_a_corrupt_state_file_does_not_kill_the_supervisor(
+    runtime: Runtime, free_port: int, state_dir: Path
+) -> None:
+    import urllib.request
+
+    first = runtime.start(tiny_spec("a", free_port))
+    supervisor = runtime.supervisor_pid()
+    good = (state_dir / "state.json").read_text()
+    (state_dir / "state.json").write_text("{ half a file")
+    log = state_dir / "supervisor.log"
+    wait_for(lambda: "is corrupt" in log.read_text())
+    assert first.pid is not None
+    os.kill(first.pid, signal.SIGKILL)  # ... and it keeps supervising what it knew
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/health", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(answers, timeout=15)
+    assert runtime.supervisor_pid() == supervisor
+    (state_dir / "state.json").write_text(good)  # put right again: the new pid is saved
+    record = wait_for(lambda: (r := read_state(state_dir).servers["a"]).pid != first.pid and r)
+    assert owned(record.pid, record.create_time) and record.restarts == 1
+    assert "state.json is readable again" in log.read_text()

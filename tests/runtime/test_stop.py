@@ -16,6 +16,7 @@ from batuta.runtime.process import (
     AdoptedProcess,
     create_time_of,
     group_alive,
+    group_members,
     living_members,
     owned,
     signal_group,
@@ -99,17 +100,20 @@ def test_signal_group_without_permission() -> None:
     assert signal_group(1, 0) in (True, False)  # init's group: allowed for root, never an error
 
 
-def test_spawn_runs_in_its_own_session_and_logs(tmp_path: Path) -> None:
+def test_spawn_runs_in_its_own_session_and_logs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WHO", "the supervisor's own environment")  # never used for ${env:}
     spec = ServerSpec(
         name="x", backend="llamacpp",
         argv=(sys.executable, "-c", "import os, time; print('hello', os.environ['GREETING'], flush=True); time.sleep(60)"),
         host="127.0.0.1", port=1, health_url="http://127.0.0.1:1/", model_path="m",
-        env={"GREETING": "world"},
+        env={"GREETING": "${env:WHO}"},
     )  # fmt: skip
     log = tmp_path / "logs" / "x.log"
-    proc = spawn(spec, log)
+    proc = spawn(spec, log, {"WHO": "world"})
     try:
         assert proc.create_time == create_time_of(proc.pid)
+        members = group_members(proc.pid)
+        assert members[proc.pid] == pytest.approx(proc.create_time, abs=0.05)
         assert psutil.Process(proc.pid).as_dict(["pid"])["pid"] == proc.pid
         import os
 

@@ -1,9 +1,11 @@
 """The supervisor's rules with a fake clock, spawner, signaller and prober (honcho-style):
-restart policy, exponential backoff, crash loops, readiness, stopping, adoption."""
+restart policy, exponential backoff, crash loops, readiness, stopping, adoption, the
+${env:} values a command hands over, a corrupt state.json, and process group ownership."""
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,8 +40,11 @@ class World:
         self.signals: list[tuple[int, int]] = []
         self.health: dict[str, str] = {}
         self.spawned: list[ServerSpec] = []
+        self.values: list[dict[str, str]] = []  # the ${env:} values each spawn got
         self.spawn_error: OSError | None = None
         self.ignore_term = False
+        self.groups: dict[int, dict[int, float]] = {}  # pgid -> other members: pid -> ct
+        self.said: list[str] = []
 
     def seams(self) -> Seams:
         return Seams(
@@ -50,16 +55,27 @@ class World:
             prober=lambda url: self.health.get(url, "ready"),
             owned=self.owned,
             adopt=lambda pid, ct: self.procs[pid],
+            members=self.members,
+            say=self.said.append,
         )
 
-    def spawn(self, spec: ServerSpec, log_path: Path) -> FakeProc:
+    def spawn(self, spec: ServerSpec, log_path: Path, values: Mapping[str, str]) -> FakeProc:
         if self.spawn_error is not None:
             raise self.spawn_error
         self.next_pid += 1
         proc = FakeProc(self.next_pid, create_time=self.now, ignores_term=self.ignore_term)
         self.procs[proc.pid] = proc
         self.spawned.append(spec)
+        self.values.append(dict(values))
         return proc
+
+    def members(self, pgid: int) -> dict[int, float]:
+        leader = self.procs.get(pgid)
+        alive = (
+            {} if leader is None or leader.returncode is not None else {pgid: leader.create_time}
+        )
+        others = {p: ct for p, ct in self.groups.get(pgid, {}).items() if self.owned(p, ct)}
+        return {**alive, **others}
 
     def signal(self, pgid: int, sig: int) -> bool:
         self.signals.append((pgid, sig))
@@ -72,6 +88,9 @@ class World:
             proc.leftover = False
             if proc.returncode is None:
                 proc.returncode = -9
+            for member in self.groups.get(pgid, {}):
+                if member in self.procs and self.procs[member].returncode is None:
+                    self.procs[member].returncode = -9
         elif sig == signal.SIGTERM and not proc.ignores_term and proc.returncode is None:
             proc.returncode = -15
         return True
@@ -250,12 +269,13 @@ def test_crash_loop_stops_restarting_and_reports(tmp_path, world, sup) -> None:
         world.advance(sup.slots["s"].next_start - world.now)
         sup.tick()
     with open(log, "a") as f:
-        f.write("error: model file is corrupt\n")
+        f.write("error: model file is corrupt (--api-key sk-secret-in-argv)\n")
     crash(world, sup, 2)
     record = saved(tmp_path)
     assert record.state == "crashloop" and record.restarts == 5 and record.last_exit == 2
-    assert "crash loop: 5 restarts within 60s, last exit code 2" in record.message
-    assert "model file is corrupt" in record.message
+    assert record.message == (f"crash loop: 5 restarts within 60s, last exit code 2; see {log}")
+    # The log's lines (a server may print its secrets) never reach state.json.
+    assert "sk-secret-in-argv" not in (tmp_path / "state.json").read_text()
     world.advance(120)
     sup.tick()
     assert len(world.spawned) == 6 and sup.idle()
@@ -351,9 +371,31 @@ def test_leftover_group_members_are_killed(tmp_path, world, sup) -> None:
     put(tmp_path, spec())
     sup.load()
     sup.tick()
-    world.procs[101].leftover = True
+    world.procs[555] = FakeProc(555, create_time=1000.2)  # the server forked a helper
+    world.groups[101] = {555: 1000.2}
+    world.advance(1.0)
+    sup.tick()  # the census records it (pid + create time) while the leader lives
     crash(world, sup)
-    assert world.signals[-2:] == [(101, 0), (101, signal.SIGKILL)]
+    assert world.signals[-1] == (101, signal.SIGKILL)
+    assert world.procs[555].returncode == -9
+
+
+def test_a_reused_process_group_id_is_never_signalled(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    world.procs[555] = FakeProc(555, create_time=1000.2)
+    world.groups[101] = {555: 1000.2}
+    world.advance(1.0)
+    sup.tick()
+    # The helper ends, then the leader: the group id is free, and an unrelated process
+    # (another user's session, say) now leads a group with the same id.
+    world.procs[555].returncode = 0
+    world.procs[555] = FakeProc(555, create_time=1234.0)  # even the helper's pid is reused
+    world.procs[101].leftover = True  # killpg(101, 0) would succeed: the id is in use
+    crash(world, sup)
+    assert all(sig != signal.SIGKILL for _, sig in world.signals)
+    assert world.procs[555].returncode is None
 
 
 def test_new_generation_replaces_the_running_process(tmp_path, world, sup) -> None:
@@ -489,3 +531,138 @@ def test_logs_are_rotated_when_too_big(tmp_path, world, sup) -> None:
     sup.tick()
     assert log.stat().st_size == 0
     assert (log.parent / "s.log.1").read_text() == "x" * 500
+
+
+# --- ${env:} values: only those the requesting command handed over ----------------------
+
+
+def secret_spec(**fields: object) -> ServerSpec:
+    return spec(env={"HF_TOKEN": "${env:SERVER_TOKEN}"}, **fields)
+
+
+def test_a_request_starts_with_the_values_its_command_handed_over(tmp_path, world, sup) -> None:
+    put(tmp_path, secret_spec(), handoff="t1")
+    sup.load()
+    sup.tick()
+    assert world.spawned == []  # it waits for the values instead of reading its own env
+    assert saved(tmp_path).state == "starting"
+    sup.receive("t1", {"SERVER_TOKEN": "sk-1"})
+    sup.tick()
+    assert world.values == [{"SERVER_TOKEN": "sk-1"}]
+    crash(world, sup)
+    world.advance(0.5)
+    sup.tick()  # the restart uses exactly the same values
+    assert world.values == [{"SERVER_TOKEN": "sk-1"}] * 2
+    assert "sk-1" not in (tmp_path / "state.json").read_text()
+
+
+def test_a_restart_without_the_values_fails_loudly(tmp_path, world, sup, monkeypatch) -> None:
+    # A supervisor respawned (by `batuta status`, say) finds the server running and
+    # adopts it; it never got the values, and must not take them from its own env.
+    monkeypatch.setenv("SERVER_TOKEN", "from-the-supervisor's-own-environment")
+    world.procs[77] = FakeProc(77, create_time=500.0)
+    put(
+        tmp_path, secret_spec(), handoff="t1", state="ready", pid=77, create_time=500.0,
+        pid_generation=1,
+    )  # fmt: skip
+    sup.load()
+    sup.tick()
+    world.procs[77].returncode = UNKNOWN_EXIT
+    sup.tick()
+    world.advance(0.5)
+    sup.tick()
+    assert world.spawned == []
+    record = saved(tmp_path)
+    assert record.state == "failed" and record.pid is None and sup.idle()
+    assert "SERVER_TOKEN" in record.message and "batuta apply" in record.message
+    assert "own-environment" not in (tmp_path / "state.json").read_text()
+    assert any("SERVER_TOKEN" in line for line in world.said)
+    assert "needs the value of SERVER_TOKEN" in logs.tail(logs.log_path(tmp_path, "s"))
+
+
+def test_a_request_whose_values_never_come_fails(tmp_path, world, sup) -> None:
+    put(tmp_path, secret_spec(), handoff="t1")
+    sup.load()
+    sup.tick()
+    assert not sup.idle()  # waiting is work: the supervisor stays
+    world.advance(30.0)
+    sup.tick()
+    assert world.spawned == [] and saved(tmp_path).state == "failed"
+
+
+def test_values_lacking_a_referenced_variable_fail(tmp_path, world, sup) -> None:
+    put(tmp_path, secret_spec(argv=("srv", "--key=${env:API_KEY}")), handoff="t1")
+    sup.receive("t1", {"SERVER_TOKEN": "sk-1"})
+    sup.load()
+    sup.tick()
+    assert world.spawned == []
+    record = saved(tmp_path)
+    assert record.state == "failed" and "API_KEY is set" in record.message
+
+
+def test_a_record_without_a_handoff_never_uses_the_supervisors_env(
+    tmp_path, world, sup, monkeypatch
+) -> None:
+    monkeypatch.setenv("SERVER_TOKEN", "sk-own")
+    put(tmp_path, secret_spec())
+    sup.load()
+    sup.tick()
+    assert world.spawned == [] and saved(tmp_path).state == "failed"
+
+
+def test_values_of_a_forgotten_request_are_dropped(tmp_path, world, sup) -> None:
+    put(tmp_path, secret_spec(), handoff="t1")
+    sup.receive("t1", {"SERVER_TOKEN": "sk-1"})
+    boot(sup)
+    put(tmp_path, secret_spec(), handoff="t2")  # a new request, from another shell
+    sup.receive("t2", {"SERVER_TOKEN": "sk-2"})
+    sup.load()
+    sup.tick()
+    sup.tick()
+    assert world.values[-1] == {"SERVER_TOKEN": "sk-2"}
+    assert list(sup._values) == ["t2"]
+
+
+def test_a_spec_without_references_needs_no_values(tmp_path, world, sup) -> None:
+    put(tmp_path, spec(env={"PLAIN": "1"}))
+    boot(sup)
+    assert world.values == [{}] and saved(tmp_path).state == "ready"
+
+
+# --- a corrupt state.json, a failing rotation ------------------------------------------
+
+
+def test_a_corrupt_state_file_keeps_the_last_good_desired_state(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    boot(sup)
+    (tmp_path / "state.json").write_text("{ not json")
+    sup.load()
+    crash(world, sup)  # ... and keeps supervising: the crash is seen, a restart scheduled
+    world.advance(0.5)
+    sup.tick()
+    assert len(world.spawned) == 2
+    assert len([line for line in world.said if "is corrupt" in line]) == 1  # said once
+    assert "state.json is unreadable" in logs.tail(logs.log_path(tmp_path, "s"))
+    (tmp_path / "state.json").unlink()  # moved away: an empty state, which is readable
+    put(tmp_path, spec())
+    sup.load()
+    assert world.said[-1] == "state.json is readable again"
+
+
+def test_a_failing_rotation_is_reported_and_retried(tmp_path, world, sup) -> None:
+    put(tmp_path, spec(log_max_size=10))
+    boot(sup)
+    log = logs.log_path(tmp_path, "s")
+    log.write_text("x" * 50)
+    rotated = log.parent / "s.log.1"
+    rotated.unlink(missing_ok=True)  # the start's own lines were rotated already
+    rotated.mkdir()  # the copy cannot be written: IsADirectoryError
+    world.advance(2.5)
+    sup.tick()
+    record = saved(tmp_path)
+    assert record.state == "ready" and f"cannot rotate {log}" in record.message
+    assert any(f"cannot rotate {log}" in line for line in world.said)
+    rotated.rmdir()
+    world.advance(2.5)
+    sup.tick()
+    assert rotated.read_text().startswith("x" * 50) and saved(tmp_path).message == ""

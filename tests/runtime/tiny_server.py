@@ -8,6 +8,7 @@ wrapper script named ``llama-server`` stands in for the reference binary (``/hea
 503 "Loading model" for ``$TINY_LOADING`` seconds, as llama-server answers while loading).
 
 ``/health`` answers 503 for ``--loading`` seconds after it listens, then 200.
+``/env/NAME`` answers ``{"value": ...}``: the variable as the process got it (null: unset).
 ``--delay`` waits before listening (a slow model load); ``--exit-after`` exits with
 ``--exit-code`` (a crash) after that many seconds; ``--ignore-term`` ignores SIGTERM;
 ``--child`` forks a grandchild into the same process group (it sleeps forever).
@@ -16,6 +17,7 @@ wrapper script named ``llama-server`` stands in for the reference binary (``/hea
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -56,7 +58,10 @@ def main() -> None:
 
         def do_GET(self) -> None:
             status = 200 if time.monotonic() >= ready_at else 503
-            if status == 200:
+            if self.path.startswith("/env/"):
+                status = 200
+                body = json.dumps({"value": os.environ.get(self.path[5:])}).encode()
+            elif status == 200:
                 body = b'{"status": "ok"}'
             else:  # llama-server's body while it loads
                 body = b'{"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}'
