@@ -373,6 +373,10 @@ class Router:
     async def _exchange(self, run: _Run, target: Target, request: InferenceRequest) -> None:
         """The call itself: build (or reuse) the adapter, then complete or stream."""
         adapter = self.adapter(target)
+        if run.splice is not None and adapter.continues(request):
+            # A true continuation; holding back text that happens to repeat the shown
+            # text would cut a greedy answer that loops.
+            run.splice = None
         remaining = run.deadline - self._clock()
         first_byte = min(run.route.first_byte_timeout or run.route.timeout, remaining)
         own_deadlines = _deadline_kwargs(adapter, self._takes_deadlines)

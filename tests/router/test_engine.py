@@ -199,6 +199,28 @@ def test_max_tokens_is_a_total_across_targets(fakes) -> None:
     assert resp.tokens_generated == 10 and resp.finish_reason == "length"
 
 
+def test_llamacpp_with_its_template_continues_the_answer_through_completions(fakes) -> None:
+    """A llama.cpp target that knows its chat template gets the prompt with the assistant
+    turn left open: a true continuation, so text that repeats the shown text is kept."""
+    a, b = fakes
+    a.text = b.text = DEFAULT_TEXT
+    a.cut_after(4)
+    template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+    b_entry = TargetEntry("b", "llamacpp", "openai", b.url, "fake-model", True,
+                          options={"chat_template": template})  # fmt: skip
+    pieces: list[str] = []
+    request = InferenceRequest("Tell me", max_tokens=N_TOKENS)
+    resp = ask(Router(), route_of(local("a", a), b_entry), request, on_text=pieces.append)
+    shown = "".join(tokenize(DEFAULT_TEXT)[:4])
+    sent = [r for r in b.requests if r.path == "/v1/completions"]
+    assert generations(b) == [] and len(sent) == 1
+    assert sent[0].json()["prompt"] == "[user] Tell me\n[assistant] " + shown
+    assert sent[0].json()["max_tokens"] == N_TOKENS - 4
+    # The fake "continues" with the answer's start: kept, not spliced off as a repeat.
+    assert resp.text == "".join(pieces) == shown + "".join(tokenize(DEFAULT_TEXT)[: N_TOKENS - 4])
+    assert resp.tokens_generated == N_TOKENS and resp.target == "b"
+
+
 def test_in_stream_error_after_text_also_continues(fakes) -> None:
     a, b = fakes
     a.error_event_after(2)
