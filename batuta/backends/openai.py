@@ -13,8 +13,9 @@ plus the target's options:
   final assistant message; llama.cpp-family servers (``Dialect.continues_by_prompt``) close
   that turn on their chat route, so with a ``chat_template`` option the request goes to
   ``/completions`` as the template's prompt with the assistant turn left open and the
-  prefix appended, which the model continues token for token (without a template it stays
-  a chat request, and the router splices the restarted answer);
+  prefix appended, which the model continues token for token (without a template, or with
+  one that cannot render the chat, it stays a chat request, and the router splices the
+  restarted answer);
 - ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: "40"``);
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
@@ -29,7 +30,7 @@ from typing import Any
 import httpx
 
 from batuta.backends import _http
-from batuta.backends._template import chat_prompt
+from batuta.backends._template import chat_prompt, templated_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.catalogue import Dialect, lookup
@@ -76,7 +77,7 @@ class OpenAIAdapter(Adapter):
         return (
             bool(request.assistant_prefix)
             and self.dialect.continues_by_prompt
-            and bool(self.target.options.get("chat_template"))
+            and templated_prompt(request, self.target.options) is not None
         )
 
     def _raw_prompt(self, request: InferenceRequest) -> bool:

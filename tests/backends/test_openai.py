@@ -435,11 +435,17 @@ def test_llamacpp_family_continues_through_completions_with_the_turn_left_open(b
 
 
 def test_continuation_without_a_known_template_stays_a_chat_request():
-    """No template recorded (a server batuta does not manage): the chat route, whose
-    restarted answer the router splices; vLLM and others never take the raw prompt."""
+    """No template recorded (a server batuta does not manage), or one that cannot render
+    the chat: the chat route, whose restarted answer the router splices; vLLM and others
+    never take the raw prompt."""
     request = InferenceRequest(prompt="Q", assistant_prefix="A: ")
+    refuses = "{{ raise_exception('no such role') }}"
     with OpenAIFake() as server:
-        for t in (local(server), local(server, backend="vllm", chat_template=CHATML)):
+        for t in (
+            local(server),
+            local(server, chat_template=refuses),  # a flattened prompt would be worse
+            local(server, backend="vllm", chat_template=CHATML),
+        ):
             assert not OpenAIAdapter(t, httpx.AsyncClient()).continues(request)
             complete(t, request)
             assert server.requests[-1].path == "/v1/chat/completions"
