@@ -103,6 +103,9 @@ class Dialect:
     models_shape: str = "list"  # "list": {"data": [...]}; "array": a bare JSON array
     auth_header: str = "authorization"  # "authorization" (Bearer) | "api-key" | "x-api-key"
     sends_stop: bool = True  # GPT4All answers 400 to `stop`
+    # The chat route closes a trailing assistant turn (the template appends end-of-turn), so
+    # an interrupted answer is continued through completions_path with the chat template.
+    continues_by_prompt: bool = False
     chat_path: str = "/chat/completions"
     completions_path: str = "/completions"
     models_path: str = "/models"
@@ -281,10 +284,12 @@ CATALOGUE: dict[str, Backend] = {
         _local("llamafile", S.LLAMAFILE, "llamafile", language="C",
                feature="Single executable", group="gguf_based", formats=_GGUF,
                quants=GGUF_QUANTS, port=8080, health="/health", executable="llamafile",
+               dialect=Dialect(continues_by_prompt=True),
                install="download a llamafile release and mark it executable"),
         _local("llamacpp", S.LLAMACPP, "llama.cpp", language="C++", feature="Reference impl",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=8080,
                health="/health", executable="llama-server", api_key_env="LLAMA_API_KEY",
+               dialect=Dialect(continues_by_prompt=True),
                install="pip install 'batuta[llamacpp]' (or put llama-server on PATH)"),
         _local("localai", S.LOCALAI, "LocalAI", language="Go", feature="OpenAI-compatible",
                group="gguf_based", formats=(F.GGUF, F.SAFETENSORS), quants=GGUF_QUANTS,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from jinja2 import Template
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["TEMPLATE_OPTIONS", "chat_prompt", "render_chat"]
+__all__ = ["TEMPLATE_OPTIONS", "chat_prompt", "render_chat", "templated_prompt"]
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,16 @@ def chat_prompt(request: InferenceRequest, options: Mapping[str, str]) -> str:
     appended so generation continues the interrupted answer; without one, or when the
     template cannot render this chat, the chat is flattened by ``plain_prompt``.
     """
+    prompt = templated_prompt(request, options)
+    return plain_prompt(request) if prompt is None else prompt
+
+
+def templated_prompt(request: InferenceRequest, options: Mapping[str, str]) -> str | None:
+    """The chat through the ``chat_template`` option with the assistant turn left open and
+    any prefix appended; None without a template or when it cannot render this chat."""
     template = options.get("chat_template")
     if not template:
-        return plain_prompt(request)
+        return None
     messages = dataclasses.replace(request, assistant_prefix="").messages()
     bos = options.get("bos_token", "")
     eos = options.get("eos_token", "")
@@ -165,7 +172,7 @@ def chat_prompt(request: InferenceRequest, options: Mapping[str, str]) -> str:
         if folded is not None:
             prompt = render_chat(template, folded, bos_token=bos, eos_token=eos)
     if prompt is None:
-        return plain_prompt(request)
+        return None
     if bos and options.get("add_bos_token") == "true":
         # The server's tokenizer puts BOS in front of raw text itself; a template that
         # prints it too would hand the model two.

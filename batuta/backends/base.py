@@ -31,6 +31,11 @@ class Adapter(ABC):
         env = self.target.api_key_env
         return os.environ.get(env) if env else None
 
+    def continues(self, request: InferenceRequest) -> bool:
+        """Whether this adapter sends ``request``'s assistant prefix in a form the model
+        continues exactly (so the router need not splice off a restarted answer)."""
+        return False
+
     @abstractmethod
     def stream(self, request: InferenceRequest) -> AsyncIterator[Chunk]:
         """Yield the answer as it is generated. Raises BackendError on any failure,

@@ -9,6 +9,13 @@ plus the target's options:
 - ``api: completions`` uses the legacy ``/completions`` route with a raw prompt: the chat
   through the ``chat_template`` option when given (see :mod:`batuta.backends._template`),
   else flattened;
+- continuing an interrupted answer (``assistant_prefix``): vLLM is told to continue the
+  final assistant message; llama.cpp-family servers (``Dialect.continues_by_prompt``) close
+  that turn on their chat route, so with a ``chat_template`` option the request goes to
+  ``/completions`` as the template's prompt with the assistant turn left open and the
+  prefix appended, which the model continues token for token (without a template, or with
+  one that cannot render the chat, it stays a chat request, and the router splices the
+  restarted answer);
 - ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: "40"``);
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
@@ -23,7 +30,7 @@ from typing import Any
 import httpx
 
 from batuta.backends import _http
-from batuta.backends._template import chat_prompt
+from batuta.backends._template import chat_prompt, templated_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.catalogue import Dialect, lookup
@@ -64,6 +71,18 @@ class OpenAIAdapter(Adapter):
 
     # ------------------------------------------------------------------ request
 
+    def continues(self, request: InferenceRequest) -> bool:
+        """Whether ``request``'s assistant prefix goes out as a raw prompt the model
+        continues exactly (see the module docstring)."""
+        return (
+            bool(request.assistant_prefix)
+            and self.dialect.continues_by_prompt
+            and templated_prompt(request, self.target.options) is not None
+        )
+
+    def _raw_prompt(self, request: InferenceRequest) -> bool:
+        return self.legacy or self.continues(request)
+
     def url(self, path: str) -> str:
         """A route under the target's API base (``/v1`` added for bare local servers)."""
         return _http.api_url(self.target.base_url, path)
@@ -82,7 +101,8 @@ class OpenAIAdapter(Adapter):
     def body(self, request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
         """The JSON body for ``request`` in this target's dialect."""
         body: dict[str, Any] = {"model": request.model or self.target.model}
-        if self.legacy:
+        raw = self._raw_prompt(request)
+        if raw:
             body["prompt"] = chat_prompt(request, self.target.options)
         else:
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages()]
@@ -91,7 +111,7 @@ class OpenAIAdapter(Adapter):
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
         if request.max_tokens is not None:
-            field = "max_tokens" if self.legacy else self.dialect.max_tokens_field
+            field = "max_tokens" if raw else self.dialect.max_tokens_field
             body[field] = request.max_tokens
         for name in ("temperature", "top_p", "seed"):
             value = getattr(request, name)
@@ -113,7 +133,9 @@ class OpenAIAdapter(Adapter):
         first_byte_timeout: float | None,
         deadline: float | None,
     ) -> httpx.Response:
-        path = self.dialect.completions_path if self.legacy else self.dialect.chat_path
+        path = (
+            self.dialect.completions_path if self._raw_prompt(request) else self.dialect.chat_path
+        )
         return await _http.send(
             self.client,
             "POST",

@@ -8,6 +8,9 @@ at all (its adapter raises a non-backend BatutaError, such as a missing optional
 one failed attempt, never retried, and the route goes on. When a stream dies after
 text was shown, the next target receives that text as ``assistant_prefix`` and continues
 it, so the user reads one answer; ``failed_over_from`` and an ``on_event`` line say so.
+``max_tokens`` is a total across targets: the tokens a failed target streamed (one per
+streamed chunk, as llama.cpp and OpenAI-style servers send them) are taken off what the next
+one may generate, and when none are left the shown text is the answer.
 
 One shared ``httpx.AsyncClient`` (connection pooling) serves every call; nothing is
 probed before a query, failures are handled as they come.
@@ -127,6 +130,14 @@ class _Run:
 
     def shown_text(self) -> str:
         return "".join(self.shown)
+
+    def next_request(self) -> InferenceRequest:
+        """The request for the next call: a continuation of whatever was shown."""
+        return continuation(self.request, self.shown_text(), self.shown_tokens)
+
+    def spent(self) -> bool:
+        """Whether the text shown already used every token the request allows."""
+        return bool(self.shown) and self.next_request().max_tokens == 0
 
     def take(self, text: str, now: float, target: str) -> None:
         self.chunks += 1
@@ -278,6 +289,10 @@ class Router:
                 return self._answer(run, target, pricing, index, managed)
             if managed and error.kind is not FailureKind.CLIENT:
                 _bookkeep(run, self.breakers.record_failure, target)
+            if run.spent():  # it died after its last token: nothing is left to ask for
+                run.event(f"{run.note}; the answer had reached max_tokens")
+                run.note, run.finish = None, "length"
+                return self._answer(run, target, None, index, managed)
         raise AllTargetsFailed(route.name, run.attempts)
 
     def _skip_reason(
@@ -290,9 +305,7 @@ class Router:
         if _bookkeep(run, self.breakers.allow, target) is False:
             return "circuit open"
         if pricing is not None:
-            return self.ledger.check(
-                run.route, pricing, continuation(run.request, run.shown_text())
-            )
+            return self.ledger.check(run.route, pricing, run.next_request())
         return None
 
     async def _visit(
@@ -301,7 +314,7 @@ class Router:
         """Use one target, with its retries. None when it answered, else the last failure."""
         retries_done = 0
         while True:
-            request = continuation(run.request, run.shown_text())
+            request = run.next_request()
             run.splice = Splice(request.assistant_prefix) if run.shown else None
             started = self._clock()
             run.tries += 1
@@ -360,6 +373,10 @@ class Router:
     async def _exchange(self, run: _Run, target: Target, request: InferenceRequest) -> None:
         """The call itself: build (or reuse) the adapter, then complete or stream."""
         adapter = self.adapter(target)
+        if run.splice is not None and adapter.continues(request):
+            # A true continuation; holding back text that happens to repeat the shown
+            # text would cut a greedy answer that loops.
+            run.splice = None
         remaining = run.deadline - self._clock()
         first_byte = min(run.route.first_byte_timeout or run.route.timeout, remaining)
         own_deadlines = _deadline_kwargs(adapter, self._takes_deadlines)
@@ -403,7 +420,7 @@ class Router:
         if run.note is not None:  # the continuation added no text of its own
             run.event(f"{run.note}; continued on {target.name}")
         text = "".join(run.text)
-        request = continuation(run.request, run.shown_text())
+        request = run.next_request()
         streamed_estimate = run.chunks if run.request.stream else estimate_tokens(text)
         server_out = run.usage.output_tokens
         own = server_out if server_out is not None else streamed_estimate

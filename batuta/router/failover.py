@@ -10,7 +10,8 @@ and the route's deadline:
   the route, and repeating the same bad request cannot help); a target this machine
   cannot use at all (an optional extra missing) reaches here as client;
 - once text was shown to the user, never re-send to the same target: the next target
-  continues from that text (:func:`continuation`), so the user still reads one answer;
+  continues from that text (:func:`continuation`), so the user still reads one answer,
+  and is asked only for the tokens ``max_tokens`` leaves;
 - a retry waits ``Retry-After`` when the server sent one, else exponential backoff with
   jitter (0.5 s x 2^n, capped at 8 s, minus up to 25 %, as the OpenAI and Anthropic SDKs
   do); when the wait would pass the deadline, fall over instead.
@@ -87,11 +88,16 @@ def decide(
     return Decision(Action.RETRY, wait=wait, reason=f"{source} {wait:.1f}s")
 
 
-def continuation(request: InferenceRequest, shown: str) -> InferenceRequest:
-    """The request a next target gets after ``shown`` text was already streamed."""
+def continuation(request: InferenceRequest, shown: str, generated: int = 0) -> InferenceRequest:
+    """The request a next target gets after ``shown`` text (``generated`` tokens) was
+    already streamed: that text as the assistant prefix, and ``max_tokens`` is a total
+    across targets, so only what is left of it (0: the answer is already complete)."""
     if not shown:
         return request
-    return dataclasses.replace(request, assistant_prefix=request.assistant_prefix + shown)
+    left = None if request.max_tokens is None else max(0, request.max_tokens - generated)
+    return dataclasses.replace(
+        request, assistant_prefix=request.assistant_prefix + shown, max_tokens=left
+    )
 
 
 class Splice:

@@ -6,7 +6,8 @@ model id to send, the *name* of the key variable (never its value), pricing, and
 seen at apply time. A local server whose wire protocol takes a raw prompt (realizar, TGI
 native) also gets its model's chat template (GGUF header or model folder) as options, so
 the adapter can format the chat the way the model was trained; chat servers apply their
-own. Everything here is a pure function of the manifest, the specs and the models' header
+own, except that a llama.cpp-family server (whose chat route closes a trailing assistant
+turn) carries its template too, for continuing an answer another target began. Everything here is a pure function of the manifest, the specs and the models' header
 facts, so ``plan`` can compute the same table and diff it against the file on disk.
 """
 
@@ -103,13 +104,14 @@ def server_target(
     template: Mapping[str, str] | None = None,
 ) -> TargetEntry:
     """The table entry for a server batuta launches. ``template`` (see
-    :func:`template_options`) is kept only when the backend's protocol needs it."""
+    :func:`template_options`) is kept only when the backend's protocol needs it, or when
+    the backend continues an interrupted answer through a raw prompt."""
     backend = lookup(server.backend)
     if backend is None:
         raise RoutingError(f"server {name!r}: unknown backend {server.backend!r}")
     # A local server only needs a key when the user gave it one through its environment.
     key_env = backend.api_key_env if backend.api_key_env in spec.env else None
-    completion_only = backend.protocol in COMPLETION_PROTOCOLS
+    needs_template = backend.protocol in COMPLETION_PROTOCOLS or backend.dialect.continues_by_prompt
     return TargetEntry(
         name=name,
         backend=backend.key,
@@ -118,7 +120,7 @@ def server_target(
         model=served_model_id(spec),
         local=True,
         api_key_env=key_env,
-        options=dict(template) if template and completion_only else {},
+        options=dict(template) if template and needs_template else {},
         health=health,
     )
 
@@ -177,7 +179,8 @@ def build_table(
 
     ``health`` maps a server name to its probe result (ready / loading / down); servers
     missing from it, and every endpoint, are recorded as ``unknown``. ``templates`` maps a
-    server name to its model's :func:`template_options`; completion-only servers carry them.
+    server name to its model's :func:`template_options`; completion-only and llama.cpp-family
+    servers carry them.
     """
     manifest = loaded.manifest
     health = health or {}

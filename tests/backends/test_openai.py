@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 
+from batuta.backends.openai import OpenAIAdapter
 from batuta.backends.types import InferenceRequest, Message, Target
 from batuta.errors import FailureKind
 from tests.backends._support import (
@@ -396,6 +398,58 @@ def test_completion_style_sends_the_chat_through_the_template_option(fake):
     assert_valid("openai", sent)
     complete(remote(fake, chat_template=template), request)  # chat mode: the server's job
     assert "prompt" not in last_body(fake) and len(last_body(fake)["messages"]) == 3
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "llamafile"])
+def test_llamacpp_family_continues_through_completions_with_the_turn_left_open(backend):
+    """Their chat route would close the assistant turn and start a new answer; the raw
+    prompt leaves it open, the prefix last, so the model continues it."""
+    with OpenAIFake() as server:
+        t = local(server, backend=backend, chat_template=CHATML)
+        request = InferenceRequest(
+            prompt="Tell me", system="Sys", assistant_prefix="Once upon", max_tokens=7
+        )
+        adapter = OpenAIAdapter(t, httpx.AsyncClient())
+        assert adapter.continues(request)
+        chunks, error = drain(t, request)
+        sent = server.requests[-1]
+        body = json.loads(sent.body)
+        assert sent.path == "/v1/completions" and "messages" not in body
+        assert body["prompt"] == (
+            "<|im_start|>system\nSys<|im_end|>\n<|im_start|>user\nTell me<|im_end|>\n"
+            "<|im_start|>assistant\nOnce upon"
+        )
+        assert body["max_tokens"] == 7 and body["stream"] is True
+        assert_valid("openai", sent)
+        assert error is None and text_of(chunks) == "".join(TOKENS[:7])
+        # A fresh question (no prefix) stays a chat request: the server applies its template.
+        drain(t, InferenceRequest(prompt="Tell me", max_tokens=3))
+        assert server.requests[-1].path == "/v1/chat/completions"
+        assert not adapter.continues(InferenceRequest(prompt="Tell me"))
+
+
+def test_continuation_without_a_known_template_stays_a_chat_request():
+    """No template recorded (a server batuta does not manage), or one that cannot render
+    the chat: the chat route, whose restarted answer the router splices; vLLM and others
+    never take the raw prompt."""
+    request = InferenceRequest(prompt="Q", assistant_prefix="A: ")
+    refuses = "{{ raise_exception('no such role') }}"
+    with OpenAIFake() as server:
+        for t in (
+            local(server),
+            local(server, chat_template=refuses),  # a flattened prompt would be worse
+            local(server, backend="vllm", chat_template=CHATML),
+        ):
+            assert not OpenAIAdapter(t, httpx.AsyncClient()).continues(request)
+            complete(t, request)
+            assert server.requests[-1].path == "/v1/chat/completions"
+            assert json.loads(server.requests[-1].body)["messages"][-1]["role"] == "assistant"
 
 
 # ---------------------------------------------------------------------------- dialects, probes

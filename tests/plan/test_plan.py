@@ -173,6 +173,8 @@ routes:
     assert rz.options["chat_template"].startswith("{% for message in messages %}")
     assert (rz.options["bos_token"], rz.options["eos_token"]) == ("<|im_start|>", "<|im_end|>")
     assert rz.options["add_bos_token"] == "false"
-    assert cpp.options == {}  # llama.cpp's chat route applies the template itself
+    # llama.cpp's chat route applies the template itself but closes an assistant turn: the
+    # template from the GGUF header lets a failover continue the answer through /completions.
+    assert cpp.options == rz.options
     assert tg.options == {"chat_template": "{{ messages }}", "eos_token": "</s>"}
     assert desired.pending == {"pending": "later"} and pending.options == {}

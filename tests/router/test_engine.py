@@ -185,6 +185,42 @@ def test_a_restarted_answer_is_spliced_onto_the_shown_text(fakes) -> None:
     assert resp.target == "b" and resp.failed_over_from == ["a"]
 
 
+def test_max_tokens_is_a_total_across_targets(fakes) -> None:
+    """The next target is asked only for what the shown tokens left (b would otherwise
+    add max_tokens more), so the joined answer stays within max_tokens."""
+    a, b = fakes
+    a.cut_after(3)
+    resp = ask(
+        Router(), route_of(local("a", a), local("b", b)), InferenceRequest("Hi", max_tokens=10)
+    )
+    assert generations(b)[0].json()["max_tokens"] == 7
+    shown = "".join(tokenize(a.text)[:3])
+    assert resp.text == shown + "".join(tokenize(DEFAULT_TEXT)[:7])
+    assert resp.tokens_generated == 10 and resp.finish_reason == "length"
+
+
+def test_llamacpp_with_its_template_continues_the_answer_through_completions(fakes) -> None:
+    """A llama.cpp target that knows its chat template gets the prompt with the assistant
+    turn left open: a true continuation, so text that repeats the shown text is kept."""
+    a, b = fakes
+    a.text = b.text = DEFAULT_TEXT
+    a.cut_after(4)
+    template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+    b_entry = TargetEntry("b", "llamacpp", "openai", b.url, "fake-model", True,
+                          options={"chat_template": template})  # fmt: skip
+    pieces: list[str] = []
+    request = InferenceRequest("Tell me", max_tokens=N_TOKENS)
+    resp = ask(Router(), route_of(local("a", a), b_entry), request, on_text=pieces.append)
+    shown = "".join(tokenize(DEFAULT_TEXT)[:4])
+    sent = [r for r in b.requests if r.path == "/v1/completions"]
+    assert generations(b) == [] and len(sent) == 1
+    assert sent[0].json()["prompt"] == "[user] Tell me\n[assistant] " + shown
+    assert sent[0].json()["max_tokens"] == N_TOKENS - 4
+    # The fake "continues" with the answer's start: kept, not spliced off as a repeat.
+    assert resp.text == "".join(pieces) == shown + "".join(tokenize(DEFAULT_TEXT)[: N_TOKENS - 4])
+    assert resp.tokens_generated == N_TOKENS and resp.target == "b"
+
+
 def test_in_stream_error_after_text_also_continues(fakes) -> None:
     a, b = fakes
     a.error_event_after(2)
@@ -511,6 +547,21 @@ def test_continuation_that_adds_no_text_is_still_reported() -> None:
     assert resp.text == "abcdef" and resp.tokens_generated == 2 and resp.finish_reason == "stop"
     assert events == ["↪ x1 failed after 2 tokens (stream_cut); continued on x2"]
     assert resp.input_tokens == 7
+
+
+def test_a_target_that_dies_after_its_last_token_is_the_answer() -> None:
+    """Nothing is left of max_tokens: no next target is asked (it would be asked for 0
+    tokens, which llama.cpp reads as "no limit")."""
+    cut = BackendError(FailureKind.STREAM_CUT, "gone")
+    route = route_of(mem("y1", Chunk("ab"), Chunk("cd"), cut), mem("y2", Chunk("never")))
+    events: list[str] = []
+    resp = ask(
+        Router(adapter_factory=InMemoryAdapter), route, InferenceRequest("x", max_tokens=2),
+        on_event=events.append,
+    )  # fmt: skip
+    assert resp.text == "abcd" and resp.tokens_generated == 2 and resp.finish_reason == "length"
+    assert resp.target == "y1" and resp.failed_over_from == ["y1"] and resp.attempts == 1
+    assert events == ["↪ y1 failed after 2 tokens (stream_cut); the answer had reached max_tokens"]
 
 
 def test_unknown_adapter_falls_over() -> None:

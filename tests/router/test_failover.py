@@ -99,6 +99,15 @@ def test_continuation_appends_shown_text() -> None:
     assert cont.prompt == "q"
 
 
+def test_continuation_asks_only_for_the_tokens_max_tokens_leaves() -> None:
+    req = InferenceRequest("q", max_tokens=60)
+    assert continuation(req, "Once upon a time", 4).max_tokens == 56
+    assert continuation(req, "x" * 80, 75).max_tokens == 0  # spent: never below zero
+    assert continuation(req, "", 4) is req  # nothing shown, nothing taken off
+    unlimited = continuation(InferenceRequest("q"), "Once", 1)
+    assert unlimited.max_tokens is None and unlimited.assistant_prefix == "Once"
+
+
 def test_splice_drops_a_restarted_answer_s_repeat() -> None:
     s = Splice("Paris is a city")
     assert [s.feed(t) for t in ["Paris", " is", " a"]] == ["", "", ""]

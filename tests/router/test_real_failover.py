@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -29,17 +29,26 @@ pytestmark = pytest.mark.engine
 
 QUESTION = "What is the capital of France? Answer in one sentence."
 
+# How to start an engine: (model file, port) -> argv. Both llama.cpp forms answer
+# GET /v1/models once the model is loaded, which is all the launcher waits for.
+Engine = Callable[[Path, int], list[str]]
+
+
+def llama_cpp_python(model: Path, port: int) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server (the ``batuta[llamacpp]`` engine)."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+            "--port", str(port), "--host", "127.0.0.1", "--n_threads", "1"]  # fmt: skip
+
 
 class LlamaServer:
-    """One llama-cpp-python server this test started (and alone may stop)."""
+    """One llama.cpp server this test started (and alone may stop)."""
 
-    def __init__(self, model: Path, log: Path) -> None:
+    def __init__(self, model: Path, log: Path, engine: Engine = llama_cpp_python) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-             "--port", str(self.port), "--host", "127.0.0.1", "--n_threads", "1"],
+            engine(model, self.port),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.pid = self.proc.pid
@@ -48,14 +57,14 @@ class LlamaServer:
     def _wait_ready(self, limit: float = 60.0) -> None:
         end = time.monotonic() + limit
         while time.monotonic() < end:
-            assert self.proc.poll() is None, "llama_cpp.server exited while starting"
+            assert self.proc.poll() is None, "the llama.cpp server exited while starting"
             try:
                 if httpx.get(self.url + "/v1/models", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"llama_cpp.server on {self.port} not ready in {limit} s")
+        raise AssertionError(f"llama.cpp server on {self.port} not ready in {limit} s")
 
     def kill(self) -> None:
         """Die as a crash does: SIGKILL to the server's own process group, by its pid."""
@@ -74,8 +83,8 @@ class LlamaServer:
         self._log.close()
         assert not psutil.pid_exists(self.pid) or psutil.Process(self.pid).status() == "zombie"
 
-    def entry(self, name: str) -> TargetEntry:
-        return TargetEntry(name, "llamacpp", "openai", self.url, "smollm2", True)
+    def entry(self, name: str, **options: str) -> TargetEntry:
+        return TargetEntry(name, "llamacpp", "openai", self.url, "smollm2", True, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +165,8 @@ def test_server_killed_mid_stream_answer_completes_on_the_next(
     assert resp.text.startswith(shown) and len(resp.text) > len(shown)
     assert resp.text == "".join(pieces) and english(resp.text)
     assert resp.text.count(shown) == 1  # b restarted the answer; the repeat was spliced off
-    assert resp.tokens_generated >= len(pieces) > 4
+    # max_tokens is a total: b restarts within what a left, so the repeat is counted too.
+    assert 80 >= resp.tokens_generated >= len(pieces) > 4
     assert len(events) == 1
     assert re.fullmatch(r"↪ a failed after \d+ tokens \((stream_cut|connect)\); continued on b",
                         events[0]), events  # fmt: skip

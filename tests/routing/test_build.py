@@ -217,6 +217,7 @@ servers:
   rz: {backend: realizar, model: m, port: 47211}
   tg: {backend: tgi, model: st, port: 47212}
   cpp: {backend: llamacpp, model: m, port: 47213}
+  vl: {backend: vllm, model: st, port: 47214}
 endpoints:
   ep:
     provider: hf-endpoints
@@ -225,7 +226,7 @@ endpoints:
     api_key_env: HF_TOKEN
     options: {engine: tgi, chat_template: "{{ messages[0].content }}"}
 routes:
-  r: {targets: [rz, tg, cpp, ep]}
+  r: {targets: [rz, tg, cpp, ep, vl]}
 """
 
 
@@ -235,7 +236,8 @@ def templated(tmp_path: Path):
     (tmp_path / "st").mkdir()
     loaded = load_text(TEMPLATED, tmp_path / "batuta.yaml", env={})
     specs = {
-        name: _spec(name, port) for name, port in (("rz", 47211), ("tg", 47212), ("cpp", 47213))
+        name: _spec(name, port)
+        for name, port in (("rz", 47211), ("tg", 47212), ("cpp", 47213), ("vl", 47214))
     }
     return loaded, specs
 
@@ -266,16 +268,20 @@ def test_template_options_from_model_metadata(smollm2_path: Path) -> None:
 def test_completion_only_servers_carry_their_models_template(templated) -> None:
     loaded, specs = templated
     options = {"chat_template": "{{ messages }}", "eos_token": "</s>"}
-    table = build_table(loaded, specs, templates=dict.fromkeys(("rz", "tg", "cpp"), options))
-    rz, tg, cpp, ep = table.routes["r"].targets
+    templates = dict.fromkeys(("rz", "tg", "cpp", "vl"), options)
+    table = build_table(loaded, specs, templates=templates)
+    rz, tg, cpp, ep, vl = table.routes["r"].targets
     assert (rz.protocol, rz.options) == ("realizar", options)
     assert (tg.protocol, tg.options) == ("tgi", options)
-    assert cpp.protocol == "openai" and cpp.options == {}  # llama.cpp applies templates itself
+    # llama.cpp applies the template itself on its chat route, but that route closes an
+    # assistant turn: the adapter needs the template to continue an interrupted answer.
+    assert (cpp.protocol, cpp.options) == ("openai", options)
+    assert vl.protocol == "openai" and vl.options == {}  # vLLM continues on its chat route
     # A manifest endpoint's own template option passes through untouched.
     assert ep.options == {"engine": "tgi", "chat_template": "{{ messages[0].content }}"}
     # Without templates (a model not pulled yet) the servers get no options.
     bare = build_table(loaded, specs).routes["r"].targets
-    assert [t.options for t in bare[:3]] == [{}, {}, {}]
+    assert [t.options for t in bare[:3]] == [{}, {}, {}] and bare[4].options == {}
     # The table file keeps the template, so `serve query` needs nothing but routes.json.
     from batuta.routing.table import RoutingTable
 
