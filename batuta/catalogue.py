@@ -161,6 +161,15 @@ class Backend:
     dialect: Dialect = field(default_factory=Dialect)
     # Default price in USD per million (input, output) tokens; None = free / local.
     pricing: tuple[float, float] | None = None
+    # "<date>: what happened": the service is gone and ``base_url`` is its former address;
+    # only a ``base_url`` of the user's own (self-hosted) service can be used.
+    retired: str | None = None
+
+    def retired_at(self, base_url: str | None) -> bool:
+        """Whether ``base_url`` (None or empty: the default) points at a retired service."""
+        if not self.retired:
+            return False
+        return not base_url or base_url.rstrip("/") == self.base_url.rstrip("/")
 
     def url(self, port: int | None = None, host: str = "127.0.0.1") -> str:
         """Base URL of this backend; local ones on ``port`` (or their default)."""
@@ -257,6 +266,7 @@ def _remote(
     vision: bool = True,
     key_required: bool = True,
     health: str | None = "/models",
+    retired: str | None = None,
 ) -> Backend:
     return Backend(
         key=key,
@@ -286,6 +296,7 @@ def _remote(
         key_required=key_required,
         dialect=dialect or Dialect(),
         pricing=pricing,
+        retired=retired,
     )
 
 
@@ -378,7 +389,9 @@ CATALOGUE: dict[str, Backend] = {
                 base_url="", key_env="MODAL_API_KEY", key_required=False, pricing=(0.0, 0.0)),
         _remote("anyscale", S.ANYSCALE, "Anyscale", feature="Ray-based",
                 group="serverless_gpu", base_url="https://api.endpoints.anyscale.com/v1",
-                key_env="ANYSCALE_API_KEY", pricing=(0.15, 0.15)),
+                key_env="ANYSCALE_API_KEY", pricing=(0.15, 0.15),
+                retired="2024-08-01: the shared Anyscale Endpoints shut down; models are served"
+                        " only by your own services on the Anyscale platform"),
         _remote("bedrock", S.AWS_BEDROCK, "AWS Bedrock", feature="Amazon managed",
                 group="enterprise", label="aws_bedrock",
                 base_url="https://bedrock-runtime.{region}.amazonaws.com",

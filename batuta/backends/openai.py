@@ -70,6 +70,17 @@ class OpenAIAdapter(Adapter):
         self.dialect: Dialect = record.dialect if record else Dialect()
         self.provider = target.name or target.backend
         self.legacy = target.options.get("api") == "completions"
+        self.retired = record.retired if record and record.retired_at(target.base_url) else None
+
+    def _check_retired(self) -> None:
+        """A retired service (Anyscale Endpoints) answers with HTML pages, if at all: say so
+        instead of sending; a self-hosted service at another base_url is used as is."""
+        if self.retired:
+            raise BackendError(
+                FailureKind.CLIENT,
+                f"{self.provider}: {self.target.backend} was retired {self.retired}; set"
+                " base_url to such a self-hosted service",
+            )
 
     # ------------------------------------------------------------------ request
 
@@ -152,6 +163,7 @@ class OpenAIAdapter(Adapter):
         first_byte_timeout: float | None,
         deadline: float | None,
     ) -> httpx.Response:
+        self._check_retired()
         path = self.dialect.completions_path if self.legacy else self.dialect.chat_path
         return await _http.send(
             self.client,
@@ -278,6 +290,7 @@ class OpenAIAdapter(Adapter):
         authenticated ``GET /models``, which also proves the key works."""
         record = lookup(self.target.backend)
         try:
+            self._check_retired()
             headers = self.headers()
         except BackendError:
             return False
@@ -296,6 +309,7 @@ class OpenAIAdapter(Adapter):
 
     async def models(self) -> list[str]:
         """Model ids the server lists (``{"data": [...]}`` or Together's bare array)."""
+        self._check_retired()
         response = await _http.send(
             self.client,
             "GET",

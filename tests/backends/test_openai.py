@@ -467,6 +467,19 @@ def test_other_openai_models_keep_their_sampling_knobs(monkeypatch):
     assert body["temperature"] == 0.2 and body["stop"] == ["x"]
 
 
+def test_retired_anyscale_is_refused_unless_self_hosted(fake, monkeypatch):
+    monkeypatch.setenv("ANYSCALE_API_KEY", SECRET)
+    shared = Target("any", "anyscale", "openai", "https://api.endpoints.anyscale.com/v1", "m",
+                    api_key_env="ANYSCALE_API_KEY")  # fmt: skip
+    error = complete_error(shared)
+    assert error.kind is FailureKind.CLIENT and not error.kind.retryable
+    assert "anyscale was retired 2024-08-01: the shared Anyscale Endpoints shut down" in str(error)
+    assert "set base_url to such a self-hosted service" in str(error)
+    assert drain(shared)[1].kind is FailureKind.CLIENT and health(shared) is False
+    own = Target("any", "anyscale", "openai", fake.url + "/v1", "m", api_key_env="ANYSCALE_API_KEY")
+    assert complete(own).text == DEFAULT_TEXT
+
+
 def test_x_api_key_dialect(monkeypatch):
     monkeypatch.setenv("TABBY_API_KEY", SECRET)
     with OpenAIFake(api_key=SECRET, auth_style="x-api-key") as server:
