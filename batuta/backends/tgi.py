@@ -118,7 +118,8 @@ class TGIAdapter(Adapter):
         if output is None:
             output = _http.int_or_none(response.headers.get("x-generated-tokens"))
         usage = Usage(self._prompt_tokens(details, response.headers), output)
-        return Completion(text, _http.finish_reason(details.get("finish_reason")), usage)
+        finish = "stop" if stops.hit else _http.finish_reason(details.get("finish_reason"))
+        return Completion(text, finish, usage)
 
     async def stream(
         self,
@@ -161,7 +162,9 @@ class TGIAdapter(Adapter):
                         self._prompt_tokens(details, response.headers),
                         _http.int_or_none(details.get("generated_tokens")),
                     )
-                    yield Chunk(rest, _http.finish_reason(details.get("finish_reason")), usage)
+                    reason = details.get("finish_reason")
+                    finish = "stop" if stops.hit else _http.finish_reason(reason)
+                    yield Chunk(rest, finish, usage)
                     await _http.drain(events)
                     return
         raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before details")
