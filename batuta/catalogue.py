@@ -95,7 +95,14 @@ class BackendCapabilities:
 
 @dataclass(frozen=True)
 class Dialect:
-    """How one OpenAI-compatible server differs from OpenAI itself."""
+    """How one OpenAI-compatible server differs from OpenAI itself.
+
+    What a server would refuse is never sent: ``fields`` (when set) is the only body keys it
+    takes, ``max_stop`` how many stop sequences (the rest are applied by the adapter),
+    ``top_p_open`` that ``top_p`` must lie strictly between 0 and 1 (TGI: 1.0, "no nucleus
+    filter", is left out), and ``reasoning_models`` the model-name prefixes that take no
+    ``temperature``, ``top_p`` or ``stop`` (OpenAI's o-series and gpt-5).
+    """
 
     max_tokens_field: str = "max_tokens"
     stream_usage: bool = True  # accepts stream_options.include_usage
@@ -109,6 +116,26 @@ class Dialect:
     chat_path: str = "/chat/completions"
     completions_path: str = "/completions"
     models_path: str = "/models"
+    fields: frozenset[str] | None = None  # None: any field (engine extras included)
+    max_stop: int | None = None
+    top_p_open: bool = False
+    reasoning_models: tuple[str, ...] = ()
+
+
+# GPT4All answers 400 to any other key, and to `stream`, `stop`, `seed` and penalties.
+_GPT4ALL = Dialect(
+    streaming=False,
+    stream_usage=False,
+    sends_stop=False,
+    fields=frozenset({"model", "messages", "prompt", "max_tokens", "temperature", "top_p"}),
+)
+# TGI (and endpoints running it) validate with 422: top_p in (0, 1), at most 4 stops.
+_TGI = Dialect(top_p_open=True, max_stop=4)
+_OPENAI = Dialect(
+    max_tokens_field="max_completion_tokens",
+    max_stop=4,
+    reasoning_models=("o1", "o3", "o4", "gpt-5"),
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,15 @@ class Backend:
     dialect: Dialect = field(default_factory=Dialect)
     # Default price in USD per million (input, output) tokens; None = free / local.
     pricing: tuple[float, float] | None = None
+    # "<date>: what happened": the service is gone and ``base_url`` is its former address;
+    # only a ``base_url`` of the user's own (self-hosted) service can be used.
+    retired: str | None = None
+
+    def retired_at(self, base_url: str | None) -> bool:
+        """Whether ``base_url`` (None or empty: the default) points at a retired service."""
+        if not self.retired:
+            return False
+        return not base_url or base_url.rstrip("/") == self.base_url.rstrip("/")
 
     def url(self, port: int | None = None, host: str = "127.0.0.1") -> str:
         """Base URL of this backend; local ones on ``port`` (or their default)."""
@@ -233,6 +269,7 @@ def _remote(
     vision: bool = True,
     key_required: bool = True,
     health: str | None = "/models",
+    retired: str | None = None,
 ) -> Backend:
     return Backend(
         key=key,
@@ -262,6 +299,7 @@ def _remote(
         key_required=key_required,
         dialect=dialect or Dialect(),
         pricing=pricing,
+        retired=retired,
     )
 
 
@@ -298,7 +336,7 @@ CATALOGUE: dict[str, Backend] = {
         _local("gpt4all", S.GPT4ALL, "GPT4All", language="C++", feature="Desktop app",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=4891,
                health="/v1/models", executable=None, embeddings=False, tools=False,
-               dialect=Dialect(streaming=False, stream_usage=False, sends_stop=False),
+               dialect=_GPT4ALL,
                install="install the GPT4All desktop app and enable its Local API Server"),
         _local("lmstudio", S.LMSTUDIO, "LM Studio", language="Electron",
                feature="Desktop GUI", group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS,
@@ -317,7 +355,7 @@ CATALOGUE: dict[str, Backend] = {
         _local("tgi", S.TGI, "TGI", language="Rust/Py", feature="HF official server",
                group="python_based", formats=(F.SAFETENSORS, F.PYTORCH), quants=_HF_QUANTS,
                port=3000, health="/health", executable="text-generation-launcher",
-               protocol="tgi", adapter="batuta.backends.tgi:TGIAdapter", batch=True,
+               protocol="tgi", adapter="batuta.backends.tgi:TGIAdapter", batch=True, dialect=_TGI,
                install="see https://huggingface.co/docs/text-generation-inference"),
         _local("exllamav2", S.EXLLAMAV2, "ExLlamaV2 (TabbyAPI)", language="Python",
                feature="Extreme quantization", group="python_based", formats=(F.EXL2,),
@@ -336,7 +374,7 @@ CATALOGUE: dict[str, Backend] = {
                 feature="Dedicated", group="huggingface", label="endpoints", base_url="",
                 key_env="HF_TOKEN", privacy=Privacy.DEDICATED, pricing=(0.0, 0.0),
                 adapter="batuta.backends.hf_endpoints:HFEndpointAdapter", protocol="hf-endpoints",
-                health="/health"),
+                health="/health", dialect=_TGI),
         _remote("together", S.TOGETHER, "Together", feature="Fast, open models",
                 group="inference_providers", base_url="https://api.together.xyz/v1",
                 key_env="TOGETHER_API_KEY", dialect=Dialect(models_shape="array"),
@@ -356,7 +394,9 @@ CATALOGUE: dict[str, Backend] = {
                 base_url="", key_env="MODAL_API_KEY", key_required=False, pricing=(0.0, 0.0)),
         _remote("anyscale", S.ANYSCALE, "Anyscale", feature="Ray-based",
                 group="serverless_gpu", base_url="https://api.endpoints.anyscale.com/v1",
-                key_env="ANYSCALE_API_KEY", pricing=(0.15, 0.15)),
+                key_env="ANYSCALE_API_KEY", pricing=(0.15, 0.15),
+                retired="2024-08-01: the shared Anyscale Endpoints shut down; models are served"
+                        " only by your own services on the Anyscale platform"),
         _remote("bedrock", S.AWS_BEDROCK, "AWS Bedrock", feature="Amazon managed",
                 group="enterprise", label="aws_bedrock",
                 base_url="https://bedrock-runtime.{region}.amazonaws.com",
@@ -368,7 +408,8 @@ CATALOGUE: dict[str, Backend] = {
                 base_url="https://{resource}.openai.azure.com", key_env="AZURE_OPENAI_API_KEY",
                 privacy=Privacy.DEDICATED, protocol="azure",
                 adapter="batuta.backends.azure:AzureOpenAIAdapter",
-                dialect=Dialect(auth_header="api-key", max_tokens_field="max_completion_tokens"),
+                dialect=Dialect(auth_header="api-key", max_tokens_field="max_completion_tokens",
+                                max_stop=4),
                 pricing=(2.5, 10.0), key_required=False),  # or an Entra token (options.token_env)
         _remote("vertex", S.GOOGLE_VERTEX, "Google Vertex AI", feature="Google managed",
                 group="enterprise", label="google_vertex",
@@ -378,7 +419,7 @@ CATALOGUE: dict[str, Backend] = {
                 health=None, key_required=False),  # or Application Default Credentials
         _remote("openai", S.OPENAI, "OpenAI", feature="GPT models", group="frontier_apis",
                 base_url="https://api.openai.com/v1", key_env="OPENAI_API_KEY",
-                dialect=Dialect(max_tokens_field="max_completion_tokens"), pricing=(2.5, 10.0)),
+                dialect=_OPENAI, pricing=(2.5, 10.0)),
         _remote("anthropic", S.ANTHROPIC, "Anthropic", feature="Claude models",
                 group="frontier_apis", base_url="https://api.anthropic.com",
                 key_env="ANTHROPIC_API_KEY", protocol="anthropic",

@@ -47,9 +47,13 @@ from batuta.backends._failures import (
 from batuta.backends._payload import (
     StopFilter,
     body_extras,
+    claude_sampling,
+    continuation_chat,
     finish_reason,
     int_or_none,
     plain_prompt,
+    refuses_prefill,
+    split_stops,
 )
 from batuta.backends._sse import SSEEvent, parse_sse
 from batuta.backends._stream import drain, forgive_late_cut
@@ -343,6 +347,8 @@ __all__ = [
     "api_url",
     "auth_headers",
     "body_extras",
+    "claude_sampling",
+    "continuation_chat",
     "describe_error",
     "drain",
     "error_from_body",
@@ -362,7 +368,9 @@ __all__ = [
     "plain_prompt",
     "probe",
     "read_json",
+    "refuses_prefill",
     "request_timeout",
     "send",
+    "split_stops",
     "transport_error",
 ]

@@ -1,8 +1,9 @@
 """Protocol-neutral pieces of requests and answers that several adapters share.
 
 One finish-reason vocabulary, the chat flattened for raw-prompt APIs, ``param.*`` target
-options as body extras, token counts read defensively, and client-side stop sequences for
-servers that lack them.
+options as body extras, token counts read defensively, client-side stop sequences for
+servers that lack them (or take only some), Claude's sampling limits, and the continuation
+turn for models that refuse to continue a trailing assistant message.
 """
 
 from __future__ import annotations
@@ -11,8 +12,16 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from batuta.errors import BackendError, FailureKind
+
 if TYPE_CHECKING:
-    from batuta.backends.types import InferenceRequest
+    from batuta.backends.types import InferenceRequest, Message
+
+# The user turn that replaces a prefill for models refusing a final assistant message.
+CONTINUE_INSTRUCTION = (
+    "Your previous answer above was cut off. Continue it exactly where it stops, without "
+    "repeating any of it and without any preamble."
+)
 
 _FINISH = {
     "stop": "stop",
@@ -106,3 +115,55 @@ def int_or_none(value: object) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
+
+
+def split_stops(
+    stops: tuple[str, ...], *, limit: int | None = None, blank_ok: bool = True
+) -> tuple[list[str], tuple[str, ...]]:
+    """``(sent, local)``: the stop sequences a server takes (at most ``limit``; none that
+    are empty or, with ``blank_ok`` False, only whitespace) and those it refuses, which the
+    adapter then applies itself with :class:`StopFilter`."""
+    sent: list[str] = []
+    local: list[str] = []
+    for stop in stops:
+        refused = not stop or (not blank_ok and not stop.strip())
+        if refused or (limit is not None and len(sent) >= limit):
+            local.append(stop)
+        else:
+            sent.append(stop)
+    return sent, tuple(s for s in local if s)
+
+
+def claude_sampling(request: InferenceRequest, provider: str) -> dict[str, float]:
+    """Claude's ``temperature`` / ``top_p``: current models refuse both together (only
+    temperature is sent when both are set), and temperature runs 0-1 where a neutral
+    request's runs 0-2 (OpenAI's scale): values above 1 are sent as 1, the most random
+    Claude allows, and values outside 0-2 are refused rather than sent."""
+    if request.temperature is not None:
+        if not 0.0 <= request.temperature <= 2.0:
+            raise BackendError(
+                FailureKind.CLIENT,
+                f"{provider}: temperature {request.temperature:g} is outside 0-2",
+            )
+        return {"temperature": min(request.temperature, 1.0)}
+    if request.top_p is not None:
+        return {"top_p": request.top_p}
+    return {}
+
+
+def refuses_prefill(error: BackendError) -> bool:
+    """Whether a 400 says the model does not continue a final assistant turn (Anthropic:
+    "does not support assistant message prefill", "must end with a user message")."""
+    if error.kind is not FailureKind.CLIENT:
+        return False
+    text = str(error).lower()
+    return ("prefill" in text and "support" in text) or "must end with a user" in text
+
+
+def continuation_chat(request: InferenceRequest) -> list[Message]:
+    """The chat for a model that refuses a trailing assistant turn: the partial answer as
+    an ordinary assistant turn, then a user turn asking to continue it (the router's splice
+    joins the text, and holds back a repeat should the model restart anyway)."""
+    from batuta.backends.types import Message
+
+    return [*request.messages(), Message("user", CONTINUE_INSTRUCTION)]

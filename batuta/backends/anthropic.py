@@ -3,11 +3,20 @@
 ``max_tokens`` is required (1024 when the request leaves it open), the system prompt is a
 top-level field, and an answer to continue is sent as a trailing assistant message
 (prefill). The API refuses a prefill ending in whitespace, so that whitespace is cut off
-and dropped again from the start of the continuation. Stream events: ``message_start``
-(input tokens) → ``content_block_delta`` (``text_delta``) → ``message_delta`` (stop reason,
-output tokens) → ``message_stop``; ``ping`` is ignored and an ``error`` event after the 200
-(``overloaded_error``) is a failure. Target options: ``anthropic_version``,
-``anthropic_beta``, ``param.<field>`` (``param.top_k``).
+and dropped again from the start of the continuation. Newer models refuse any prefill (a
+400 saying so): the adapter then asks once more with the partial answer as an ordinary
+assistant turn followed by a user turn asking to continue it, and keeps asking that way.
+
+What the API would refuse is never sent: a stop sequence that is empty or only whitespace
+(``"\n"``) is applied here on the answer instead of being sent; ``temperature`` and
+``top_p`` together are a 400 on current models, so only temperature goes when both are set;
+temperature runs 0-1 there, so a neutral request's (0-2) above 1 is sent as 1 and one
+outside 0-2 is refused (see :func:`batuta.backends._payload.claude_sampling`).
+
+Stream events: ``message_start`` (input tokens) → ``content_block_delta`` (``text_delta``)
+→ ``message_delta`` (stop reason, output tokens) → ``message_stop``; ``ping`` is ignored
+and an ``error`` event after the 200 (``overloaded_error``) is a failure. Target options:
+``anthropic_version``, ``anthropic_beta``, ``param.<field>`` (``param.top_k``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ class AnthropicAdapter(Adapter):
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
+        self.no_prefill = False  # set once the model refused a trailing assistant turn
 
     def headers(self) -> dict[str, str]:
         """``x-api-key`` plus the API version (and beta flags when configured)."""
@@ -42,16 +52,19 @@ class AnthropicAdapter(Adapter):
             headers["anthropic-beta"] = self.target.options["anthropic_beta"]
         return headers
 
-    def body(self, request: InferenceRequest, *, stream: bool) -> tuple[dict[str, Any], str]:
-        """The request body, and the whitespace cut from the end of the prefill."""
-        systems = [m.content for m in request.messages() if m.role == "system"]
+    def body(
+        self, request: InferenceRequest, *, stream: bool
+    ) -> tuple[dict[str, Any], str, tuple[str, ...]]:
+        """The request body, the whitespace cut from the end of the prefill, and the stop
+        sequences left for the adapter to apply (those the API refuses)."""
+        continuing = bool(request.assistant_prefix) and self.no_prefill
+        chat = _http.continuation_chat(request) if continuing else request.messages()
+        systems = [m.content for m in chat if m.role == "system"]
         messages = [
-            {"role": m.role, "content": m.content}
-            for m in request.messages()
-            if m.role in ("user", "assistant")
+            {"role": m.role, "content": m.content} for m in chat if m.role in ("user", "assistant")
         ]
         trimmed = ""
-        if request.assistant_prefix:
+        if request.assistant_prefix and not continuing:
             prefix = request.assistant_prefix.rstrip()
             trimmed = request.assistant_prefix[len(prefix) :]
             messages[-1]["content"] = prefix
@@ -62,16 +75,14 @@ class AnthropicAdapter(Adapter):
         }
         if systems:
             body["system"] = "\n\n".join(systems)
-        for name in ("temperature", "top_p"):
-            value = getattr(request, name)
-            if value is not None:
-                body[name] = value
-        if request.stop:
-            body["stop_sequences"] = list(request.stop)
+        body.update(_http.claude_sampling(request, self.provider))
+        sent, local = _http.split_stops(request.stop, blank_ok=False)
+        if sent:
+            body["stop_sequences"] = sent
         if stream:
             body["stream"] = True
         body.update(_http.body_extras(self.target.options))
-        return body, trimmed
+        return body, trimmed, local
 
     async def _send(
         self, body: dict[str, Any], fbt: float | None, deadline: float | None
@@ -88,6 +99,26 @@ class AnthropicAdapter(Adapter):
             secret=self.api_key(),
         )
 
+    async def _open(
+        self,
+        request: InferenceRequest,
+        *,
+        stream: bool,
+        fbt: float | None,
+        deadline: float | None,
+    ) -> tuple[httpx.Response, str, tuple[str, ...]]:
+        """Send ``request``; a model refusing the prefill is asked again (once) with the
+        continuation as a user turn, and from then on always that way."""
+        body, trimmed, local = self.body(request, stream=stream)
+        try:
+            return await self._send(body, fbt, deadline), trimmed, local
+        except BackendError as exc:
+            if not request.assistant_prefix or self.no_prefill or not _http.refuses_prefill(exc):
+                raise
+        self.no_prefill = True
+        body, trimmed, local = self.body(request, stream=stream)
+        return await self._send(body, fbt, deadline), trimmed, local
+
     def _error(self, body: Any) -> BackendError:
         return _http.error_from_body(body, provider=self.provider, secret=self.api_key())
 
@@ -99,8 +130,9 @@ class AnthropicAdapter(Adapter):
         deadline: float | None = None,
     ) -> Completion:
         """One blocking call; text is the concatenation of the text blocks."""
-        body, trimmed = self.body(request, stream=False)
-        response = await self._send(body, first_byte_timeout, deadline)
+        response, trimmed, local = await self._open(
+            request, stream=False, fbt=first_byte_timeout, deadline=deadline
+        )
         answer = await _http.read_json(response, provider=self.provider, deadline=deadline)
         if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
             if isinstance(answer, dict) and answer.get("type") == "error":
@@ -113,11 +145,13 @@ class AnthropicAdapter(Adapter):
         )
         if trimmed and text.startswith(trimmed):
             text = text[len(trimmed) :]
+        stops = _http.StopFilter(local)
+        text = stops.feed(text) + stops.flush()
         raw = answer.get("usage")
         usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
         return Completion(
             text,
-            _http.finish_reason(answer.get("stop_reason")),
+            "stop" if stops.hit else _http.finish_reason(answer.get("stop_reason")),
             Usage(
                 _http.int_or_none(usage.get("input_tokens")),
                 _http.int_or_none(usage.get("output_tokens")),
@@ -133,8 +167,10 @@ class AnthropicAdapter(Adapter):
     ) -> AsyncGenerator[Chunk, None]:
         """Named SSE events until ``message_stop`` (a close right after ``message_delta``
         is accepted too); anything earlier ending the stream is STREAM_CUT."""
-        body, trimmed = self.body(request, stream=True)
-        response = await self._send(body, first_byte_timeout, deadline)
+        response, trimmed, local = await self._open(
+            request, stream=True, fbt=first_byte_timeout, deadline=deadline
+        )
+        stops = _http.StopFilter(local)
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop: str | None = None
@@ -162,8 +198,13 @@ class AnthropicAdapter(Adapter):
                     text = delta.get("text") if delta.get("type") == "text_delta" else None
                     if isinstance(text, str) and trimmed:
                         text, trimmed = text.removeprefix(trimmed), ""
-                    if text:
-                        yield Chunk(text)
+                    if isinstance(text, str) and text:
+                        text = stops.feed(text)
+                        if text:
+                            yield Chunk(text)
+                        if stops.hit:  # a stop sequence the API was not told about
+                            stop = "stop"
+                            break
                 elif kind == "message_delta":
                     stop = _http.finish_reason((data.get("delta") or {}).get("stop_reason"))
                     count = _http.int_or_none((data.get("usage") or {}).get("output_tokens"))
@@ -176,8 +217,9 @@ class AnthropicAdapter(Adapter):
                         FailureKind.STREAM_CUT,
                         f"{self.provider}: stream ended before message_stop",
                     )
-            yield Chunk("", stop, Usage(input_tokens, output_tokens))
-            await _http.drain(events)
+            yield Chunk(stops.flush(), stop, Usage(input_tokens, output_tokens))
+            if not stops.hit:
+                await _http.drain(events)
 
     async def health(self) -> bool:
         """An authenticated ``GET /v1/models`` answers 200."""

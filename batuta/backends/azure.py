@@ -8,6 +8,9 @@ goes and how it authenticates.
   ``/openai/deployments/{deployment}/chat/completions?api-version=...``;
   absent → the v1 form ``/openai/v1/chat/completions`` with ``model`` = the deployment.
 - ``options.deployment`` names the deployment (default: the target's model).
+- Versions before ``2024-09-01-preview`` reject ``max_completion_tokens`` and
+  ``stream_options``: they get ``max_tokens`` and no usage request (usage is then
+  estimated); later versions and the v1 form get the new fields.
 - ``options.resource`` fills ``https://{resource}.openai.azure.com`` when no base URL is set.
 - Credentials: the ``api-key`` header from ``api_key_env`` (``AZURE_OPENAI_API_KEY``), or a
   Microsoft Entra bearer token from ``options.token_env`` (default ``AZURE_OPENAI_AD_TOKEN``)
@@ -32,6 +35,7 @@ from batuta.backends.types import InferenceRequest, Target
 from batuta.errors import BackendError, FailureKind
 
 DEFAULT_ROOT = "https://{resource}.openai.azure.com"
+NEW_FIELDS_SINCE = "2024-09-01"  # first api-version taking max_completion_tokens
 _ENTRA_ENV = "AZURE_OPENAI_AD_TOKEN"
 
 
@@ -73,10 +77,15 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return f"{self.root()}/openai/deployments/{deployment}{path}?api-version={version}"
 
     def body(self, request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
-        """The OpenAI body; in the v1 form ``model`` must name the deployment."""
+        """The OpenAI body; in the v1 form ``model`` must name the deployment, and an
+        ``api_version`` older than 2024-09-01-preview gets the fields it knows."""
         body = super().body(request, stream=stream)
         if not request.model:
             body["model"] = self.deployment
+        if self.api_version and self.api_version[:10] < NEW_FIELDS_SINCE:
+            if "max_completion_tokens" in body:
+                body["max_tokens"] = body.pop("max_completion_tokens")
+            body.pop("stream_options", None)
         return body
 
     # ------------------------------------------------------------------ who

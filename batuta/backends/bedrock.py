@@ -6,6 +6,16 @@ when signing. The Bedrock API-key form (``Authorization: Bearer``) needs no boto
 ConverseStream answers in AWS event-stream frames (:mod:`batuta.backends.eventstream`);
 usage arrives only in the final ``metadata`` event.
 
+An answer to continue goes as a trailing assistant turn, without its trailing whitespace
+(Converse refuses that); whitespace the model then repeats at the join is dropped, any
+other it produces (a paragraph break) is kept. A model refusing any trailing assistant turn
+(newer Claude models: a ValidationException about prefill) is asked once more with the
+partial answer as an ordinary turn and a user turn asking to continue it, and from then on
+always that way. Claude models (``anthropic.`` / ``claude`` in the model id) get what the
+Anthropic API takes: no stop sequence that is only whitespace (those are applied here on
+the answer), temperature without ``topP``, temperature 0-1 (see
+:func:`batuta.backends._payload.claude_sampling`).
+
 Target options:
 
 - ``region``: else the one in ``base_url``, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``;
@@ -30,6 +40,7 @@ from urllib.parse import quote
 import httpx
 
 from batuta.backends import _http
+from batuta.backends._payload import CONTINUE_INSTRUCTION
 from batuta.backends.base import Adapter
 from batuta.backends.eventstream import EventStreamDecoder, Message
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
@@ -106,6 +117,7 @@ class BedrockAdapter(Adapter):
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.options = target.options
+        self.no_prefill = False  # set once the model refused a trailing assistant turn
 
     # ------------------------------------------------------------------ where and who
 
@@ -185,6 +197,7 @@ class BedrockAdapter(Adapter):
 
     def body(self, request: InferenceRequest) -> dict[str, Any]:
         """The Converse request body."""
+        claude = _is_claude(request.model or self.target.model)
         system = [{"text": request.system}] if request.system else []
         messages: list[dict[str, Any]] = []
         for m in request.history:
@@ -194,8 +207,10 @@ class BedrockAdapter(Adapter):
                 role = "assistant" if m.role == "assistant" else "user"
                 messages.append({"role": role, "content": [{"text": m.content}]})
         messages.append({"role": "user", "content": [{"text": request.prompt}]})
-        prefix = request.assistant_prefix.rstrip()
-        if prefix:
+        if request.assistant_prefix and self.no_prefill:
+            messages.append({"role": "assistant", "content": [{"text": request.assistant_prefix}]})
+            messages.append({"role": "user", "content": [{"text": CONTINUE_INSTRUCTION}]})
+        elif prefix := request.assistant_prefix.rstrip():
             # Models behind Converse refuse a final assistant turn ending in whitespace.
             messages.append({"role": "assistant", "content": [{"text": prefix}]})
         body: dict[str, Any] = {"messages": messages}
@@ -204,12 +219,18 @@ class BedrockAdapter(Adapter):
         config: dict[str, Any] = {}
         if request.max_tokens is not None:
             config["maxTokens"] = request.max_tokens
-        if request.temperature is not None:
-            config["temperature"] = request.temperature
-        if request.top_p is not None:
-            config["topP"] = request.top_p
-        if request.stop:
-            config["stopSequences"] = list(request.stop)
+        if claude:
+            sampling = _http.claude_sampling(request, self.provider)
+            sampling = {"topP" if k == "top_p" else k: v for k, v in sampling.items()}
+            config.update(sampling)
+        else:
+            if request.temperature is not None:
+                config["temperature"] = request.temperature
+            if request.top_p is not None:
+                config["topP"] = request.top_p
+        stops, _ = _http.split_stops(request.stop, blank_ok=not claude)
+        if stops:
+            config["stopSequences"] = stops
         if config:
             body["inferenceConfig"] = config
         extras = _http.body_extras(self.options)
@@ -217,7 +238,34 @@ class BedrockAdapter(Adapter):
             body["additionalModelRequestFields"] = extras
         return body
 
+    def local_stops(self, request: InferenceRequest) -> tuple[str, ...]:
+        """Stop sequences the model is not sent, applied to the answer here."""
+        claude = _is_claude(request.model or self.target.model)
+        return _http.split_stops(request.stop, blank_ok=not claude)[1]
+
     async def _post(
+        self,
+        operation: str,
+        request: InferenceRequest,
+        *,
+        first_byte_timeout: float | None,
+        deadline: float | None,
+    ) -> httpx.Response:
+        """Send; a model refusing the trailing assistant turn is asked again (once) with
+        the continuation as a user turn."""
+        try:
+            return await self._post_once(
+                operation, request, first_byte_timeout=first_byte_timeout, deadline=deadline
+            )
+        except BackendError as exc:
+            if not request.assistant_prefix or self.no_prefill or not _http.refuses_prefill(exc):
+                raise
+        self.no_prefill = True
+        return await self._post_once(
+            operation, request, first_byte_timeout=first_byte_timeout, deadline=deadline
+        )
+
+    async def _post_once(
         self,
         operation: str,
         request: InferenceRequest,
@@ -265,10 +313,12 @@ class BedrockAdapter(Adapter):
             for part in message["content"]
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
-        text = _continue(request, text)
-        return Completion(
-            text, _finish(body.get("stopReason")), _usage(body.get("usage")) or Usage()
-        )
+        if not self.no_prefill:
+            text = _Join(request).feed(text)
+        stops = _http.StopFilter(self.local_stops(request))
+        text = stops.feed(text) + stops.flush()
+        finish = "stop" if stops.hit else _finish(body.get("stopReason"))
+        return Completion(text, finish, _usage(body.get("usage")) or Usage())
 
     async def stream(
         self,
@@ -285,7 +335,8 @@ class BedrockAdapter(Adapter):
         decoder = EventStreamDecoder()
         finish: str | None = None
         usage: Usage | None = None
-        first_text = True
+        join = _Join(request if not self.no_prefill else None)
+        stops = _http.StopFilter(self.local_stops(request))
         # A drop after messageStop only loses the metadata event: the answer is whole.
         body = _http.forgive_late_cut(
             _http.iter_bytes(
@@ -306,16 +357,18 @@ class BedrockAdapter(Adapter):
                     if name == "contentBlockDelta":
                         delta = payload.get("delta")
                         text = delta.get("text") if isinstance(delta, dict) else None
-                        if isinstance(text, str) and first_text:
-                            text = _continue(request, text)
-                            first_text = not text
                         if isinstance(text, str) and text:
-                            yield Chunk(text)
+                            text = stops.feed(join.feed(text))
+                            if text:
+                                yield Chunk(text)
+                            if stops.hit:  # a stop sequence the model was not sent
+                                finish = "stop"
+                                break
                     elif name == "messageStop":
                         finish = _finish(payload.get("stopReason")) or "stop"
                     elif name == "metadata":
                         usage = _usage(payload.get("usage"))
-                if usage is not None and finish is not None:
+                if (usage is not None and finish is not None) or stops.hit:
                     break
             if finish is None:
                 where = " mid-frame" if decoder.pending else ""
@@ -323,8 +376,9 @@ class BedrockAdapter(Adapter):
                     FailureKind.STREAM_CUT,
                     f"{self.provider}: stream ended{where} before messageStop",
                 )
-            yield Chunk("", finish, usage)
-            await _http.drain(body)
+            yield Chunk(stops.flush(), finish, usage)
+            if not stops.hit:
+                await _http.drain(body)
 
     def _event(self, message: Message) -> tuple[str, dict[str, Any]] | None:
         """``(event name, payload)`` for events; raises for exception and error frames."""
@@ -352,10 +406,28 @@ class BedrockAdapter(Adapter):
         return True
 
 
-def _continue(request: InferenceRequest, text: str) -> str:
-    """The prefix was sent without its trailing whitespace; the model usually answers with
-    the space again, which the user has already seen."""
-    prefix = request.assistant_prefix
-    if prefix and prefix != prefix.rstrip():
-        return text.lstrip()
-    return text
+def _is_claude(model: str) -> bool:
+    """Anthropic's models on Bedrock (``anthropic.claude-...``, profiles ``us.anthropic...``)."""
+    lowered = model.lower()
+    return "anthropic." in lowered or "claude" in lowered
+
+
+class _Join:
+    """Where the continuation meets the prefix. The prefix was sent without its trailing
+    whitespace, and the model usually produces that whitespace again, which the user has
+    already seen: only what repeats it is dropped (possibly over several deltas), so any
+    other whitespace the model produced, such as a paragraph break, is kept."""
+
+    def __init__(self, request: InferenceRequest | None) -> None:
+        prefix = request.assistant_prefix if request is not None else ""
+        self.pending = prefix[len(prefix.rstrip()) :]
+
+    def feed(self, text: str) -> str:
+        """``text`` without the part that repeats the prefix's trailing whitespace."""
+        if not self.pending:
+            return text
+        n = 0
+        while n < len(text) and n < len(self.pending) and text[n] == self.pending[n]:
+            n += 1
+        self.pending = self.pending[n:] if n == len(text) else ""
+        return text[n:]

@@ -19,6 +19,13 @@ next fragment, with no terminator; the last carries ``finishReason`` and full us
 blocks (``finishReason: SAFETY``, or no candidates and ``promptFeedback.blockReason``) end the
 answer with finish reason ``content_filter`` rather than failing. Errors keep Google's
 ``RetryInfo.retryDelay`` as ``retry_after``.
+
+An answer to continue goes as a trailing ``model`` turn. Newer models refuse a request
+ending that way (400 INVALID_ARGUMENT); after such a 400 the adapter asks once more with the
+partial answer as an ordinary ``model`` turn followed by a user turn asking to continue it,
+and from then on always that way. (The 400 names no reason a client can rely on, so any
+400 to a request ending in a model turn gets that one retry, which is not billed; a 400 for
+another reason comes back again and is raised.)
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import anyio
 import httpx
 
 from batuta.backends import _http
+from batuta.backends._payload import CONTINUE_INSTRUCTION
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.errors import BackendError, FailureKind, NotInstalledError
@@ -110,6 +118,7 @@ class GeminiAdapter(Adapter):
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.options = target.options
+        self.no_prefill = False  # set once the model refused a trailing model turn
         self.vertex = (
             target.backend in ("vertex", "google-vertex", "google_vertex")
             or "project" in self.options
@@ -201,6 +210,8 @@ class GeminiAdapter(Adapter):
         contents.append({"role": "user", "parts": [{"text": request.prompt}]})
         if request.assistant_prefix:
             contents.append({"role": "model", "parts": [{"text": request.assistant_prefix}]})
+            if self.no_prefill:
+                contents.append({"role": "user", "parts": [{"text": CONTINUE_INSTRUCTION}]})
         body: dict[str, Any] = {"contents": contents}
         if system:
             body["systemInstruction"] = {"parts": [{"text": s} for s in system]}
@@ -219,6 +230,32 @@ class GeminiAdapter(Adapter):
         if config:
             body["generationConfig"] = config
         return body
+
+    async def _generate(
+        self,
+        method: str,
+        request: InferenceRequest,
+        *,
+        params: dict[str, str] | None = None,
+        first_byte_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> httpx.Response:
+        """``method`` for ``request``; a refused trailing model turn is asked again once
+        with the continuation as a user turn."""
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "params": params,
+            "first_byte_timeout": first_byte_timeout,
+            "deadline": deadline,
+        }
+        try:
+            return await self._post(method, self.body(request), **kwargs)
+        except BackendError as exc:
+            refused = exc.kind is FailureKind.CLIENT and exc.status == 400
+            if not request.assistant_prefix or self.no_prefill or not refused:
+                raise
+        self.no_prefill = True
+        return await self._post(method, self.body(request), **kwargs)
 
     async def _post(
         self,
@@ -279,10 +316,9 @@ class GeminiAdapter(Adapter):
         deadline: float | None = None,
     ) -> Completion:
         """One ``generateContent`` call."""
-        response = await self._post(
+        response = await self._generate(
             "generateContent",
-            self.body(request),
-            model=request.model,
+            request,
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
         )
@@ -303,10 +339,9 @@ class GeminiAdapter(Adapter):
     ) -> AsyncGenerator[Chunk, None]:
         """``streamGenerateContent?alt=sse``: ends when the server closes after a finish
         reason; a close before any finish reason is STREAM_CUT."""
-        response = await self._post(
+        response = await self._generate(
             "streamGenerateContent",
-            self.body(request),
-            model=request.model,
+            request,
             params={"alt": "sse"},
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,

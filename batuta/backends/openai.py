@@ -4,7 +4,8 @@ One adapter serves llama.cpp, llamafile, vLLM, LocalAI, LM Studio, GPT4All, MLC,
 mistral.rs, OpenAI, Groq, Together, Fireworks, Hugging Face and Modal. What differs between
 them is data: the catalogue record's :class:`~batuta.catalogue.Dialect` (max-tokens field,
 ``stream_options``, blocking-only servers, ``stop`` support, models-list shape, auth header)
-plus the target's options:
+and what the server refuses (a field allow-list, at most so many stop sequences, ``top_p``
+strictly inside (0, 1), reasoning models without sampling knobs), plus the target's options:
 
 - ``api: completions`` uses the legacy ``/completions`` route with a raw prompt: the chat
   through the ``chat_template`` option when given (see :mod:`batuta.backends._template`),
@@ -19,10 +20,15 @@ plus the target's options:
 - ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: "40"``);
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
+
+Nothing a dialect refuses is sent. Stop sequences a server does not take (beyond its
+``max_stop``, or all of them for GPT4All and reasoning models) are applied here on the
+answer; what is left out for a reasoning model is logged (logger ``batuta.backends.openai``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -35,6 +41,8 @@ from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.catalogue import Dialect, lookup
 from batuta.errors import BackendError, FailureKind
+
+log = logging.getLogger(__name__)
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -54,7 +62,8 @@ def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """Apply stop sequences ourselves for servers that refuse ``stop`` (GPT4All)."""
+    """Apply stop sequences ourselves for servers that refuse them (GPT4All, reasoning
+    models, those beyond a server's maximum)."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
 
@@ -68,6 +77,17 @@ class OpenAIAdapter(Adapter):
         self.dialect: Dialect = record.dialect if record else Dialect()
         self.provider = target.name or target.backend
         self.legacy = target.options.get("api") == "completions"
+        self.retired = record.retired if record and record.retired_at(target.base_url) else None
+
+    def _check_retired(self) -> None:
+        """A retired service (Anyscale Endpoints) answers with HTML pages, if at all: say so
+        instead of sending; a self-hosted service at another base_url is used as is."""
+        if self.retired:
+            raise BackendError(
+                FailureKind.CLIENT,
+                f"{self.provider}: {self.target.backend} was retired {self.retired}; set"
+                " base_url to such a self-hosted service",
+            )
 
     # ------------------------------------------------------------------ request
 
@@ -113,17 +133,47 @@ class OpenAIAdapter(Adapter):
         if request.max_tokens is not None:
             field = "max_tokens" if raw else self.dialect.max_tokens_field
             body[field] = request.max_tokens
+        reasoning = self.reasoning(request)
+        omitted: list[str] = []
         for name in ("temperature", "top_p", "seed"):
             value = getattr(request, name)
-            if value is not None:
+            if value is None:
+                continue
+            if reasoning and name != "seed":
+                omitted.append(name)
+            elif name == "top_p" and self.dialect.top_p_open and not 0 < value < 1:
+                continue  # 1.0 means no nucleus filter, which is what leaving it out does
+            else:
                 body[name] = value
-        if request.stop and self.dialect.sends_stop:
-            body["stop"] = list(request.stop)
+        sent, _ = self.stops(request)
+        if sent:
+            body["stop"] = sent
+        elif request.stop and reasoning:
+            omitted.append("stop (applied here)")
         body["stream"] = stream
         if stream and self.dialect.stream_usage:
             body["stream_options"] = {"include_usage": True}
         body.update(_http.body_extras(self.target.options))
-        return body
+        if omitted:
+            log.info("%s: %s takes no %s: left out", self.provider, body["model"],
+                     ", ".join(omitted))  # fmt: skip
+        allowed = self.dialect.fields
+        return body if allowed is None else {k: v for k, v in body.items() if k in allowed}
+
+    def reasoning(self, request: InferenceRequest) -> bool:
+        """Whether the model is a reasoning model of this dialect (no sampling knobs)."""
+        prefixes = self.dialect.reasoning_models
+        return bool(prefixes) and (request.model or self.target.model).startswith(prefixes)
+
+    def stops(self, request: InferenceRequest) -> tuple[list[str], tuple[str, ...]]:
+        """``(sent, local)``: the stop sequences the server takes, and the rest, which are
+        applied here on the answer."""
+        takes = self.dialect.sends_stop and (
+            self.dialect.fields is None or "stop" in self.dialect.fields
+        )
+        if not takes or self.reasoning(request):
+            return [], tuple(s for s in request.stop if s)
+        return _http.split_stops(request.stop, limit=self.dialect.max_stop)
 
     async def _send(
         self,
@@ -133,6 +183,7 @@ class OpenAIAdapter(Adapter):
         first_byte_timeout: float | None,
         deadline: float | None,
     ) -> httpx.Response:
+        self._check_retired()
         path = (
             self.dialect.completions_path if self._raw_prompt(request) else self.dialect.chat_path
         )
@@ -177,8 +228,9 @@ class OpenAIAdapter(Adapter):
         if not isinstance(text, str):
             text = ""
         finish = _http.finish_reason(choice.get("finish_reason"))
-        if request.stop and not self.dialect.sends_stop:
-            text, stopped = _cut_at_stop(text, request.stop)
+        local = self.stops(request)[1]
+        if local:
+            text, stopped = _cut_at_stop(text, local)
             finish = "stop" if stopped else finish
         return Completion(text, finish, _usage(body.get("usage")) or Usage())
 
@@ -204,6 +256,7 @@ class OpenAIAdapter(Adapter):
         finish: str | None = None
         usage: Usage | None = None
         terminated = False
+        stops = _http.StopFilter(self.stops(request)[1])
         events = _http.forgive_late_cut(
             _http.iter_sse(
                 response,
@@ -231,7 +284,12 @@ class OpenAIAdapter(Adapter):
                             delta.get("content") if isinstance(delta, dict) else choice.get("text")
                         )
                         if isinstance(text, str) and text:
-                            yield Chunk(text)
+                            text = stops.feed(text)
+                            if text:
+                                yield Chunk(text)
+                            if stops.hit:  # a stop sequence the server was not sent
+                                yield Chunk("", "stop", usage)
+                                return
                         finish = _http.finish_reason(choice.get("finish_reason")) or finish
                     usage = _usage(body.get("usage")) or _usage(groq.get("usage")) or usage
                     if finish and usage:
@@ -241,7 +299,7 @@ class OpenAIAdapter(Adapter):
                         FailureKind.STREAM_CUT,
                         f"{self.provider}: stream ended before a finish reason",
                     )
-                yield Chunk("", finish, usage)
+                yield Chunk(stops.flush(), finish, usage)
                 await _http.drain(events)
         finally:
             await response.aclose()
@@ -254,6 +312,7 @@ class OpenAIAdapter(Adapter):
         authenticated ``GET /models``, which also proves the key works."""
         record = lookup(self.target.backend)
         try:
+            self._check_retired()
             headers = self.headers()
         except BackendError:
             return False
@@ -272,6 +331,7 @@ class OpenAIAdapter(Adapter):
 
     async def models(self) -> list[str]:
         """Model ids the server lists (``{"data": [...]}`` or Together's bare array)."""
+        self._check_retired()
         response = await _http.send(
             self.client,
             "GET",

@@ -4,7 +4,10 @@ realizar (PAIML's Rust server) takes a raw ``prompt`` with ``max_tokens``, ``tem
 ``strategy`` (``greedy`` | ``top_k`` | ``top_p``), ``top_k``, ``top_p``, ``seed`` and an
 optional ``model_id``; it answers ``{"token_ids", "text", "num_generated"}`` and streams
 ``event: token`` (``{"token_id", "text"}``) then ``event: done`` (``{"num_generated"}``).
-It has no stop sequences and no finish reason, so both are worked out here. The chat goes
+It has no stop sequences and no finish reason, so both are worked out here. Without
+``max_tokens`` realizar stops after 50 tokens, silently: the limit is therefore always sent
+(:data:`DEFAULT_MAX_TOKENS` when the request leaves it open), and an answer that reaches it
+finishes with ``length``. The chat goes
 through the model's template (target option ``chat_template``, see
 :mod:`batuta.backends._template`) or is flattened. Every wire name lives in :data:`WIRE`. Target option ``openai_api: "true"`` speaks its
 OpenAI-compatible ``/v1`` routes instead; ``strategy`` and ``model_id`` options pick those.
@@ -26,6 +29,8 @@ from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
     from batuta.backends.openai import OpenAIAdapter
+
+DEFAULT_MAX_TOKENS = 1024  # realizar's own default (50) cuts ordinary answers short
 
 WIRE = {
     "generate": "/generate",
@@ -74,7 +79,7 @@ class RealizarAdapter(Adapter):
         body: dict[str, Any] = {WIRE["prompt"]: chat_prompt(request, self.target.options)}
         strategy = self._strategy(request)
         values: dict[str, Any] = {
-            "max_tokens": request.max_tokens,
+            "max_tokens": _limit(request),
             "temperature": request.temperature if strategy != "greedy" else None,
             "strategy": strategy,
             "top_p": request.top_p,
@@ -102,12 +107,8 @@ class RealizarAdapter(Adapter):
     def _finish(self, request: InferenceRequest, generated: int | None, stopped: bool) -> str:
         if stopped:
             return "stop"
-        limit = request.max_tokens
-        return (
-            "length"
-            if limit is not None and generated is not None and generated >= limit
-            else "stop"
-        )
+        limit = _limit(request)
+        return "length" if generated is not None and generated >= limit else "stop"
 
     async def complete(
         self,
@@ -194,3 +195,8 @@ class RealizarAdapter(Adapter):
         """``GET /health`` answers 200 with ``{"status": "healthy"}``."""
         response = await _http.probe(self.client, self.base + WIRE["health"])
         return response is not None and response.is_success
+
+
+def _limit(request: InferenceRequest) -> int:
+    """The ``max_tokens`` sent: the request's, else :data:`DEFAULT_MAX_TOKENS`."""
+    return request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS

@@ -4,9 +4,13 @@ TGI's native routes take raw text: the chat goes into ``inputs`` through the mod
 template (target option ``chat_template``, see :mod:`batuta.backends._template`), or
 flattened when there is none. We always ask for ``details`` to get the finish reason and
 token counts; the prompt's token count comes from ``details.input_length`` or the
-``x-prompt-tokens`` header. TGI rejects
-``temperature: 0`` and ``top_p`` outside (0, 1), so those become greedy decoding / omitted.
-Target option ``api: messages`` uses TGI's OpenAI-compatible Messages API instead.
+``x-prompt-tokens`` header. TGI answers 422 to ``temperature: 0``, to ``top_p`` outside
+(0, 1) exclusive (the common 1.0 included) and to more stop sequences than its
+``--max-stop-sequences`` (4 by default), so those become greedy decoding, no ``top_p`` (no
+nucleus filter, which is what 1.0 means) and the first 4 stop sequences; every stop
+sequence is applied here on the text anyway (TGI keeps the matched one in it). Target
+option ``api: messages`` uses TGI's OpenAI-compatible Messages API instead, with the same
+limits (the catalogue record's dialect).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
     from batuta.backends.openai import OpenAIAdapter
+
+MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 
 
 class TGIAdapter(Adapter):
@@ -52,8 +58,9 @@ class TGIAdapter(Adapter):
             params["do_sample"] = False
         if request.top_p is not None and 0 < request.top_p < 1:
             params["top_p"] = request.top_p
-        if request.stop:
-            params["stop"] = list(request.stop)
+        stops, _ = _http.split_stops(request.stop, limit=MAX_STOP_SEQUENCES)
+        if stops:
+            params["stop"] = stops
         if request.seed is not None:
             params["seed"] = request.seed
         params.update(_http.body_extras(self.target.options))
@@ -111,7 +118,8 @@ class TGIAdapter(Adapter):
         if output is None:
             output = _http.int_or_none(response.headers.get("x-generated-tokens"))
         usage = Usage(self._prompt_tokens(details, response.headers), output)
-        return Completion(text, _http.finish_reason(details.get("finish_reason")), usage)
+        finish = "stop" if stops.hit else _http.finish_reason(details.get("finish_reason"))
+        return Completion(text, finish, usage)
 
     async def stream(
         self,
@@ -154,7 +162,9 @@ class TGIAdapter(Adapter):
                         self._prompt_tokens(details, response.headers),
                         _http.int_or_none(details.get("generated_tokens")),
                     )
-                    yield Chunk(rest, _http.finish_reason(details.get("finish_reason")), usage)
+                    reason = details.get("finish_reason")
+                    finish = "stop" if stops.hit else _http.finish_reason(reason)
+                    yield Chunk(rest, finish, usage)
                     await _http.drain(events)
                     return
         raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before details")

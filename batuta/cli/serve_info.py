@@ -45,6 +45,8 @@ def _address(backend: Backend) -> str:
         return ollama_base_url()
     if backend.local:
         return backend.url()
+    if backend.retired:
+        return "(retired: your own service's URL)"
     return backend.base_url or "(your endpoint URL)"
 
 
@@ -61,6 +63,7 @@ def _row(backend: Backend) -> dict[str, object]:
         "quantization": list(backend.capabilities.quantization),
         "privacy": backend.privacy.value,
         "api_key_env": backend.api_key_env,
+        "retired": backend.retired,
     }
     if backend.local:
         row["installed"] = status.ready

@@ -246,6 +246,14 @@ class _Rules:
     def _endpoint_provider(
         self, loc: Loc, base_url: str | None, options: dict[str, str], backend: Backend
     ) -> Iterator[Problem]:
+        if backend.retired_at(base_url):
+            yield Problem(
+                (*loc, "base_url" if base_url else "provider"),
+                f"{backend.display} was retired {backend.retired}: give the base_url of such a"
+                " self-hosted service, or choose another provider",
+                at_value=True,
+            )
+            return
         if base_url is not None:
             return
         if backend.local:

@@ -356,6 +356,8 @@ def llama_server_command(env: Mapping[str, str] | None = None) -> tuple[str, ...
 def availability(backend: Backend, env: Mapping[str, str] | None = None) -> Availability:
     """Installed (local) or key set (remote); never reveals a key's value."""
     environ = os.environ if env is None else env
+    if backend.retired:
+        return Availability(False, f"retired {backend.retired}")
     if not backend.local:
         var = backend.api_key_env
         if var is None:

@@ -37,6 +37,7 @@ def server():
 def fake(server, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     server.first_byte_delay = server.chunk_delay = 0.0
+    server.text, server.no_prefill = DEFAULT_TEXT, set()
     return server.reset()
 
 
@@ -73,6 +74,7 @@ def test_complete_sends_the_messages_shape(fake):
     assert sent.headers["x-api-key"] == SECRET and sent.headers["anthropic-version"] == "2023-06-01"
     body = last_body(fake)
     assert body["max_tokens"] == 1024 and body["system"] == "Be brief." and body["top_k"] == 5
+    assert body["temperature"] == 0.3 and "top_p" not in body  # never both
     assert body["stop_sequences"] == ["zzz"] and "stream" not in body
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert_valid("anthropic", sent)
@@ -109,6 +111,64 @@ def test_prefill_drops_trailing_whitespace_and_its_echo(fake):
         assert_valid("anthropic", fake.requests[-1])
     finally:
         fake.text = DEFAULT_TEXT
+
+
+def test_blank_stop_sequences_are_applied_here_not_sent(fake):
+    fake.text = "Line one.\nLine two, after the break."
+    request = InferenceRequest(prompt="Hi", stop=("\n", "", "zzz"))
+    done = complete(target(fake), request)
+    assert done.text == "Line one." and done.finish_reason == "stop"
+    assert last_body(fake)["stop_sequences"] == ["zzz"]
+    chunks, error = drain(target(fake), request)
+    assert error is None and text_of(chunks) == "Line one." and chunks[-1].finish_reason == "stop"
+    complete(target(fake), InferenceRequest(prompt="Hi", stop=(" ",)))
+    assert "stop_sequences" not in last_body(fake)
+
+
+def test_sampling_fits_claudes_ranges(fake):
+    complete(target(fake), InferenceRequest(prompt="Hi", temperature=1.6, top_p=0.5))
+    body = last_body(fake)
+    assert body["temperature"] == 1.0 and "top_p" not in body  # 0-2 scale capped at 1
+    complete(target(fake), InferenceRequest(prompt="Hi", temperature=0.4))
+    assert last_body(fake)["temperature"] == 0.4
+    complete(target(fake), InferenceRequest(prompt="Hi", top_p=0.8))
+    assert last_body(fake)["top_p"] == 0.8 and "temperature" not in last_body(fake)
+    sent = len(fake.requests)
+    error = complete_error(target(fake), InferenceRequest(prompt="Hi", temperature=2.5))
+    assert error.kind is FailureKind.CLIENT and "temperature 2.5 is outside 0-2" in str(error)
+    assert len(fake.requests) == sent  # refused here, never sent
+
+
+def test_a_model_refusing_prefill_is_asked_to_continue_in_a_user_turn(fake):
+    import asyncio
+
+    import httpx
+
+    from batuta.backends.anthropic import AnthropicAdapter
+
+    fake.no_prefill = {"claude-new"}
+    shown = "Hello world, this"
+    request = InferenceRequest(prompt="Q", model="claude-new", assistant_prefix=shown)
+
+    async def go():
+        async with httpx.AsyncClient() as client:
+            adapter = AnthropicAdapter(target(fake), client)
+            first = await adapter.complete(request)
+            streamed = [c async for c in adapter.stream(request)]
+            return first, streamed
+
+    first, streamed = asyncio.run(go())
+    assert first.text == DEFAULT_TEXT[len(shown) :] and first.finish_reason == "stop"
+    assert text_of(streamed) == DEFAULT_TEXT[len(shown) :]
+    refused, asked, again = (json.loads(r.body) for r in fake.requests)
+    assert refused["messages"][-1] == {"role": "assistant", "content": shown}
+    assert [m["role"] for m in asked["messages"]] == ["user", "assistant", "user"]
+    assert asked["messages"][1]["content"] == shown
+    assert "Continue it exactly where it stops" in asked["messages"][2]["content"]
+    assert again["messages"] == asked["messages"]  # the adapter remembers the refusal
+    fake.reset().fail_next(400, message="messages: text content blocks must be non-empty")
+    error = complete_error(target(fake), InferenceRequest(prompt="Q", assistant_prefix=shown))
+    assert error.kind is FailureKind.CLIENT and len(fake.requests) == 1  # other 400s: no retry
 
 
 def test_429_and_529(fake):

@@ -116,6 +116,26 @@ def test_v1_form_when_no_api_version(fake):
     assert_valid("openai", sent)  # the v1 form speaks OpenAI's own API
 
 
+@pytest.mark.parametrize("version", ["2024-02-15-preview", "2024-06-01", "2024-08-01-preview"])
+def test_older_api_versions_get_the_fields_they_know(fake, version):
+    chunks, err = drain(target(fake, api_version=version))
+    assert err is None and text_of(chunks) == "Hello, world!"
+    body = fake.requests[-1].json()
+    assert body["max_tokens"] == 16 and "max_completion_tokens" not in body
+    assert "stream_options" not in body and chunks[-1].usage is None  # usage is estimated
+    done = complete(target(fake, api_version=version), InferenceRequest(prompt="Hi", max_tokens=8))
+    assert done.text == "Hello, world!" and fake.requests[-1].json()["max_tokens"] == 8
+
+
+@pytest.mark.parametrize("version", ["2024-09-01-preview", "2024-10-21", None])
+def test_newer_api_versions_and_v1_get_the_new_fields(fake, version):
+    chunks, err = drain(target(fake, api_version=version))
+    assert err is None and chunks[-1].usage is not None
+    body = fake.requests[-1].json()
+    assert body["max_completion_tokens"] == 16 and "max_tokens" not in body
+    assert body["stream_options"] == {"include_usage": True}
+
+
 def test_stream_with_filter_chunks_and_usage(fake):
     fake.default = Script(text=["Hel", "lo"], usage=(12, 2), delay=0.01)
     chunks, err = drain(target(fake))

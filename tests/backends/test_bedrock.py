@@ -122,10 +122,9 @@ def test_converse_text_usage_and_request_shape(fake, creds):
     assert body["system"] == [{"text": "Be brief."}, {"text": "Also"}]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["messages"][-1]["content"] == [{"text": "Hi"}]
-    assert body["inferenceConfig"] == {
+    assert body["inferenceConfig"] == {  # Claude: temperature, never with topP
         "maxTokens": 64,
         "temperature": 0.5,
-        "topP": 0.9,
         "stopSequences": ["###"],
     }
     assert body["additionalModelRequestFields"] == {"top_k": 40}
@@ -206,6 +205,57 @@ def test_assistant_prefix_sent_without_trailing_space_and_not_repeated(fake, cre
     fake.default = Script(text=[" world"])
     done = complete(target(fake), InferenceRequest(prompt="x", assistant_prefix="Hello "))
     assert done.text == "world"
+
+
+def test_whitespace_the_model_adds_at_the_join_is_kept(fake, creds):
+    # The prefix ends in one space (not sent); the model opens a new paragraph.
+    fake.default = Script(text=["\n\n", "Next paragraph."])
+    request = InferenceRequest(prompt="x", assistant_prefix="Done. ")
+    chunks, err = drain(target(fake), request)
+    assert err is None and text_of(chunks) == "\n\nNext paragraph."
+    # The prefix ends in a newline: the model's first one repeats it, the second is new,
+    # even when they arrive in separate deltas.
+    fake.default = Script(text=["\n", "\n", "Next."])
+    chunks, err = drain(target(fake), InferenceRequest(prompt="x", assistant_prefix="Done.\n"))
+    assert err is None and text_of(chunks) == "\nNext."
+    fake.default = Script(text=["\n\nNext."])
+    done = complete(target(fake), InferenceRequest(prompt="x", assistant_prefix="Done.\n"))
+    assert done.text == "\nNext."
+
+
+def test_claude_gets_only_what_it_accepts(fake, creds):
+    fake.default = Script(text=["Line one.", "\n", "Line two."])
+    request = InferenceRequest(prompt="x", temperature=1.5, top_p=0.9, stop=("\n", "###"))
+    done = complete(target(fake), request)
+    assert done.text == "Line one." and done.finish_reason == "stop"
+    config = fake.requests[-1].json()["inferenceConfig"]
+    assert config == {"temperature": 1.0, "stopSequences": ["###"]}
+    chunks, err = drain(target(fake), request)
+    assert err is None and text_of(chunks) == "Line one." and chunks[-1].finish_reason == "stop"
+    error = failure(complete, target(fake), InferenceRequest(prompt="x", temperature=-1.0))
+    assert error.kind is FailureKind.CLIENT
+    # Other models keep both knobs and whitespace stops.
+    other = Target("llama", "bedrock", "bedrock", fake.url, "meta.llama3-8b-instruct-v1:0",
+                   api_key_env="AWS_ACCESS_KEY_ID", options={"region": "us-east-1"})  # fmt: skip
+    complete(other, request)
+    config = fake.requests[-1].json()["inferenceConfig"]
+    assert config == {"temperature": 1.5, "topP": 0.9, "stopSequences": ["\n", "###"]}
+
+
+def test_a_model_refusing_prefill_is_asked_to_continue_in_a_user_turn(fake, creds):
+    fake.no_prefill = {MODEL}
+    fake.default = Script(text=[" scripted answer."])
+    shown = "Hello world, this is a"
+    request = InferenceRequest(prompt="Q", assistant_prefix=shown)
+    chunks, err = drain(target(fake), request)
+    assert err is None and text_of(chunks) == " scripted answer."
+    refused, asked = (r.json() for r in fake.requests)
+    assert refused["messages"][-1]["role"] == "assistant"
+    assert [m["role"] for m in asked["messages"]] == ["user", "assistant", "user"]
+    assert asked["messages"][1]["content"] == [{"text": shown}]
+    assert "Continue it exactly" in asked["messages"][2]["content"][0]["text"]
+    assert complete(target(fake), request).text == " scripted answer."
+    assert len(fake.requests) == 4  # a fresh adapter is refused once, then asks that way
 
 
 def test_base_url_template_and_region_from_environment(fake, creds, monkeypatch):

@@ -126,6 +126,25 @@ def test_developer_text_and_request_shape(fake):
     }
 
 
+def test_a_model_refusing_a_final_model_turn_is_asked_to_continue(fake):
+    fake.no_trailing_model = {"gemini-3-pro"}
+    fake.default = Script(text=["lo, world!"])
+    request = InferenceRequest(prompt="Hi", assistant_prefix="Hel")
+    chunks, error = drain(developer(fake, model="gemini-3-pro"), request)
+    assert error is None and text_of(chunks) == "lo, world!"
+    refused, asked = (r.json() for r in fake.requests)
+    assert refused["contents"][-1]["role"] == "model"
+    assert [c["role"] for c in asked["contents"]] == ["user", "model", "user"]
+    assert asked["contents"][1] == {"role": "model", "parts": [{"text": "Hel"}]}
+    assert "Continue it exactly" in asked["contents"][2]["parts"][0]["text"]
+    assert complete(vertex(fake), request).text == "lo, world!"  # others take the prefix
+    # Another INVALID_ARGUMENT comes back in the continuation form too, and is raised.
+    fake.requests.clear()
+    fake.default = Script(error="invalid")
+    assert failure(complete, developer(fake), request).kind is FailureKind.CLIENT
+    assert len(fake.requests) == 2  # one retry in the continuation form, then raised
+
+
 def test_developer_stream_skips_thoughts_and_counts_them_as_output(fake):
     fake.default = Script(text=["Hel", "lo"], thoughts=["thinking..."], usage=(6, 2), delay=0.01)
     chunks, err = drain(developer(fake))

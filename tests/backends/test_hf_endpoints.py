@@ -146,6 +146,30 @@ def test_tgi_greedy_never_sends_temperature_zero(fake):
     assert params["do_sample"] is False and "temperature" not in params and "top_p" not in params
 
 
+def _limits_target(fake, engine):
+    if engine == "tgi-messages":  # TGI itself (backend tgi), through its Messages API
+        return Target("tgi", "tgi", "tgi", fake.url, "tgi", "HF_TOKEN", {"api": "messages"})
+    return target(fake, engine)
+
+
+@pytest.mark.parametrize("engine", [*ENGINES, "tgi-messages"])
+def test_top_p_and_stop_sequences_within_tgis_limits(fake, engine):
+    stops = ("s1", "s2", "s3", "s4", "world")  # TGI takes 4: the fifth is applied here
+    t = _limits_target(fake, engine)
+    for top_p in (1.0, 0.0):
+        request = InferenceRequest(prompt="Hi", max_tokens=12, top_p=top_p, stop=stops)
+        done = complete(t, request)
+        assert done.text == "Hello, " and done.finish_reason == "stop"
+        sent = fake.requests[-1].json()
+        params = sent["parameters"] if engine == "tgi" else sent
+        assert "top_p" not in params and params["stop"] == list(stops[:4])
+        chunks, err = drain(t, request)
+        assert err is None and text_of(chunks) == "Hello, "
+    complete(t, InferenceRequest(prompt="Hi", top_p=0.9))
+    sent = fake.requests[-1].json()
+    assert (sent["parameters"] if engine == "tgi" else sent)["top_p"] == 0.9
+
+
 def test_tgi_native_stream_skips_special_tokens(fake):
     fake.default = Script(text=["Hel", "lo"], finish="length", usage=(4, 2), delay=0.01)
     chunks, err = drain(target(fake, "tgi"))

@@ -462,7 +462,76 @@ def test_blocking_only_server_streams_one_chunk_and_stops_client_side():
         body = json.loads(server.requests[-1].body)
     assert error is None and len(chunks) == 1
     assert chunks[0].text == "Hello world, " and chunks[0].finish_reason == "stop"
-    assert body["stream"] is False and "stop" not in body and "stream_options" not in body
+    assert "stream" not in body and "stop" not in body and "stream_options" not in body
+
+
+def test_gpt4all_is_sent_only_the_fields_it_takes():
+    with OpenAIFake(blocking_only=True) as server:
+        t = Target("g4a", "gpt4all", "openai", server.url, "m",
+                   options={"param.repeat_penalty": "1.1", "param.presence_penalty": "0.5"},
+                   local=True)  # fmt: skip
+        request = InferenceRequest(
+            prompt="Hi", max_tokens=40, temperature=0.5, top_p=0.9, seed=7, stop=("this",)
+        )
+        done = complete(t, request)
+        body = json.loads(server.requests[-1].body)
+        chunks, error = drain(t, request)
+    assert done.text == "Hello world, " and done.finish_reason == "stop"
+    assert set(body) == {"model", "messages", "max_tokens", "temperature", "top_p"}
+    assert error is None and text_of(chunks) == "Hello world, "
+
+
+def test_openai_takes_at_most_four_stops_the_rest_apply_here(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with OpenAIFake(api_key=SECRET, openai_limits=True) as server:
+        t = remote(server)
+        request = InferenceRequest(prompt="Hi", stop=("q1", "q2", "q3", "q4", "scripted"))
+        done = complete(t, request)
+        assert last_body(server)["stop"] == ["q1", "q2", "q3", "q4"]
+        chunks, error = drain(t, request)
+    expected = DEFAULT_TEXT[: DEFAULT_TEXT.index("scripted")]
+    assert done.text == expected and done.finish_reason == "stop"
+    assert error is None and text_of(chunks) == expected and chunks[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("model", ["o1-mini", "o3", "o4-mini", "gpt-5", "gpt-5-mini"])
+def test_reasoning_models_get_no_sampling_knobs_or_stop(monkeypatch, caplog, model):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with OpenAIFake(api_key=SECRET, openai_limits=True) as server:
+        request = InferenceRequest(
+            prompt="Hi", model=model, temperature=0.2, top_p=0.5, seed=3, stop=("scripted",)
+        )
+        with caplog.at_level("INFO", logger="batuta.backends.openai"):
+            done = complete(remote(server), request)
+        body = last_body(server)
+        chunks, error = drain(remote(server), request)
+    assert "temperature" not in body and "top_p" not in body and "stop" not in body
+    assert body["seed"] == 3
+    assert done.text == "Hello world, this is a " and done.finish_reason == "stop"
+    assert error is None and text_of(chunks) == "Hello world, this is a "
+    assert "takes no temperature, top_p, stop (applied here): left out" in caplog.text
+
+
+def test_other_openai_models_keep_their_sampling_knobs(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with OpenAIFake(api_key=SECRET, openai_limits=True) as server:
+        request = InferenceRequest(prompt="Hi", model="gpt-4o", temperature=0.2, stop=("x",))
+        assert complete(remote(server), request).text == DEFAULT_TEXT
+        body = last_body(server)
+    assert body["temperature"] == 0.2 and body["stop"] == ["x"]
+
+
+def test_retired_anyscale_is_refused_unless_self_hosted(fake, monkeypatch):
+    monkeypatch.setenv("ANYSCALE_API_KEY", SECRET)
+    shared = Target("any", "anyscale", "openai", "https://api.endpoints.anyscale.com/v1", "m",
+                    api_key_env="ANYSCALE_API_KEY")  # fmt: skip
+    error = complete_error(shared)
+    assert error.kind is FailureKind.CLIENT and not error.kind.retryable
+    assert "anyscale was retired 2024-08-01: the shared Anyscale Endpoints shut down" in str(error)
+    assert "set base_url to such a self-hosted service" in str(error)
+    assert drain(shared)[1].kind is FailureKind.CLIENT and health(shared) is False
+    own = Target("any", "anyscale", "openai", fake.url + "/v1", "m", api_key_env="ANYSCALE_API_KEY")
+    assert complete(own).text == DEFAULT_TEXT
 
 
 def test_x_api_key_dialect(monkeypatch):

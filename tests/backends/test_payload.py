@@ -51,3 +51,19 @@ def test_stop_filter_holds_back_partial_matches():
     h = _http.StopFilter(["ab"])
     assert h.feed("xa") == "x" and h.flush() == "a"
     assert _http.StopFilter([]).feed("same") == "same"
+
+
+def test_split_stops_keeps_what_a_server_refuses_for_the_client() -> None:
+    assert _http.split_stops(("a", "", "b", "c"), limit=2) == (["a", "b"], ("c",))
+    assert _http.split_stops(("\n", " x ", "  "), blank_ok=False) == ([" x "], ("\n", "  "))
+    assert _http.split_stops(("\n",)) == (["\n"], ())
+
+
+def test_refuses_prefill_reads_only_client_errors_that_say_so() -> None:
+    said = "This model does not support assistant message prefill."
+    assert _http.refuses_prefill(BackendError(FailureKind.CLIENT, said))
+    assert _http.refuses_prefill(
+        BackendError(FailureKind.CLIENT, "The conversation must end with a user message")
+    )
+    assert not _http.refuses_prefill(BackendError(FailureKind.SERVER, said))
+    assert not _http.refuses_prefill(BackendError(FailureKind.CLIENT, "max_tokens: Field required"))

@@ -26,6 +26,7 @@ def server():
 @pytest.fixture
 def fake(server):
     server.first_byte_delay = server.chunk_delay = 0.0
+    server.text = DEFAULT_TEXT
     return server.reset()
 
 
@@ -51,10 +52,11 @@ def test_generate_hits_max_tokens(fake):
 
 def test_sampling_strategy_follows_the_request(fake):
     complete(target(fake), InferenceRequest(prompt="Hi", temperature=0.0, seed=9))
-    assert last_body(fake) == {"prompt": "Hi", "strategy": "greedy", "seed": 9}
+    assert last_body(fake) == {"prompt": "Hi", "max_tokens": 1024, "strategy": "greedy", "seed": 9}
     complete(target(fake), InferenceRequest(prompt="Hi", temperature=0.7, top_p=0.9))
     assert last_body(fake) == {
         "prompt": "Hi",
+        "max_tokens": 1024,
         "temperature": 0.7,
         "strategy": "top_p",
         "top_p": 0.9,
@@ -64,10 +66,24 @@ def test_sampling_strategy_follows_the_request(fake):
     complete(target(fake, strategy="top_k", model_id="phi-2", **{"param.top_k": "20"}))
     assert last_body(fake) == {
         "prompt": "Hi",
+        "max_tokens": 1024,
         "strategy": "top_k",
         "model_id": "phi-2",
         "top_k": 20,
     }
+
+
+def test_max_tokens_is_always_sent_and_its_limit_reads_as_length(fake):
+    # Left out, realizar stops after 50 tokens and the answer would look complete.
+    fake.text = " ".join(f"w{i}" for i in range(60))
+    done = complete(target(fake), InferenceRequest(prompt="Hi"))
+    assert last_body(fake)["max_tokens"] == 1024
+    assert done.text == fake.text and done.finish_reason == "stop"
+    fake.text = " ".join(f"w{i}" for i in range(1030))
+    done = complete(target(fake), InferenceRequest(prompt="Hi"))
+    assert done.usage.output_tokens == 1024 and done.finish_reason == "length"
+    chunks, error = drain(target(fake), InferenceRequest(prompt="Hi"))
+    assert error is None and len(chunks) == 1025 and chunks[-1].finish_reason == "length"
 
 
 def test_stream_tokens_until_done(fake):

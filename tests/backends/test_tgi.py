@@ -99,6 +99,18 @@ def test_stop_sequence_is_not_echoed(fake):
     assert last_body(fake)["parameters"]["stop"] == ["scripted"]
 
 
+def test_at_most_four_stop_sequences_are_sent_the_rest_apply_here(fake):
+    stops = ("q1", "q2", "q3", "q4", "scripted")
+    request = InferenceRequest(prompt="Hi", max_tokens=8, stop=stops)
+    done = complete(target(fake), request)
+    # The server ran on to its token limit; the answer ended at the fifth stop sequence.
+    assert done.text == "Hello world, this is a " and done.finish_reason == "stop"
+    assert last_body(fake)["parameters"]["stop"] == ["q1", "q2", "q3", "q4"]
+    chunks, error = drain(target(fake), request)
+    assert error is None and text_of(chunks) == "Hello world, this is a "
+    assert chunks[-1].finish_reason == "stop"
+
+
 def test_greedy_and_out_of_range_values_are_not_sent_as_tgi_rejects_them(fake):
     done = complete(target(fake), InferenceRequest(prompt="Hi", temperature=0.0, top_p=1.0))
     assert done.text == DEFAULT_TEXT

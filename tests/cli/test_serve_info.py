@@ -100,6 +100,20 @@ def test_backends_json(capsys, monkeypatch) -> None:
     assert rows["hf-endpoints"]["address"] == "(your endpoint URL)"
 
 
+def test_retired_anyscale_says_so(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("ANYSCALE_API_KEY", SECRET)  # a key set does not make it usable
+    _, out, _ = run(["serve", "backends"], capsys)
+    row = next(line for line in out.splitlines() if line.startswith("anyscale "))
+    assert "(retired: your own service's URL)" in row
+    assert row.endswith("○ retired 2024-08-01: the shared Anyscale Endpoints shut down; models"
+                        " are served only by your own services on the Anyscale platform")  # fmt: skip
+    _, out, _ = run(["serve", "backends", "--json"], capsys)
+    anyscale = {r["key"]: r for r in json.loads(out)}["anyscale"]
+    assert anyscale["retired"].startswith("2024-08-01: ") and anyscale["key_set"] is False
+    _, out, _ = run(["serve", "tree"], capsys)
+    assert "○ Ray-based (retired 2024-08-01: " in _line(out, "anyscale")
+
+
 def test_backends_warns_about_bad_defaults(capsys, monkeypatch) -> None:
     monkeypatch.setenv("BATUTA_SERVE_PORT", "eighty")
     code, _, err = run(["serve", "backends"], capsys)

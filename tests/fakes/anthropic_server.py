@@ -4,10 +4,16 @@
 ``GET /v1/models`` as Anthropic does: it requires ``x-api-key`` and ``anthropic-version``,
 answers a missing/wrong key with 401 ``authentication_error``, validates the body like
 the API (``max_tokens`` required, only ``user``/``assistant`` roles, the system prompt
-top-level, no unknown fields, a final assistant message may not end in whitespace), and
-streams the named events ``message_start`` → ``content_block_start`` → ``ping`` →
+top-level, no unknown fields, a final assistant message may not end in whitespace, no stop
+sequence that is empty or only whitespace, ``temperature`` at most 1 and never together
+with ``top_p``, as current models insist), and streams the named events ``message_start`` → ``content_block_start`` → ``ping`` →
 ``content_block_delta`` (``text_delta``) … → ``content_block_stop`` → ``message_delta``
 (``stop_reason``, cumulative ``output_tokens``) → ``message_stop``.
+
+A model named in ``no_prefill`` behaves like the newer Claude models: a conversation ending
+with an assistant turn is a 400 ``invalid_request_error`` ("does not support assistant
+message prefill"); asked instead, after its partial answer, in a user turn to continue, it
+answers with the rest of its canned text (as a model following the instruction would).
 
 Scripted faults (see :mod:`tests.fakes.scripted`) use Anthropic's error bodies
 (``{"type": "error", "error": {"type", "message"}, "request_id"}``): 429
@@ -76,11 +82,13 @@ class AnthropicFake(ScriptedFake):
         chunk_delay: float = 0.0,
         first_byte_delay: float = 0.0,
         model: str = "claude-fake-1",
+        no_prefill: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             text=text, api_key=api_key, chunk_delay=chunk_delay, first_byte_delay=first_byte_delay
         )
         self.model = model
+        self.no_prefill = set(no_prefill)
         self.route("POST", "/v1/messages", self._messages)
         self.route("GET", "/v1/models", self._models)
 
@@ -117,8 +125,7 @@ class AnthropicFake(ScriptedFake):
             200, {"data": [item], "has_more": False, "first_id": self.model, "last_id": self.model}
         )
 
-    @staticmethod
-    def _invalid(body: Any) -> str | None:
+    def _invalid(self, body: Any) -> str | None:
         if not isinstance(body, dict):
             return "body: Input should be an object"
         for key in body:
@@ -141,7 +148,34 @@ class AnthropicFake(ScriptedFake):
             and str(last.get("content", "")) != str(last.get("content", "")).rstrip()
         ):
             return "messages: final assistant content cannot end with trailing whitespace"
+        if last["role"] == "assistant" and body.get("model") in self.no_prefill:
+            return (
+                "This model does not support assistant message prefill. The conversation "
+                "must end with a user message."
+            )
+        stops = body.get("stop_sequences") or []
+        if any(not isinstance(s, str) or not s.strip() for s in stops):
+            return "stop_sequences: each stop sequence must contain non-whitespace"
+        temperature = body.get("temperature")
+        if temperature is not None and not 0 <= temperature <= 1:
+            return "temperature: Input should be less than or equal to 1"
+        if temperature is not None and body.get("top_p") is not None:
+            return (
+                "`temperature` and `top_p` cannot both be specified for this model. "
+                "Please use only one."
+            )
         return None
+
+    def _continuation(self, body: dict[str, Any]) -> str | None:
+        """The rest of the canned text, when a no-prefill model is asked to continue it."""
+        messages = body["messages"]
+        if body.get("model") not in self.no_prefill or len(messages) < 2:
+            return None
+        partial = messages[-2]
+        if partial.get("role") != "assistant" or messages[-1].get("role") != "user":
+            return None
+        shown = str(partial.get("content") or "")
+        return self.text[len(shown) :] if shown and self.text.startswith(shown) else None
 
     def _messages(self, req: Request, resp: Responder) -> None:
         if self._rejected(req, resp):
@@ -171,7 +205,9 @@ class AnthropicFake(ScriptedFake):
             + " "
             + str(body.get("system") or "")
         )
-        answer = self.answer(prompt, body["max_tokens"], body.get("stop_sequences"))
+        answer = self.answer(
+            prompt, body["max_tokens"], body.get("stop_sequences"), self._continuation(body)
+        )
         if body.get("stream"):
             self._stream(resp, answer, fault)
         elif fault is not None and fault.kind == "malformed":

@@ -4,7 +4,9 @@ Speaks the Azure flavour of Chat Completions: ``api-version`` required on deploy
 routes, ``prompt_filter_results`` in a first stream chunk with ``choices: []``, per-choice
 ``content_filter_results`` (also in a trailing chunk without ``delta``), 429s with both
 ``retry-after`` and ``retry-after-ms``, the 400 ``content_filter`` refusal and Azure's own
-401 body.
+401 body. An ``api-version`` older than ``2024-09-01-preview`` rejects
+``max_completion_tokens`` and ``stream_options`` with 400 ``unknown_parameter``, as those
+versions do.
 """
 
 from __future__ import annotations
@@ -160,6 +162,15 @@ class AzureFake(FakeServer):
         if not self._versioned(req, res) or not self._authorized(req, res):
             return
         body = req.json()
+        version = (req.query.get("api-version") or ["v1"])[0]
+        if version != "v1" and version[:10] < "2024-09-01":
+            for name in ("max_completion_tokens", "stream_options"):
+                if name in body:
+                    error = {"message": f"Unrecognized request argument supplied: {name}",
+                             "type": "invalid_request_error", "param": name,
+                             "code": "unknown_parameter"}  # fmt: skip
+                    res.send_json(400, {"error": error}, self._ids())
+                    return
         deployment = req.match["dep"] if "dep" in req.match.groupdict() else body.get("model")
         if deployment not in self.deployments:
             res.send_json(

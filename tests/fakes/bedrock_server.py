@@ -6,6 +6,11 @@ Bedrock API-key form (``Authorization: Bearer``) is accepted when a token is con
 ConverseStream answers with real ``application/vnd.amazon.eventstream`` frames built by the
 encoder below, which is independent of the decoder under test and can corrupt a CRC,
 re-chunk the bytes at any size, or cut the connection mid-frame.
+
+Claude models (``anthropic`` in the model id) validate the body as Bedrock does for them:
+a ValidationException for a final assistant turn ending in whitespace, for a stop sequence
+that is only whitespace, for ``temperature`` above 1 or together with ``topP``, and, for a
+model id in ``no_prefill`` (the newer models), for any final assistant turn.
 """
 
 from __future__ import annotations
@@ -160,6 +165,7 @@ class BedrockFake(FakeServer):
     queue: list[Script] = field(default_factory=list)
     default: Script = field(default_factory=Script)
     auth_failures: list[str] = field(default_factory=list)
+    no_prefill: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -171,6 +177,7 @@ class BedrockFake(FakeServer):
         self.queue.clear()
         self.auth_failures.clear()
         self.default = Script()
+        self.no_prefill = set()
         self.session_token = None
         self.bearer_token = None
         self.check_clock = True
@@ -284,10 +291,52 @@ class BedrockFake(FakeServer):
         canonical = signer.canonical_request(aws)
         return str(signer.signature(signer.string_to_sign(aws, canonical), aws))
 
+    # ------------------------------------------------------------------ validation
+
+    def invalid(self, req: Request) -> str | None:
+        """What Bedrock's validation says about a Claude request (None: acceptable)."""
+        from urllib.parse import unquote
+
+        model = unquote(req.match["model"]) if req.match else ""
+        if "anthropic" not in model:
+            return None
+        body = json.loads(req.body or b"{}")
+        messages = body.get("messages") or [{}]
+        last = messages[-1]
+        text = "".join(str(c.get("text", "")) for c in last.get("content") or [])
+        if last.get("role") == "assistant" and model in self.no_prefill:
+            return (
+                "This model does not support assistant message prefill. The conversation "
+                "must end with a user message."
+            )
+        if last.get("role") == "assistant" and text != text.rstrip():
+            return (
+                "The model returned the following errors: final assistant content cannot "
+                "end with trailing whitespace"
+            )
+        config = body.get("inferenceConfig") or {}
+        if any(not str(s).strip() for s in config.get("stopSequences") or []):
+            return "The model returned the following errors: stop_sequences: each stop " + (
+                "sequence must contain non-whitespace"
+            )
+        temperature = config.get("temperature")
+        if temperature is not None and not 0 <= temperature <= 1:
+            return "The model returned the following errors: temperature: must be <= 1"
+        if temperature is not None and config.get("topP") is not None:
+            return (
+                "The model returned the following errors: `temperature` and `top_p` cannot "
+                "both be specified for this model. Please use only one."
+            )
+        return None
+
     # ------------------------------------------------------------------ operations
 
     def _converse(self, req: Request, res: Responder) -> None:
         if not self.authenticate(req, res):
+            return
+        problem = self.invalid(req)
+        if problem:
+            self._error(res, "ValidationException", problem)
             return
         script = self.next_script()
         if script.error:
@@ -333,6 +382,10 @@ class BedrockFake(FakeServer):
 
     def _converse_stream(self, req: Request, res: Responder) -> None:
         if not self.authenticate(req, res):
+            return
+        problem = self.invalid(req)
+        if problem:
+            self._error(res, "ValidationException", problem)
             return
         script = self.next_script()
         if script.error:

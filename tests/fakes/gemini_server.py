@@ -4,7 +4,9 @@
 ``alt=sse``, the awkward incremental JSON array otherwise), ``countTokens`` and model
 lookups. Errors use Google's shape, including ``RetryInfo`` on RESOURCE_EXHAUSTED and the
 400 ``API_KEY_INVALID`` a bad Developer-API key gets. Safety blocks come as
-``finishReason: SAFETY`` or as a ``promptFeedback.blockReason`` with no candidates.
+``finishReason: SAFETY`` or as a ``promptFeedback.blockReason`` with no candidates. A
+model named in ``no_trailing_model`` behaves like the newer Gemini models: contents ending
+with a ``model`` turn are a 400 INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Script:
     usage: tuple[int, int] | None = (6, 3)
     thoughts: list[str] = field(default_factory=list)  # thought parts sent first
     delay: float = 0.0
-    error: str | None = None  # rate_limit | server_error | unavailable | precondition
+    error: str | None = None  # rate_limit | server_error | unavailable | precondition | invalid
     retry_delay: str = "7s"
     malformed: bool = False
     cut_after: int | None = None
@@ -52,6 +54,7 @@ class GeminiFake(FakeServer):
     project: str = "acme-prod"
     queue: list[Script] = field(default_factory=list)
     default: Script = field(default_factory=Script)
+    no_trailing_model: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -61,6 +64,7 @@ class GeminiFake(FakeServer):
         self.requests.clear()
         self.queue.clear()
         self.default = Script()
+        self.no_trailing_model = set()
         method = r":(?P<method>generateContent|streamGenerateContent|countTokens)"
         self.route("POST", r"/v1beta/models/(?P<model>[^/:]+)" + method, self._developer)
         self.route("GET", r"/v1beta/models/(?P<model>[^/:]+)", self._model_info)
@@ -148,6 +152,14 @@ class GeminiFake(FakeServer):
                 400, google_error(400, "INVALID_ARGUMENT", "* contents: must not be empty")
             )
             return
+        last = body["contents"][-1]
+        if last.get("role") == "model" and req.match["model"] in self.no_trailing_model:
+            message = (
+                "Please ensure that the contents end with a user turn: a final model turn "
+                "is not supported by this model."
+            )
+            res.send_json(400, google_error(400, "INVALID_ARGUMENT", message))
+            return
         if req.match["method"] == "countTokens":
             res.send_json(200, {"totalTokens": 5})
             return
@@ -233,6 +245,9 @@ class GeminiFake(FakeServer):
         elif script.error == "unavailable":
             message = "The model is overloaded. Please try again later."
             res.send_json(503, google_error(503, "UNAVAILABLE", message))
+        elif script.error == "invalid":
+            message = "* GenerateContentRequest.generation_config.top_k: must be positive"
+            res.send_json(400, google_error(400, "INVALID_ARGUMENT", message))
         elif script.error == "precondition":
             message = "User location is not supported for the API use."
             res.send_json(400, google_error(400, "FAILED_PRECONDITION", message))

@@ -4,7 +4,8 @@ Serves both of TGI's faces: native ``/generate`` and ``/generate_stream`` (token
 no terminator, ``details`` on the last event, ``x-prompt-tokens`` header) and the Messages
 API ``/v1/chat/completions`` (OpenAI chunks, ``[DONE]``). An endpoint scaled to zero
 answers 503 on every route for its first ``cold_requests`` requests; the Bearer token is
-checked on every route but ``/health`` and ``/info``.
+checked on every route but ``/health`` and ``/info``. Both faces validate as TGI does, with
+422 ``validation``: ``top_p`` must lie in (0, 1) exclusive, and at most 4 stop sequences.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class HFEndpointFake(FakeServer):
             res.send_json(
                 401, {"error": "Authorization header is correct, but the token seems invalid"}
             )
+            return None
+        problem = _invalid(req)
+        if problem:
+            res.send_json(422, {"error": problem, "error_type": "validation"})
             return None
         script = self.next_script()
         if script.error == "overloaded":
@@ -208,3 +213,24 @@ class HFEndpointFake(FakeServer):
             pieces.append(b"data: [DONE]\n\n")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             res.stream(200, pieces, "text/event-stream")
+
+
+def _invalid(req: Request) -> str | None:
+    """TGI's parameter validation, for the native body and the Messages API alike."""
+    try:
+        body = req.json()
+    except ValueError:
+        return "Failed to parse the request body as JSON"
+    if not isinstance(body, dict):
+        return None
+    params = body.get("parameters") if "inputs" in body else body
+    params = params if isinstance(params, dict) else {}
+    top_p = params.get("top_p")
+    if top_p is not None and not 0 < top_p < 1:
+        return "Input validation error: `top_p` must be > 0.0 and < 1.0"
+    stops = params.get("stop") or []
+    if isinstance(stops, list) and len(stops) > 4:
+        return (
+            f"Input validation error: `stop` supports up to 4 stop sequences. Given: {len(stops)}"
+        )
+    return None

@@ -11,7 +11,10 @@ Knobs: ``prefix`` (``"/v1"``; ``"/openai/v1"`` for a Groq-like base), ``auth_sty
 (``authorization`` | ``api-key`` | ``x-api-key``), ``send_done``, ``stream_usage`` (honour
 ``include_usage``; llama-cpp-python does not), ``azure_empty_chunks`` (Azure's leading
 ``choices: []`` chunk), ``groq`` (``x_groq`` objects), ``blocking_only`` (GPT4All: 400 for
-``stream``/``stop``), ``models_shape`` (``list`` | ``array``), ``health_status`` (None: no
+any key it does not know and for ``stream: true``, ``stream_options``, ``stop``, ``seed`` and
+non-zero penalties), ``openai_limits`` (OpenAI's own checks: at most 4 stop sequences;
+reasoning models, o1/o3/o4/gpt-5, refuse ``stop`` and non-default ``temperature`` /
+``top_p``), ``models_shape`` (``list`` | ``array``), ``health_status`` (None: no
 ``/health`` route, like llama-cpp-python; 200; or 503 "Loading model" like llama-server).
 Faults are scripted as described in :mod:`tests.fakes.scripted`.
 """
@@ -50,6 +53,13 @@ _ERRORS: dict[int, dict[str, Any]] = {
         "code": None,
     },
 }
+# What GPT4All's server parses; anything else is an unrecognized argument.
+_GPT4ALL_KEYS = {
+    "model", "messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p",
+    "n", "stream", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+    "user", "echo", "logprobs", "suffix", "best_of",
+}  # fmt: skip
+_REASONING = ("o1", "o3", "o4", "gpt-5")
 _QUOTA = {
     "message": "You exceeded your current quota, please check your plan and billing details.",
     "type": "insufficient_quota",
@@ -79,6 +89,7 @@ class OpenAIFake(ScriptedFake):
         azure_empty_chunks: bool = False,
         groq: bool = False,
         blocking_only: bool = False,
+        openai_limits: bool = False,
         models_shape: str = "list",
         health_status: int | None = None,
     ) -> None:
@@ -92,6 +103,7 @@ class OpenAIFake(ScriptedFake):
         self.azure_empty_chunks = azure_empty_chunks
         self.groq = groq
         self.blocking_only = blocking_only
+        self.openai_limits = openai_limits
         self.models_shape = models_shape
         self.health_status = health_status
         p = prefix.rstrip("/")
@@ -192,10 +204,12 @@ class OpenAIFake(ScriptedFake):
             )
             return
         stream = bool(body.get("stream"))
-        if self.blocking_only and (stream or "stop" in body or "stream_options" in body):
-            resp.send_json(
-                400, openai_error("Unsupported parameter for this server.", "invalid_request_error")
-            )
+        problem = self._refused(body)
+        if problem:
+            param, message, code = problem
+            error = openai_error(message, "invalid_request_error", code)
+            error["error"]["param"] = param
+            resp.send_json(400, error)
             return
         fault = self.take_fault()
         self.wait_first_byte()
@@ -220,6 +234,41 @@ class OpenAIFake(ScriptedFake):
             resp.stream(200, [whole[: len(whole) // 2], None], "application/json")
         else:
             resp.send_json(200, self._completion(answer, chat), {"x-request-id": "req_ok"})
+
+    def _refused(self, body: dict[str, Any]) -> tuple[str, str, str] | None:
+        """``(param, message, code)`` of what the imitated server refuses, if anything."""
+        if self.blocking_only:
+            for key in body:
+                if key not in _GPT4ALL_KEYS:
+                    return key, f"Unrecognized request argument supplied: {key}", "unknown"
+            for key in ("stream_options", "stop", "seed"):
+                if key in body:
+                    return key, f"Invalid '{key}': not supported", "unsupported_parameter"
+            if body.get("stream"):
+                return "stream", "Invalid 'stream': not supported", "unsupported_value"
+            for key in ("presence_penalty", "frequency_penalty"):
+                if body.get(key):
+                    return key, f"Invalid '{key}': not supported", "unsupported_value"
+        if self.openai_limits:
+            stops = body.get("stop")
+            reasoning = str(body.get("model", "")).startswith(_REASONING)
+            if reasoning and stops is not None:
+                message = "Unsupported parameter: 'stop' is not supported with this model."
+                return "stop", message, "unsupported_parameter"
+            if isinstance(stops, list) and len(stops) > 4:
+                message = (
+                    "Invalid 'stop': array too long. Expected an array with maximum length 4, "
+                    f"but got an array with length {len(stops)} instead."
+                )
+                return "stop", message, "array_above_max_length"
+            for key in ("temperature", "top_p"):
+                if reasoning and body.get(key) not in (None, 1):
+                    message = (
+                        f"Unsupported value: '{key}' does not support {body[key]} with this "
+                        "model. Only the default (1) value is supported."
+                    )
+                    return key, message, "unsupported_value"
+        return None
 
     @staticmethod
     def _finish(answer: Answer) -> str:

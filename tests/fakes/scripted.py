@@ -138,9 +138,15 @@ class ScriptedFake(QuietFake):
 
     # ------------------------------------------------------------------ helpers
 
-    def answer(self, prompt_text: str, max_tokens: int | None, stops: list[str] | None) -> Answer:
-        """Generate the canned answer under the request's limits."""
-        text = self.text
+    def answer(
+        self,
+        prompt_text: str,
+        max_tokens: int | None,
+        stops: list[str] | None,
+        text: str | None = None,
+    ) -> Answer:
+        """Generate the canned answer (or ``text``) under the request's limits."""
+        text = self.text if text is None else text
         stop_hit = None
         for stop in stops or []:
             i = text.find(stop) if stop else -1

@@ -9,7 +9,7 @@ and ``details`` with ``finish_reason``, ``generated_tokens``, ``input_length``; 
 
 Like TGI it validates parameters with 422 ``{"error", "error_type": "validation"}``
 (``temperature`` must be > 0, ``top_p`` in (0, 1), ``max_new_tokens`` > 0, non-empty
-``inputs``), keeps a matched stop sequence in the text (finish ``stop_sequence``), ends
+``inputs``, at most ``max_stop_sequences`` (4) stop sequences), keeps a matched stop sequence in the text (finish ``stop_sequence``), ends
 with a special ``</s>`` token on ``eos_token``, and answers 401 with an empty body when an
 API key is set and not sent. Scripted faults (see :mod:`tests.fakes.scripted`) use TGI's
 bodies: 424 ``generation``, 429 ``overloaded``, 500 ``incomplete_generation`` and a
@@ -95,6 +95,12 @@ class TGIFake(ScriptedFake):
         top_p = params.get("top_p")
         if top_p is not None and not 0 < top_p < 1:
             return "Input validation error: `top_p` must be > 0.0 and < 1.0"
+        stops = params.get("stop") or []
+        if len(stops) > 4:
+            return (
+                "Input validation error: `stop` supports up to 4 stop sequences. "
+                f"Given: {len(stops)}"
+            )
         max_new = params.get("max_new_tokens")
         if max_new is not None and max_new <= 0:
             return "Input validation error: `max_new_tokens` must be strictly positive"

@@ -181,6 +181,18 @@ def test_endpoint_shapes(endpoint: str, path: str | None, words: str) -> None:
         assert issue.path == path and words in issue.message, issue
 
 
+def test_retired_anyscale_needs_a_self_hosted_base_url() -> None:
+    text = "endpoints:\n  e:\n    provider: anyscale\n    model: x\n    api_key_env: K\n"
+    issue = only_issue(text)
+    assert issue.path == "endpoints.e.provider" and (issue.line, issue.col) == (3, 15)
+    assert issue.message.startswith("Anyscale was retired 2024-08-01: the shared Anyscale")
+    assert "give the base_url of such a self-hosted service" in issue.message
+    shared = text + "    base_url: https://api.endpoints.anyscale.com/v1/\n"
+    assert only_issue(shared).path == "endpoints.e.base_url"
+    own = text + "    base_url: https://llm-svc-abc.cld-xyz.s.anyscaleuserdata.com/v1\n"
+    assert issues_of(own) == []
+
+
 @pytest.mark.parametrize(
     "value", ["sk-abc123", "gsk_0123456789abcdefghijABCDEFGH", "aB3" * 9, "hf_abcdef"]
 )
