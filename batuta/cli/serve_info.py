@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
+from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import CATALOGUE, TREE_GROUPS, Backend
 from batuta.errors import BatutaError
 from batuta.router.select import (
@@ -23,7 +24,6 @@ from batuta.router.select import (
     availability,
     default_backend,
     default_port,
-    ollama_base_url,
 )
 
 if TYPE_CHECKING:

@@ -80,7 +80,8 @@ def test_backends_table(capsys) -> None:
     assert "✓ ollama at" in rows["ollama"]
     assert rows["realizar"].endswith("✗ not installed: cargo install realizar")
     assert LEGEND in lines
-    assert lines[-1].startswith("serve start defaults: --backend realizar --port 8080")
+    # realizar is not installed; llama-cpp-python (installed here) is what serve start uses
+    assert lines[-1].startswith("serve start defaults: --backend llamacpp --port 8080")
     assert err == ""
 
 
