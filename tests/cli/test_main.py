@@ -47,3 +47,26 @@ def test_usage_errors_exit_2(
     monkeypatch.delenv("BATUTA_FILE", raising=False)
     assert main(argv) == 2, capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o"), ("zsh", "#compdef batuta"),
+                                               ("fish", "complete --no-files --command batuta")])  # fmt: skip
+def test_shell_completion_scripts_as_docs_cli_md_shows(shell: str, marker: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("batuta")
+    done = subprocess.run(
+        [str(script)], env={**os.environ, "_BATUTA_COMPLETE": f"{shell}_source"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and marker in done.stdout, done.stderr
+    words = {
+        "COMP_WORDS": "batuta serve st",
+        "COMP_CWORD": "2",
+        "_BATUTA_COMPLETE": "bash_complete",
+    }
+    done = subprocess.run([str(script)], env={**os.environ, **words}, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.stdout.split() == ["plain,start", "plain,stop"]
