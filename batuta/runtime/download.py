@@ -155,13 +155,6 @@ def _why_unreachable(exc: BaseException | None) -> str:
         if isinstance(seen, (TimeoutError, socket.timeout)):
             return "connection timed out"
         seen = seen.__cause__ or seen.__context__
-    text = str(exc or "").lower()
-    if "name or service" in text or "nodename" in text or "name resolution" in text:
-        return "DNS lookup failed"
-    if "refused" in text:
-        return "connection refused"
-    if "timed out" in text or "timeout" in text:
-        return "connection timed out"
     return "DNS/connection refused"
 
 

@@ -281,6 +281,20 @@ def test_two_downloads_of_one_url_take_turns(cache: Path, small_gguf: bytes) -> 
     assert not results[0].with_name("m.gguf.part").exists()
 
 
+def test_a_finished_file_that_fails_the_pin_is_fetched_again(
+    cache: Path, small_gguf: bytes
+) -> None:
+    with FileFake({"/m.gguf": small_gguf}) as fake:
+        url = f"{fake.url}/m.gguf"
+        final = https_target(url, cache)
+        final.parent.mkdir(parents=True)
+        final.write_bytes(b"left by a download with another pin")
+        path, digest = fetch_https(url, cache, hashlib.sha256(small_gguf).hexdigest())
+        assert path.read_bytes() == small_gguf and len(fake.requests) == 1
+        assert fetch_https(url, cache, digest) == (path, digest)  # the finished file is taken
+        assert len(fake.requests) == 1
+
+
 def test_a_failed_download_leaves_no_lock_behind(cache: Path, small_gguf: bytes) -> None:
     url_path = "/m.gguf"
     with FileFake({url_path: small_gguf}) as fake:
