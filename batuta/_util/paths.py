@@ -48,15 +48,20 @@ def state_dir_for(
 ) -> Path:
     """The state directory: ``$BATUTA_STATE_DIR``, else ``.batuta`` next to the manifest
     (see :func:`manifest_path`). With ``adhoc`` (commands that work without a manifest),
-    ``./.batuta`` when that manifest does not exist."""
+    ``./.batuta`` when that manifest does not exist.
+
+    "Next to" is the directory the manifest is in as named (its symlinks resolved): a
+    manifest that is itself a symlink keeps its state beside the link, not beside the
+    file it points to, which other projects may link to as well.
+    """
     environ = os.environ if env is None else env
     explicit = environ.get("BATUTA_STATE_DIR")
     if explicit:
         return Path(explicit).expanduser().absolute()
-    path, _ = manifest_path(manifest, environ)
+    path, chosen = manifest_path(manifest, environ)
     if adhoc and not path.is_file():
         return Path.cwd() / STATE_DIR_NAME
-    return path.parent / STATE_DIR_NAME
+    return Path(os.path.realpath(Path(chosen).expanduser().parent)) / STATE_DIR_NAME
 
 
 def ensure_state_dir(state_dir: Path) -> Path:

@@ -134,7 +134,7 @@ def load_text(
         manifest=result.manifest,
         route_targets=result.checked.route_targets,
         route_reasons=result.checked.route_reasons,
-        state_dir=state_dir_for(file, environ),
+        state_dir=state_dir_for(path, environ),
         display=display or os.fspath(path),
         positions={dotted(loc): pos for loc, pos in result.document.keys.items()},
         from_env=frozenset(dotted(loc) for loc in result.document.interpolated),
@@ -148,7 +148,8 @@ def load_manifest(
     """Load and validate the manifest (see :func:`manifest_path`); raises ManifestError with
     every issue found, each pointing at FILE:LINE:COL."""
     file, display = manifest_path(path, env)
-    return load_text(_read(file, display), file, display=display, env=env)
+    # The path as named: the state directory goes beside it (see state_dir_for).
+    return load_text(_read(file, display), display, display=display, env=env)
 
 
 def validate_file(

@@ -70,6 +70,21 @@ def test_state_dir_precedence(proj: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert state_dir_for(env=env) == beside  # an explicit environment wins over os.environ
 
 
+def test_a_symlinked_manifest_keeps_its_state_beside_the_link(proj: Path) -> None:
+    mine = proj.parent / "mine"
+    mine.mkdir()
+    (mine / "batuta.yaml").symlink_to(proj / "batuta.yaml")
+    assert normalize_manifest("../mine/batuta.yaml") == proj.resolve() / "batuta.yaml"
+    assert state_dir_for("../mine/batuta.yaml") == mine.resolve() / ".batuta"
+    assert state_dir_for("../link/batuta.yaml") == proj.resolve() / ".batuta"
+    from batuta.manifest import load_manifest
+
+    loaded = load_manifest("../mine/batuta.yaml")
+    assert loaded.path == proj.resolve() / "batuta.yaml"  # the identity: the file itself
+    assert loaded.state_dir == mine.resolve() / ".batuta"
+    assert loaded.display == "../mine/batuta.yaml"
+
+
 def test_a_created_state_dir_is_git_ignored(tmp_path: Path) -> None:
     state = ensure_state_dir(tmp_path / "deep" / ".batuta")
     assert state.is_dir() and (state / ".gitignore").read_text() == GITIGNORE

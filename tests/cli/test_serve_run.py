@@ -491,7 +491,7 @@ def test_without_backend_an_installed_gguf_engine_stands_in_for_realizar(
     here, capsys, free_port, monkeypatch
 ) -> None:
     fake = fake_llama_server(here)
-    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")  # no realizar anywhere
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.defpath}")  # no realizar anywhere
     monkeypatch.setenv("BATUTA_LLAMA_SERVER", str(fake))
     model = write_gguf(here / "m.gguf", [("general.file_type", 4, 2)])
     code, out, err = run(capsys, "serve", "start", "--model", str(model), "--port", str(free_port))
