@@ -12,21 +12,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from batuta._util.paths import state_dir_for
 
 if TYPE_CHECKING:
     from batuta.backends.types import InferenceResponse
-
-
-def state_dir_for(manifest: str | os.PathLike[str] | None = None) -> Path:
-    """``$BATUTA_STATE_DIR``, else ``.batuta`` next to the manifest."""
-    from batuta.manifest import manifest_path
-
-    env = os.environ.get("BATUTA_STATE_DIR")
-    if env:
-        return Path(env).expanduser().absolute()
-    return manifest_path(None if manifest is None else str(manifest))[0].parent / ".batuta"
 
 
 def query(

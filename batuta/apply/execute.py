@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from batuta._util.paths import same_manifest
 from batuta.errors import BatutaError, RuntimeStartError, StateError
 from batuta.plan import Desired, desired_state, plan_from, resolve_models
 from batuta.plan.diff import LIVE_STATES, Plan, ServerChange
@@ -80,7 +81,7 @@ class ApplyFailed(RuntimeStartError):
 
 def check_saved(saved: Plan, fresh: Plan) -> None:
     """Refuse a saved plan when the manifest, its environment or the state moved since."""
-    if saved.manifest != fresh.manifest:
+    if not same_manifest(saved.manifest, fresh.manifest):
         raise StateError(f"the plan was made for {saved.manifest}, not {fresh.manifest}")
     if saved.manifest_digest != fresh.manifest_digest:
         raise StateError(

@@ -6,9 +6,11 @@ and what the supervisor observed (pid + create time, state, restarts, last exit)
 written atomically (temp file, fsync, ``os.replace``) while holding ``state.lock``
 (``fcntl.flock``), so readers never see half a file and writers never lose an update.
 
-``apply.lock`` makes ``batuta apply`` exclusive. The flock is the truth; the pid written
+``apply.lock`` makes ``batuta apply`` exclusive (``down``, ``serve start`` and ``serve pull``
+take it too). The flock is the truth; the pid written
 inside only names the holder in the error. A lock left by a dead process is released by
-the kernel, so it is simply taken over.
+the kernel, so it is simply taken over. A state directory is created with a
+``.gitignore`` of ``*`` (see :func:`batuta._util.paths.ensure_state_dir`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from batuta._util.paths import ensure_state_dir
 from batuta.errors import StateError
 from batuta.runtime.spec import ServerSpec, ServerState, ServerStatus
 
@@ -133,7 +136,9 @@ def read_state(state_dir: Path) -> State:
 def write_state(state_dir: Path, state: State) -> None:
     """Replace state.json atomically. Callers hold :func:`locked_state` (or state.lock);
     inside it, call this to make changes visible before the block ends."""
-    atomic_write(Path(state_dir) / STATE_FILE, json.dumps(state.to_json(), indent=2) + "\n")
+    atomic_write(
+        ensure_state_dir(state_dir) / STATE_FILE, json.dumps(state.to_json(), indent=2) + "\n"
+    )
     state._written = json.dumps(state.to_json(), sort_keys=True)
 
 
@@ -186,7 +191,7 @@ def flocked(path: Path, *, blocking: bool = True) -> Iterator[int | None]:
 @contextlib.contextmanager
 def locked_state(state_dir: Path) -> Iterator[State]:
     """Read-modify-write transaction: yields the state; changes are saved on exit."""
-    state_dir = Path(state_dir)
+    state_dir = ensure_state_dir(state_dir)
     with flocked(state_dir / STATE_LOCK):
         state = read_state(state_dir)
         state._written = json.dumps(state.to_json(), sort_keys=True)
@@ -201,7 +206,7 @@ def apply_lock(state_dir: Path) -> Iterator[None]:
 
     Raises StateError naming the holder's pid when another process holds the lock.
     """
-    path = Path(state_dir) / APPLY_LOCK
+    path = ensure_state_dir(state_dir) / APPLY_LOCK
     with flocked(path, blocking=False) as fd:
         if fd is None:
             raise StateError(f"another batuta apply (pid {_holder(path)}) holds {path}")

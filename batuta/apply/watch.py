@@ -117,7 +117,7 @@ class WatchLoop:
 
         self.seen = stamps(self.files)
         try:
-            loaded = load_manifest(self.file)
+            loaded = load_manifest(self.display)  # as named: its state dir is beside that
         except ManifestError as exc:
             self.rejected += 1
             self.echo(f"Error: {exc}")

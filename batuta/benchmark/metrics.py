@@ -23,7 +23,9 @@ SLO_METRICS = ("ttft", "tpot", "e2el")
 
 
 class BenchOptionError(BatutaError):
-    """A benchmark option (percentiles, goodput SLOs, rates) is malformed."""
+    """A benchmark option (percentiles, goodput SLOs, rates) is malformed: a usage error."""
+
+    exit_code = 2
 
 
 @dataclass

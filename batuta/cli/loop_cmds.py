@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from batuta.errors import ManifestError, StateError
+from batuta.errors import StateError
 
 if TYPE_CHECKING:
     from batuta.plan.diff import Plan
@@ -38,14 +37,9 @@ def _echo(text: str) -> None:
 
 def _state_dir(manifest_file: str | None) -> tuple[Path, Path]:
     """(manifest path, state dir) without requiring the manifest to be valid."""
-    from batuta.manifest import load_manifest, manifest_path
+    from batuta._util.paths import manifest_path, state_dir_for
 
-    path, _ = manifest_path(manifest_file)
-    try:
-        return path, load_manifest(path).state_dir
-    except ManifestError:
-        explicit = os.environ.get("BATUTA_STATE_DIR")
-        return path, Path(explicit).expanduser().absolute() if explicit else path.parent / ".batuta"
+    return manifest_path(manifest_file)[0], state_dir_for(manifest_file)
 
 
 # --- plan ---------------------------------------------------------------------------------
@@ -233,6 +227,7 @@ def down(manifest_file: str | None) -> int:
     """Stop every server batuta started for this manifest and remove its routing table."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from batuta._util.paths import same_manifest
     from batuta.apply.state import apply_lock
     from batuta.plan.diff import owned_by
     from batuta.plan.observe import read_current_table
@@ -255,7 +250,7 @@ def down(manifest_file: str | None) -> int:
             with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
                 list(pool.map(runtime.stop, names))
         table, raw, _ = read_current_table(state_dir)
-        removed_table = raw is not None and (table is None or table.manifest == str(path))
+        removed_table = raw is not None and (table is None or same_manifest(table.manifest, path))
         if removed_table:
             table_path(state_dir).unlink(missing_ok=True)
             click.echo("routes: Removed the routing table")

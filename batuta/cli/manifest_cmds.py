@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from batuta.errors import ManifestIssue
 
 
 def _count(n: int, noun: str) -> str:
@@ -18,17 +24,32 @@ def _count(n: int, noun: str) -> str:
     default=None,
     help="Manifest to check (default: $BATUTA_FILE, else ./batuta.yaml).",
 )
-def validate(file: str | None) -> int:
-    """Check batuta.yaml and report every error, one per line as FILE:LINE:COL: path: message."""
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the issues as a JSON list of {file, line, column, field, message}.",
+)
+def validate(file: str | None, as_json: bool) -> int:
+    """Check batuta.yaml and report every error, one per line as FILE:LINE:COL: path: message.
+
+    Exits 1 when there is any error (with --json too).
+    """
     from batuta.manifest import ManifestError, load_manifest
 
     try:
         loaded = load_manifest(file)
     except ManifestError as exc:
+        if as_json:
+            click.echo(_issues_json(exc.issues))
+            return 1
         for issue in exc.issues:
             click.echo(str(issue))
         click.echo(f"{_count(len(exc.issues), 'error')} found", err=True)
         return 1
+    if as_json:
+        click.echo(_issues_json([]))
+        return 0
     m = loaded.manifest
     counts = ", ".join(
         (
@@ -40,6 +61,16 @@ def validate(file: str | None) -> int:
     )
     click.echo(f"{loaded.display}: valid ({counts})")
     return 0
+
+
+def _issues_json(issues: Sequence[ManifestIssue]) -> str:
+    import json
+
+    rows = [
+        {"file": i.file, "line": i.line, "column": i.col, "field": i.path, "message": i.message}
+        for i in issues
+    ]
+    return json.dumps(rows, indent=2, ensure_ascii=False)
 
 
 @click.command()

@@ -170,9 +170,9 @@ def _run(opts: dict[str, Any]) -> int:
     num_prompts = None if opts["duration"] and not opts["num_prompts"] else len(prompts)
     specs = _specs(opts, num_prompts)
 
-    from batuta.api import state_dir_for
+    from batuta._util.paths import state_dir_for
 
-    state_dir = state_dir_for(opts["manifest"])
+    state_dir = state_dir_for(opts["manifest"])  # None: $BATUTA_FILE, else ./batuta.yaml
     table_file = table_path(state_dir)
     routes: RoutingTable | None = None
     if opts["route"] is not None or table_file.exists():
@@ -260,11 +260,17 @@ def _finish(
 @click.option("--model", help="Model to ask for (default: the first the server lists).")
 @click.option(
     "-f",
+    "--file",
+    "manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Manifest whose .batuta/routes.json names the routes "
+    "(default: $BATUTA_FILE, else ./batuta.yaml).",
+)
+@click.option(  # the option's name before -f/--file; kept working, no longer shown
     "--manifest",
-    type=click.Path(path_type=Path),
-    default=Path("batuta.yaml"),
-    show_default=True,
-    help="Manifest whose .batuta/routes.json names the routes.",
+    "manifest_deprecated",
+    type=click.Path(path_type=Path, dir_okay=False),
+    hidden=True,
 )
 @click.option(
     "--prompts",
@@ -372,4 +378,8 @@ def bench(**opts: Any) -> int:
     batuta serve bench --route default --prompts prompts.jsonl --request-rate 2
     batuta serve bench --endpoint localhost:8080 --dataset sharegpt sg.json --goodput ttft:500
     """
+    deprecated = opts.pop("manifest_deprecated")
+    if deprecated is not None:
+        click.echo("warning: --manifest is deprecated: use -f/--file", err=True)
+        opts["manifest"] = opts["manifest"] or deprecated
     return _run(opts)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
+from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import CATALOGUE, TREE_GROUPS, Backend
 from batuta.errors import BatutaError
 from batuta.router.select import (
@@ -23,7 +24,6 @@ from batuta.router.select import (
     availability,
     default_backend,
     default_port,
-    ollama_base_url,
 )
 
 if TYPE_CHECKING:
@@ -104,9 +104,23 @@ def backends(as_json: bool) -> None:
 
 
 class _Node:
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, backend: Backend | None = None) -> None:
         self.label = label
+        self.backend = backend
         self.children: list[_Node] = []
+
+    def to_json(self) -> dict[str, object]:
+        if self.backend is None:
+            return {"group": self.label, "children": [c.to_json() for c in self.children]}
+        status = availability(self.backend)
+        return {
+            "backend": self.backend.key,
+            "name": self.backend.display,
+            "local": self.backend.local,
+            "usable": status.ready,
+            "status": status.detail,
+            "label": self.label,
+        }
 
 
 def _leaf(backend: Backend) -> str:
@@ -122,8 +136,7 @@ def _leaf(backend: Backend) -> str:
     return f"{backend.tree_label:<14}{mark(backend, status)} {text}"
 
 
-def tree_lines() -> list[str]:
-    """The ecosystem tree of the catalogue, with live marks, ending with the legend."""
+def _tree() -> _Node:
     root = _Node("Model Serving Ecosystem")
     nodes: dict[str, _Node] = {}
     for group in TREE_GROUPS:
@@ -136,7 +149,13 @@ def tree_lines() -> list[str]:
                 parent.children.append(nodes[path])
             parent = nodes[path]
     for backend in CATALOGUE.values():
-        nodes[backend.tree_group].children.append(_Node(_leaf(backend)))
+        nodes[backend.tree_group].children.append(_Node(_leaf(backend), backend))
+    return root
+
+
+def tree_lines() -> list[str]:
+    """The ecosystem tree of the catalogue, with live marks, ending with the legend."""
+    root = _tree()
     lines = [root.label]
 
     def walk(node: _Node, prefix: str) -> None:
@@ -150,8 +169,14 @@ def tree_lines() -> list[str]:
 
 
 @click.command()
-def tree() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as nested JSON.")
+def tree(as_json: bool) -> None:
     """Show the model-serving ecosystem as a tree, marking what is usable here."""
+    if as_json:
+        import json
+
+        click.echo(json.dumps(_tree().to_json(), indent=2, ensure_ascii=False))
+        return
     click.echo("\n".join(tree_lines()))
 
 

@@ -263,7 +263,7 @@ def query(
     text = _read_prompt(prompt)
     if stream is None:
         stream = sys.stdout.isatty() and not as_json
-    from batuta.api import state_dir_for
+    from batuta._util.paths import state_dir_for
 
     state = state_dir_for(manifest)
     path = table_path(state)

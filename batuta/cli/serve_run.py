@@ -1,19 +1,23 @@
 """``batuta serve start|list|stop|health|pull``: local servers and models by hand.
 
 Servers started here are "adhoc": they live in the same state directory as the
-manifest's (``$BATUTA_STATE_DIR``, else ``./.batuta``), under the same supervisor, and
-``batuta apply`` leaves them alone.
+manifest's (``$BATUTA_STATE_DIR``, else ``.batuta`` next to the manifest of ``-f`` /
+``$BATUTA_FILE`` / ``./batuta.yaml``, else ``./.batuta``), under the same supervisor, and
+``batuta apply`` leaves them alone. A name a manifest's server holds is refused. ``start``
+and ``pull`` hold the state directory's apply lock, so they never race an ``apply``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from batuta._util.paths import state_dir_for
 from batuta.errors import ModelSourceError
 
 if TYPE_CHECKING:
@@ -26,9 +30,18 @@ _HUB_MODELS = ("vllm", "tgi", "mlc", "candle", "exllamav2")
 _RESTART = click.Choice(["always", "on-failure", "never"])
 
 
-def state_dir() -> Path:
-    """``$BATUTA_STATE_DIR``, else ``.batuta`` next to ./batuta.yaml (the current directory)."""
-    return Path(os.environ.get("BATUTA_STATE_DIR") or Path.cwd() / ".batuta")
+_FILE_HELP = "Manifest whose state directory to use (default: $BATUTA_FILE, else ./batuta.yaml)."
+
+
+def _file_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-f", "--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP
+    )(command)
+
+
+def state_dir(manifest_file: str | None = None) -> Path:
+    """The state directory ad-hoc commands use (see :func:`batuta._util.paths.state_dir_for`)."""
+    return state_dir_for(manifest_file, adhoc=True)
 
 
 def _port_default(option: int | None, default_port: int | None) -> int:
@@ -63,16 +76,21 @@ def _adhoc_model(backend: str, model: str, progress: Progress | None) -> Resolve
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--backend", help="Catalogue backend (default: $BATUTA_SERVE_BACKEND or realizar).")
+@click.option(
+    "--backend",
+    help="Catalogue backend (default: $BATUTA_SERVE_BACKEND, else realizar when installed, "
+    "else the first installed GGUF engine).",
+)
 @click.option("--model", required=True, help="Path, pkg://, hf://, https:// or an Ollama name.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Default: $BATUTA_SERVE_PORT.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--ctx", type=click.IntRange(min=1), help="Context size in tokens.")
+@click.option("--ctx", type=click.IntRange(min=128), help="Context size in tokens (>= 128).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads.")
 @click.option("--name", help="Server name (default: BACKEND-PORT).")
 @click.option("--restart", type=_RESTART, default="on-failure", show_default=True)
 @click.option("--executable", help="Path of the server executable to run.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to ready.")
+@_file_option
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def start(
     backend: str | None,
@@ -85,28 +103,43 @@ def start(
     restart: str,
     executable: str | None,
     timeout: float,
+    manifest_file: str | None,
     extra: tuple[str, ...],
 ) -> int:
     """Start a local server and return once it is healthy.
 
     Arguments after `--` are passed to the server unchanged.
     """
+    from batuta.apply.state import apply_lock
     from batuta.catalogue import lookup
+    from batuta.router.select import default_backend
     from batuta.runtime.launch import command_for
     from batuta.runtime.manager import Runtime
     from batuta.runtime.spec import ServerSpec
 
     began = time.monotonic()
-    wanted = backend or os.environ.get("BATUTA_SERVE_BACKEND") or "realizar"
-    record = lookup(wanted)
-    if record is None or not record.local:
+    if backend is None:
+        record = default_backend()
+        if record.key != "realizar" and not os.environ.get("BATUTA_SERVE_BACKEND"):
+            click.echo(f"realizar is not installed; using {record.key}", err=True)
+    else:
+        found = lookup(backend)
+        if found is None:
+            raise click.BadParameter(
+                f"unknown backend {backend!r} (see `batuta serve backends`)", param_hint="--backend"
+            )
+        record = found
+    if not record.local:
         raise click.BadParameter(
-            f"{wanted!r} is not a local backend (see `batuta serve backends`)",
+            f"{record.key!r} is not a local backend (see `batuta serve backends`)",
             param_hint="--backend",
         )
     port = _port_default(port, record.default_port)
     name = name or f"{record.key}-{port}"
-    with _progress() as progress:
+    state = state_dir(manifest_file)
+    runtime = Runtime(state)
+    runtime.check_adhoc_name(name)  # before any download
+    with apply_lock(state), _progress() as progress:
         resolved = _adhoc_model(record.key, model, progress)
         argv, env, health_url = command_for(
             record.key, resolved.ref, host, port, ctx, threads, extra, None, executable
@@ -124,7 +157,7 @@ def start(
             origin="adhoc",
             ready_timeout=timeout,
         )
-        status = Runtime(state_dir()).start(spec, progress=progress)
+        status = runtime.start(spec, progress=progress)
     url = f"http://{health_url.split('://', 1)[1].split('/', 1)[0]}"
     click.echo(
         f"{name}: {record.display} ready at {url} "
@@ -133,7 +166,7 @@ def start(
     return 0
 
 
-def _row(status: ServerStatus, now: float) -> dict[str, Any]:
+def _row(status: ServerStatus, now: float, state: Path) -> dict[str, Any]:
     from batuta.runtime.logs import log_path
 
     spec = status.spec
@@ -153,7 +186,7 @@ def _row(status: ServerStatus, now: float) -> dict[str, Any]:
         "origin": spec.origin,
         "manifest": spec.manifest,
         "message": status.message,
-        "log": str(log_path(state_dir(), status.name)),
+        "log": str(log_path(state, status.name)),
     }
 
 
@@ -167,14 +200,16 @@ def _uptime(seconds: float | None) -> str:
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_servers(as_json: bool) -> int:
+@_file_option
+def list_servers(as_json: bool, manifest_file: str | None) -> int:
     """List the servers batuta runs."""
     import json
 
     from batuta.runtime.manager import Runtime
 
     now = time.time()
-    rows = [_row(s, now) for s in Runtime(state_dir()).status().values()]
+    state = state_dir(manifest_file)
+    rows = [_row(s, now, state) for s in Runtime(state).status().values()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0
@@ -210,14 +245,17 @@ def list_servers(as_json: bool) -> int:
 @click.option("--port", type=int, help="Stop the server on this port.")
 @click.option("--all", "stop_all", is_flag=True, help="Stop every server batuta started here.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to KILL.")
-def stop(name: str | None, port: int | None, stop_all: bool, timeout: float) -> int:
+@_file_option
+def stop(
+    name: str | None, port: int | None, stop_all: bool, timeout: float, manifest_file: str | None
+) -> int:
     """Stop servers batuta started (by NAME, --port or --all)."""
     from batuta.errors import StateError
     from batuta.runtime.manager import Runtime
 
     if sum((name is not None, port is not None, stop_all)) != 1:
         raise click.UsageError("give exactly one of NAME, --port P or --all")
-    runtime = Runtime(state_dir())
+    runtime = Runtime(state_dir(manifest_file))
     statuses = runtime.status()
     if stop_all:
         names = list(statuses)
@@ -244,7 +282,10 @@ def stop(name: str | None, port: int | None, stop_all: bool, timeout: float) -> 
 @click.option("--backend", help="Check this backend (local or remote).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--timeout", type=float, default=2.0, show_default=True)
-def health(name: str | None, backend: str | None, as_json: bool, timeout: float) -> int:
+@_file_option
+def health(
+    name: str | None, backend: str | None, as_json: bool, timeout: float, manifest_file: str | None
+) -> int:
     """Check readiness of servers and configured remote backends.
 
     Exits 1 unless everything checked is ready.
@@ -256,7 +297,7 @@ def health(name: str | None, backend: str | None, as_json: bool, timeout: float)
 
     if name and backend:
         raise click.UsageError("give NAME or --backend, not both")
-    rows = check_health(state_dir(), name=name, backend=backend, timeout=timeout)
+    rows = check_health(state_dir(manifest_file), name=name, backend=backend, timeout=timeout)
     if as_json:
         click.echo(json.dumps([asdict(r) for r in rows], indent=2))
     elif not rows:
@@ -271,20 +312,28 @@ def health(name: str | None, backend: str | None, as_json: bool, timeout: float)
 @click.command()
 @click.option("--backend", help="ollama: pull into the Ollama server at $OLLAMA_HOST.")
 @click.option("--model", required=True, help="Ollama name, or hf://, https://, pkg://, path.")
-@click.option("--sha256", help="Expected sha256 of an https:// download.")
-def pull(backend: str | None, model: str, sha256: str | None) -> int:
+@click.option("--sha256", help="Expected sha256 of an https:// download (required for http://).")
+@_file_option
+def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str | None) -> int:
     """Fetch a model: into Ollama, or into batuta's cache for file sources."""
+    from batuta._util.ollama_host import ollama_base_url
+    from batuta.apply.state import apply_lock
     from batuta.runtime import ollama
     from batuta.runtime.sources import default_cache_dir, resolve_source
 
     if (backend or "").lower() == "ollama" or model.startswith("ollama://"):
-        base = ollama.ollama_url()
+        base = ollama_base_url()
         name = ollama.normalize(model)
-        with _progress() as progress:
+        with apply_lock(state_dir(manifest_file)), _progress() as progress:
             ollama.pull(base, name, progress)
         click.echo(f"pulled {name} into Ollama at {base}")
         return 0
-    with _progress() as progress:
+    if model.lower().startswith("http://") and not sha256:
+        raise click.UsageError(
+            f"{model}: an http:// download is not authenticated; give --sha256 of the file "
+            "(or use https://)"
+        )
+    with apply_lock(state_dir(manifest_file)), _progress() as progress:
         resolved = resolve_source(
             model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), sha256=sha256,
             progress=progress,

@@ -21,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batuta._util.paths import DEFAULT_FILE, manifest_path, normalize_manifest, state_dir_for
 from batuta.errors import ManifestError, ManifestIssue
 
 if TYPE_CHECKING:
@@ -36,14 +37,12 @@ __all__ = [
     "validate_file",
 ]
 
-DEFAULT_FILE = "batuta.yaml"
-
 
 @dataclass(frozen=True)
 class LoadedManifest:
     """A valid manifest, with everything later stages need to act on it."""
 
-    path: Path  # absolute
+    path: Path  # normalised: absolute, symlinks and .. resolved (the manifest's identity)
     manifest: Manifest
     route_targets: dict[str, list[str]]  # every route, declared or chosen by the selector
     route_reasons: dict[str, str]  # why each route's targets are in that order
@@ -94,16 +93,6 @@ def _local_file(source: str, base: Path) -> Path | None:
     return None
 
 
-def manifest_path(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
-) -> tuple[Path, str]:
-    """The manifest to use (absolute) and its display name: ``path``, else $BATUTA_FILE,
-    else ./batuta.yaml."""
-    environ = os.environ if env is None else env
-    chosen = os.fspath(path) if path is not None else environ.get("BATUTA_FILE") or DEFAULT_FILE
-    return Path(chosen).expanduser().absolute(), chosen
-
-
 def _read(file: Path, display: str) -> str:
     def fail(message: str, line: int = 1, col: int = 1) -> ManifestError:
         return ManifestError([ManifestIssue(display, line, col, "", message)])
@@ -136,17 +125,16 @@ def load_text(
     from batuta.manifest.load import dotted, validate_text
 
     environ = os.environ if env is None else env
-    file = Path(path).expanduser().absolute()
+    file = normalize_manifest(path)
     result = validate_text(text, display or os.fspath(path), environ)
     if result.issues or result.manifest is None or result.checked is None:
         raise ManifestError(result.issues)
-    state = environ.get("BATUTA_STATE_DIR")
     return LoadedManifest(
         path=file,
         manifest=result.manifest,
         route_targets=result.checked.route_targets,
         route_reasons=result.checked.route_reasons,
-        state_dir=Path(state).expanduser().absolute() if state else file.parent / ".batuta",
+        state_dir=state_dir_for(path, environ),
         display=display or os.fspath(path),
         positions={dotted(loc): pos for loc, pos in result.document.keys.items()},
         from_env=frozenset(dotted(loc) for loc in result.document.interpolated),
@@ -160,7 +148,8 @@ def load_manifest(
     """Load and validate the manifest (see :func:`manifest_path`); raises ManifestError with
     every issue found, each pointing at FILE:LINE:COL."""
     file, display = manifest_path(path, env)
-    return load_text(_read(file, display), file, display=display, env=env)
+    # The path as named: the state directory goes beside it (see state_dir_for).
+    return load_text(_read(file, display), display, display=display, env=env)
 
 
 def validate_file(

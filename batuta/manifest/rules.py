@@ -113,6 +113,13 @@ class _Rules:
                 yield Problem((*loc, "source"), "pkg:// sources are pkg://PACKAGE/PATH/IN/PACKAGE")
             elif scheme == "hf" and rest.count("/") < 1:
                 yield Problem((*loc, "source"), "hf:// sources are hf://ORG/REPO[/FILE]")
+            elif scheme == "http" and not model.sha256:
+                # Nothing authenticates plain http: the pin is the only proof of the bytes.
+                yield Problem(
+                    (*loc, "source"),
+                    "an http:// download is not authenticated: pin it with sha256: "
+                    "(the file's digest) or use https://",
+                )
             elif not rest.strip():
                 yield Problem((*loc, "source"), "is empty")
             for ext, fmt in _EXTENSIONS.items():

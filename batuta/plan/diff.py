@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from batuta._util.paths import same_manifest
 from batuta.errors import StateError
 from batuta.routing.build import without_health
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
@@ -169,7 +170,7 @@ def redact(
 
 def owned_by(status: ServerStatus, manifest: str) -> bool:
     """Whether ``manifest``'s plan may create, replace or destroy this server."""
-    return status.spec.origin == "manifest" and status.spec.manifest == manifest
+    return status.spec.origin == "manifest" and same_manifest(status.spec.manifest, manifest)
 
 
 def _options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batuta._util.paths import ensure_state_dir
 from batuta.apply.state import atomic_write, flocked
 from batuta.errors import StateError
 
@@ -37,6 +38,7 @@ def update_json(
     rebuilds itself after a few failed calls.
     """
     try:
+        ensure_state_dir(path.parent)
         with flocked(path.with_name(path.name + ".lock")):
             data = change(read_json(path))
             text = json.dumps(data, indent=1, sort_keys=True) + "\n"

@@ -272,13 +272,28 @@ def _tier_value(value: str, allowed: tuple[str, ...], default: str) -> str:
 # -- configuration from the environment ------------------------------------------------
 
 
+# Engines that serve a GGUF file, in the order ``serve start`` falls back to them.
+GGUF_ENGINES = ("llamacpp", "llamafile", "localai", "candle")
+
+
 def default_backend(env: Mapping[str, str] | None = None) -> Backend:
-    """The backend ``serve start`` uses without ``--backend`` (BATUTA_SERVE_BACKEND)."""
-    name = (os.environ if env is None else env).get("BATUTA_SERVE_BACKEND") or "realizar"
-    try:
-        return CATALOGUE[backend_key(name)]
-    except BatutaError as exc:
-        raise BatutaError(f"BATUTA_SERVE_BACKEND: {exc}") from None
+    """The backend ``serve start`` uses without ``--backend``: $BATUTA_SERVE_BACKEND, else
+    realizar when it is installed, else the first installed engine of GGUF_ENGINES (else
+    realizar, whose launch then says how to install it)."""
+    environ = os.environ if env is None else env
+    name = environ.get("BATUTA_SERVE_BACKEND")
+    if name:
+        try:
+            return CATALOGUE[backend_key(name)]
+        except BatutaError as exc:
+            raise BatutaError(f"BATUTA_SERVE_BACKEND: {exc}") from None
+    realizar = CATALOGUE["realizar"]
+    if availability(realizar, environ).ready:
+        return realizar
+    for key in GGUF_ENGINES:
+        if availability(CATALOGUE[key], environ).ready:
+            return CATALOGUE[key]
+    return realizar
 
 
 def default_port(env: Mapping[str, str] | None = None) -> int:
@@ -287,22 +302,6 @@ def default_port(env: Mapping[str, str] | None = None) -> int:
     if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
         raise BatutaError(f"BATUTA_SERVE_PORT must be a port number 1-65535, not {raw!r}")
     return int(raw)
-
-
-def ollama_base_url(env: Mapping[str, str] | None = None) -> str:
-    """Where Ollama listens, from OLLAMA_HOST the way the ollama CLI reads it."""
-    raw = ((os.environ if env is None else env).get("OLLAMA_HOST") or "").strip()
-    if not raw:
-        return "http://127.0.0.1:11434"
-    scheme, _, rest = raw.rpartition("://")
-    scheme = scheme or "http"
-    rest = rest.rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit() or "]" in port:
-        host, port = rest, "11434"
-    if host in ("", "0.0.0.0"):  # a bind-all address is reached on loopback
-        host = "127.0.0.1"
-    return f"{scheme}://{host}:{port}"
 
 
 # -- what is usable on this machine --------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from batuta._util.ollama_host import ollama_base_url
 from batuta.backends.types import Target
 from batuta.catalogue import CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import RoutingError
@@ -96,8 +97,7 @@ def _known(name: str) -> Backend:
 
 def _local_url(backend: Backend, port: int | None) -> str:
     if backend.key == "ollama" and port is None and os.environ.get("OLLAMA_HOST"):
-        host = os.environ["OLLAMA_HOST"]
-        return host.rstrip("/") if "://" in host else f"http://{host}"
+        return ollama_base_url()
     return backend.url(port)
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import Backend, lookup, remote_backends
 from batuta.errors import BatutaError, StateError
-from batuta.runtime import ollama
 from batuta.runtime.health import probe
 from batuta.runtime.manager import Runtime
 
@@ -136,7 +136,7 @@ def _catalogue_target(record: Backend) -> Target:
 
 def _external(record: Backend, timeout: float) -> HealthRow:
     if record.key == "ollama":
-        url = ollama.ollama_url() + (record.health_path or "/api/version")
+        url = ollama_base_url() + (record.health_path or "/api/version")
     else:
         url = record.url() + (record.health_path or "/v1/models")
     health, ms = _timed_probe(url, timeout)

@@ -70,6 +70,7 @@ class Runtime:
         token = secrets.token_hex(16) if values is not None else ""
         with locked_state(self.state_dir) as state:
             current = state.servers.get(spec.name)
+            _refuse_manifest_name(spec.name, spec.origin, current)
             if _reusable(current, spec):
                 assert current is not None
                 generation, baseline = current.generation, current.restarts
@@ -88,6 +89,11 @@ class Runtime:
         if spec.backend == "ollama" and spec.model_path:
             self._ollama_model(spec, progress)
         return status
+
+    def check_adhoc_name(self, name: str) -> None:
+        """Raise StateError when ``name`` is taken by a manifest's server: an ad-hoc start
+        must not replace it (``start`` checks again under the lock)."""
+        _refuse_manifest_name(name, "adhoc", read_state(self.state_dir).servers.get(name))
 
     def _ollama_model(self, spec: ServerSpec, progress: Progress | None) -> None:
         # `ollama serve` starts empty-handed: the model comes through its own /api/pull.
@@ -311,6 +317,16 @@ def _env_values(spec: ServerSpec) -> dict[str, str] | None:
             "set it and run again"
         )
     return {name: os.environ[name] for name in refs if name in os.environ}
+
+
+def _refuse_manifest_name(name: str, origin: str, current: ServerRecord | None) -> None:
+    # An ad-hoc start replacing a manifest's server would leave that manifest's plan
+    # unable to run (the name is no longer its own) and `down` unable to stop it.
+    if origin == "adhoc" and current is not None and current.spec.origin == "manifest":
+        raise StateError(
+            f"server name {name!r} belongs to the manifest {current.spec.manifest}: "
+            "choose another --name (`batuta down` stops that manifest's servers)"
+        )
 
 
 def _alive(rec: ServerRecord) -> bool:

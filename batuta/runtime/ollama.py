@@ -1,7 +1,7 @@
 """Talking to an Ollama server about models: where it is, what it has, and pulling more.
 
-``OLLAMA_HOST`` is read the way Ollama reads it: ``host``, ``host:port``, ``:port`` or a
-full URL; ``0.0.0.0`` (listen everywhere) is reached on loopback. Pulls stream NDJSON
+Where the server is comes from :func:`batuta._util.ollama_host.ollama_base_url`
+(``OLLAMA_HOST`` read the way Ollama reads it). Pulls stream NDJSON
 progress (``status``, ``digest``, ``total``, ``completed``); an ``error`` line after the
 200 is a failure all the same.
 """
@@ -9,34 +9,12 @@ progress (``status``, ``digest``, ``total``, ``completed``); an ``error`` line a
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from batuta.errors import ModelSourceError
 
-DEFAULT_PORT = 11434
 Progress = Callable[[str, int, int | None], None]
-
-
-def ollama_url(host: str | None = None) -> str:
-    """Base URL of the Ollama server named by ``host`` (default: ``$OLLAMA_HOST``)."""
-    raw = (host if host is not None else os.environ.get("OLLAMA_HOST", "")).strip()
-    if not raw:
-        return f"http://127.0.0.1:{DEFAULT_PORT}"
-    if "://" not in raw:
-        if raw.count(":") > 1 and not raw.startswith("["):
-            raw = f"[{raw}]"  # a bare IPv6 address
-        raw = "http://" + raw
-    parts = urlsplit(raw)
-    hostname = parts.hostname or "127.0.0.1"
-    if hostname in ("0.0.0.0", "::"):
-        hostname = "127.0.0.1"
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    port = parts.port or (DEFAULT_PORT if parts.scheme == "http" else 443)
-    return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
 
 
 def normalize(name: str) -> str:

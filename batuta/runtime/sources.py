@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batuta._util.ollama_host import ollama_base_url
 from batuta.errors import ModelSourceError
 from batuta.runtime import ollama
 from batuta.runtime.download import fetch_hf, fetch_https, https_target
@@ -283,7 +284,7 @@ def _resolve_ollama(
     fmt: str,
 ) -> ResolvedModel:
     name = ollama.normalize(source)
-    base_url = ollama.ollama_url(ollama_host)
+    base_url = ollama_base_url(ollama_host)
     try:
         entry = ollama.find_model(base_url, name)
         if entry is None and download:
@@ -336,7 +337,7 @@ def is_available(
     kind = scheme(model.source)
     try:
         if kind == "ollama":
-            base_url = ollama.ollama_url(ollama_host)
+            base_url = ollama_base_url(ollama_host)
             return ollama.find_model(base_url, model.source, timeout=2.0) is not None
         if kind == "hf":
             return fetch_hf(model.source, revision=model.revision, download=False) is not None

@@ -163,13 +163,13 @@ def test_bad_options_send_nothing(server, endpoint, tmp_path, capsys, extra, mes
     prompts = str(_prompts(tmp_path, GOOD))
     extra = [prompts if a == "PROMPTS" else a for a in extra]
     before = stats(server)["total"]
-    assert main(["serve", "bench", "--endpoint", endpoint, *extra]) in (1, 2)
+    assert main(["serve", "bench", "--endpoint", endpoint, *extra]) == 2  # usage errors
     assert message in capsys.readouterr().err
     assert stats(server)["total"] == before
 
 
 def test_neither_endpoint_nor_route(capsys):
-    assert main(["serve", "bench", "--num-prompts", "1"]) == 1
+    assert main(["serve", "bench", "--num-prompts", "1"]) == 2
     assert "give --endpoint" in capsys.readouterr().err
 
 
@@ -224,6 +224,26 @@ def test_unknown_route_and_missing_table(server, tmp_path, capsys):
     argv = ["serve", "bench", "-f", str(tmp_path / "other" / "batuta.yaml"), "--route", "fast"]
     assert main(argv) == 1
     assert "run `batuta apply` first" in capsys.readouterr().err
+
+
+def test_the_manifest_is_file_and_manifest_is_a_deprecated_alias(
+    server, tmp_path, capsys, monkeypatch
+):
+    manifest = _routes(tmp_path, server)
+    argv = ["serve", "bench", "--route", "fast", "--num-prompts", "1", "--input-len", "3",
+            "--max-tokens", "2", "--json", "--no-progress"]  # fmt: skip
+    assert main([*argv, "--file", str(manifest)]) == 0
+    assert json.loads(capsys.readouterr().out)["completed"] == 1
+    assert main([*argv, "--manifest", str(manifest)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["completed"] == 1
+    assert "--manifest is deprecated: use -f/--file" in err
+    monkeypatch.setenv("BATUTA_FILE", str(manifest))  # the default, as for every command
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["completed"] == 1
+    assert main(["serve", "bench", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "-f, --file" in text and "--manifest" not in text
 
 
 def test_the_state_dir_variable_is_honoured_as_by_serve_query(

@@ -268,3 +268,55 @@ def test_gone() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # exited and reaped: no process has this pid now
     assert _gone(proc.pid)
+
+
+def test_down_finds_what_apply_started_through_dotdot_and_symlinks(
+    work: Path, capsys, monkeypatch
+) -> None:
+    """A manifest is one file however its path is spelled: `apply -f ../proj/batuta.yaml`,
+    then `down` inside proj/ (or through a symlinked directory) stops its servers."""
+    proj, other = work / "proj", work / "other"
+    proj.mkdir()
+    other.mkdir()
+    (work / "link").symlink_to(proj)
+    (proj / "m.gguf").write_bytes(tiny_gguf(b"v1"))
+    write_engine(proj)
+    try:
+        manifest(proj, {"a": {"port": _free_port()}}, "routes:\n  r: {targets: [a]}\n")
+        monkeypatch.chdir(other)
+        code, out, err = run(capsys, "apply", "-f", "../proj/batuta.yaml")
+        assert code == 0, err
+        monkeypatch.chdir(proj)
+        code, out, _ = run(capsys, "down")
+        assert code == 0 and "Resources: 1 destroyed" in out
+        assert "Removed the routing table" in out
+        assert Runtime(proj / ".batuta").status() == {}
+
+        monkeypatch.chdir(work)
+        code, out, err = run(capsys, "apply", "-f", "link/batuta.yaml")
+        assert code == 0, err
+        state = json.loads((proj / ".batuta" / "state.json").read_text())
+        assert state["servers"]["a"]["spec"]["manifest"] == str(proj.resolve() / "batuta.yaml")
+        code, out, _ = run(capsys, "status", "-f", "proj/../proj/batuta.yaml", "--json")
+        assert json.loads(out)["in_sync"] is True
+        code, out, _ = run(capsys, "down", "-f", "proj/batuta.yaml")
+        assert code == 0 and "Resources: 1 destroyed" in out
+        assert not (proj / ".batuta" / "routes.json").exists()
+    finally:
+        teardown_state(proj / ".batuta", proj)
+
+
+def test_a_state_dir_batuta_creates_is_ignored_by_git(work: Path, capsys) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "batuta.yaml").write_text(ENDPOINTS)
+    code, _, err = run(capsys, "apply")
+    assert code == 0, err
+    assert (work / ".batuta" / "routes.json").is_file()
+    assert (work / ".batuta" / ".gitignore").read_text().splitlines()[-1] == "*"
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=work, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert ".batuta" not in status.stdout and "batuta.yaml" in status.stdout

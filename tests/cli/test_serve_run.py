@@ -402,3 +402,158 @@ def test_health_of_a_local_backend_batuta_did_not_start(here, capsys, free_port,
 def test_nothing_to_check(here, capsys) -> None:
     code, out, _ = run(capsys, "serve", "health")
     assert code == 0 and "Nothing to check" in out
+
+
+# --- which state directory, which names ---------------------------------------------------
+
+
+def test_serve_commands_use_the_state_dir_of_the_manifest(here, capsys, free_port, monkeypatch):
+    """-f and $BATUTA_FILE choose the state directory of serve start/list/health/stop."""
+    monkeypatch.delenv("BATUTA_STATE_DIR")
+    proj = here / "proj"
+    proj.mkdir()
+    (proj / "batuta.yaml").write_text("servers: {}\n")
+    fake = fake_llama_server(here)
+    model = write_gguf(here / "m.gguf", [("general.file_type", 4, 2)])
+    monkeypatch.setenv("BATUTA_FILE", "proj/batuta.yaml")
+    code, _, err = run(capsys, "serve", "start", "--backend", "llamacpp", "--model", str(model),
+                       "--port", str(free_port), "--name", "solo", "--executable", str(fake))  # fmt: skip
+    assert code == 0, err
+    assert "solo" in json.loads((proj / ".batuta" / "state.json").read_text())["servers"]
+    assert not (here / ".batuta").exists()
+    assert "solo" in listed(capsys)
+    monkeypatch.delenv("BATUTA_FILE")
+    assert listed(capsys) == {}  # no ./batuta.yaml: ./.batuta, where nothing runs
+    code, out, _ = run(capsys, "serve", "list", "--json", "-f", "proj/batuta.yaml")
+    assert [r["name"] for r in json.loads(out)] == ["solo"]
+    code, out, _ = run(capsys, "serve", "health", "solo", "--file", str(proj / "batuta.yaml"))
+    assert code == 0 and "ready" in out
+    code, out, _ = run(capsys, "serve", "stop", "solo", "-f", "proj/batuta.yaml")
+    assert code == 0 and "stopped solo" in out
+
+
+def test_the_state_dir_variable_expands_home(here, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(here / "home"))
+    monkeypatch.setenv("BATUTA_STATE_DIR", "~/state")
+    code, _, err = run(capsys, "serve", "pull", "--model", PKG)  # takes the state dir's lock
+    assert code == 0, err
+    assert (here / "home" / "state" / "apply.lock").exists()
+    assert not (here / "~").exists()
+
+
+def test_an_adhoc_server_cannot_take_the_name_of_a_manifests_server(here, capsys, free_port):
+    from tests.apply.test_execute import manifest, tiny_gguf, write_engine
+    from tests.conftest import _free_port
+
+    (here / "m.gguf").write_bytes(tiny_gguf(b"v1"))
+    engine = write_engine(here)
+    manifest(here, {"local": {"port": free_port}})
+    code, _, err = run(capsys, "apply")
+    assert code == 0, err
+    before = listed(capsys)["local"]
+    code, _, err = run(capsys, "serve", "start", "--backend", "llamacpp", "--model", "m.gguf",
+                       "--port", str(_free_port()), "--name", "local",
+                       "--executable", str(engine))  # fmt: skip
+    assert code == 1
+    assert f"server name 'local' belongs to the manifest {here / 'batuta.yaml'}" in err
+    after = listed(capsys)["local"]
+    assert (after["pid"], after["origin"], after["port"]) == (before["pid"], "manifest", free_port)
+    assert after["state"] == "ready" and psutil.pid_exists(before["pid"])
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "local" in out
+    code, out, _ = run(capsys, "plan", "--detailed-exitcode")
+    assert code == 0, out
+    code, out, _ = run(capsys, "down")
+    assert code == 0 and "Resources: 1 destroyed" in out
+    assert listed(capsys) == {}
+
+
+# --- the apply lock -----------------------------------------------------------------------
+
+
+def test_pull_and_start_take_the_apply_lock(here, capsys, free_port) -> None:
+    from batuta.apply.state import apply_lock
+
+    with apply_lock(here / ".batuta"):
+        code, _, err = run(capsys, "serve", "pull", "--model", PKG)
+        assert code == 1 and f"another batuta apply (pid {os.getpid()}) holds" in err
+        code, _, err = run(capsys, "serve", "start", "--backend", "llamacpp", "--model", PKG,
+                           "--port", str(free_port))  # fmt: skip
+        assert code == 1 and f"another batuta apply (pid {os.getpid()}) holds" in err
+        assert listed(capsys) == {}
+    assert run(capsys, "serve", "pull", "--model", PKG)[0] == 0  # released
+
+
+# --- defaults and bounds ------------------------------------------------------------------
+
+
+def test_without_backend_an_installed_gguf_engine_stands_in_for_realizar(
+    here, capsys, free_port, monkeypatch
+) -> None:
+    fake = fake_llama_server(here)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.defpath}")  # no realizar anywhere
+    monkeypatch.setenv("BATUTA_LLAMA_SERVER", str(fake))
+    model = write_gguf(here / "m.gguf", [("general.file_type", 4, 2)])
+    code, out, err = run(capsys, "serve", "start", "--model", str(model), "--port", str(free_port))
+    assert code == 0, err
+    assert err.count("realizar is not installed; using llamacpp") == 1
+    assert f"llamacpp-{free_port}: llama.cpp ready at http://127.0.0.1:{free_port}" in out
+    assert run(capsys, "serve", "stop", "--all")[0] == 0
+    monkeypatch.setenv("BATUTA_SERVE_BACKEND", "llamacpp")  # asked for: nothing to say
+    code, _, err = run(capsys, "serve", "start", "--model", str(model), "--port", str(free_port))
+    assert code == 0 and "realizar" not in err
+    assert run(capsys, "serve", "stop", "--all")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--ctx", "1"), ("--ctx", "127"), ("--threads", "0"), ("--port", "0"), ("--port", "65536")],
+)
+def test_start_options_have_the_manifests_bounds(here, capsys, option, value) -> None:
+    code, _, err = run(capsys, "serve", "start", "--backend", "llamacpp", "--model", PKG,
+                       option, value)  # fmt: skip
+    assert code == 2 and f"Invalid value for '{option}'" in err
+    assert not (here / ".batuta").exists()
+
+
+# --- pulls: pins and offline --------------------------------------------------------------
+
+
+def test_an_http_pull_needs_a_sha256(here, capsys) -> None:
+    data = write_gguf(here / "src.gguf", [("general.file_type", 4, 3)]).read_bytes()
+    with FileFake({"/m.gguf": data}) as fake:
+        code, _, err = run(capsys, "serve", "pull", "--model", f"{fake.url}/m.gguf")
+        assert code == 2 and "not authenticated" in err and "--sha256" in err
+        assert fake.requests == []
+
+
+def test_an_unreachable_https_host_is_one_quick_line(here, capsys, free_port) -> None:
+    cases = [
+        ("https://models.invalid/m.gguf", "models.invalid", "DNS lookup failed"),
+        (f"https://127.0.0.1:{free_port}/m.gguf", "127.0.0.1", "connection refused"),
+    ]
+    for url, host, why in cases:
+        began = time.monotonic()
+        code, out, err = run(capsys, "serve", "pull", "--model", url)
+        assert time.monotonic() - began < 3
+        assert code == 1 and out == ""
+        assert err == f"Error: cannot reach {host} ({why}: are you offline?)\n"
+
+
+def test_an_unreachable_hub_is_one_quick_line(here, capsys, free_port, monkeypatch) -> None:
+    from tests.runtime.download_fakes import HubFake
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(here / "hf"))
+    data = write_gguf(here / "src.gguf", [("general.file_type", 4, 3)]).read_bytes()
+    with HubFake({"org/repo/m.gguf": data}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        code, _, err = run(capsys, "serve", "pull", "--model", "hf://org/repo/m.gguf")
+        assert code == 0, err
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port}")  # refused: offline
+    code, out, _ = run(capsys, "serve", "pull", "--model", "hf://org/repo/m.gguf")
+    assert code == 0 and "Q4_1" in out  # the cached copy serves offline
+    began = time.monotonic()
+    code, out, err = run(capsys, "serve", "pull", "--model", "hf://org/repo/other.gguf")
+    assert time.monotonic() - began < 3
+    assert code == 1 and out == ""
+    assert err == "Error: cannot reach 127.0.0.1 (connection refused: are you offline?)\n"

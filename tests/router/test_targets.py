@@ -133,8 +133,11 @@ def test_local_backends(monkeypatch) -> None:
     assert t.base_url == "http://127.0.0.1:8080" and t.name == "llamacpp@127.0.0.1:8080"
     assert backend_target("vllm", port=9001, model="x").base_url == "http://127.0.0.1:9001"
     assert backend_target("ollama").base_url == "http://127.0.0.1:11434"
-    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:11500")
-    assert backend_target("ollama").base_url == "http://0.0.0.0:11500"
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:11500")  # listens everywhere: reach loopback
+    assert backend_target("ollama").base_url == "http://127.0.0.1:11500"
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")  # Ollama's port, not http's 80
+    target = backend_target("ollama")
+    assert (target.base_url, target.local) == ("http://127.0.0.1:11434", True)
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:11600/")
     assert backend_target("ollama").base_url == "http://127.0.0.1:11600"
     assert backend_target("ollama", port=1234).base_url == "http://127.0.0.1:1234"

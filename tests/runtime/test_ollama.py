@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batuta.errors import ModelSourceError
-from batuta.runtime.ollama import find_model, list_models, normalize, ollama_url, pull
+from batuta.runtime.ollama import find_model, list_models, normalize, pull
 from tests.fakes.base import FakeServer, ndjson
 from tests.fakes.ollama_server import OllamaFake
 from tests.fakes.specs import assert_valid, load_spec
@@ -16,30 +16,6 @@ def ollama():
     fake = OllamaFake(models=["smollm2:135m"], pullable={"codellama:13b": 7_000_000}).start()
     yield fake
     fake.stop()
-
-
-@pytest.mark.parametrize(
-    "host, url",
-    [
-        (None, "http://127.0.0.1:11434"),
-        ("", "http://127.0.0.1:11434"),
-        ("0.0.0.0", "http://127.0.0.1:11434"),
-        ("localhost:11500", "http://localhost:11500"),
-        (":11500", "http://127.0.0.1:11500"),
-        ("http://gpu-box:8000/", "http://gpu-box:8000"),
-        ("https://ollama.example.com", "https://ollama.example.com:443"),
-        ("[::1]:11434", "http://[::1]:11434"),
-        ("::", "http://127.0.0.1:11434"),
-    ],
-)
-def test_ollama_url(host, url, monkeypatch) -> None:
-    monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert ollama_url(host) == url
-
-
-def test_ollama_url_from_the_environment(monkeypatch) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:12345")
-    assert ollama_url() == "http://127.0.0.1:12345"
 
 
 def test_normalize() -> None:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from batuta.errors import ModelSourceError
 from batuta.manifest.model import Model
-from batuta.runtime.download import https_target, parse_hf
+from batuta.runtime.download import fetch_https, https_target, parse_hf
 from batuta.runtime.sources import (
     default_cache_dir,
     file_digest,
@@ -21,6 +23,7 @@ from batuta.runtime.sources import (
     resolve_source,
     scheme,
 )
+from tests.fakes.base import FakeServer
 from tests.fakes.ollama_server import OllamaFake
 from tests.runtime.download_fakes import FileFake, HubFake
 from tests.runtime.test_gguf import write_gguf
@@ -195,12 +198,13 @@ def test_https_download_resumes_after_a_cut(cache: Path, small_gguf: bytes) -> N
 
 
 def test_https_resume_without_range_support_starts_over(cache: Path, small_gguf: bytes) -> None:
+    sha = hashlib.sha256(small_gguf).hexdigest()
     with FileFake({"/m.gguf": small_gguf}, ranges=False) as fake:
         url = f"{fake.url}/m.gguf"
         part = https_target(url, cache).with_suffix(".gguf.part")
         part.parent.mkdir(parents=True)
         part.write_bytes(b"garbage that is not the start")
-        model = resolve_source(url, base_dir=Path("/"), cache_dir=cache)
+        model = resolve_source(url, base_dir=Path("/"), cache_dir=cache, sha256=sha)
         assert model.path.read_bytes() == small_gguf
 
 
@@ -233,10 +237,93 @@ def test_https_errors(cache: Path) -> None:
     with FileFake({}) as fake:
         url = f"{fake.url}/absent.gguf"
         with pytest.raises(ModelSourceError, match="HTTP 404"):
-            resolve_source(url, base_dir=Path("/"), cache_dir=cache)
+            resolve_source(url, base_dir=Path("/"), cache_dir=cache, sha256="0" * 64)
         with pytest.raises(ModelSourceError, match="not downloaded yet"):
             resolve_source(url, base_dir=Path("/"), cache_dir=cache, download=False)
         assert not is_available(Model(source=url), Path("/"), cache)
+
+
+def test_plain_http_without_a_pin_is_refused_before_any_request(cache: Path) -> None:
+    with FileFake({"/m.gguf": b"GGUF"}) as fake:
+        with pytest.raises(ModelSourceError, match=r"http:// download is not authenticated"):
+            resolve_source(f"{fake.url}/m.gguf", base_dir=Path("/"), cache_dir=cache)
+        assert fake.requests == []
+
+
+def test_two_downloads_of_one_url_take_turns(cache: Path, small_gguf: bytes) -> None:
+    """The second waits for the first's lock, then finds the finished file: one GET, and
+    no bytes appended twice to the same .part."""
+    sha = hashlib.sha256(small_gguf).hexdigest()
+    half = len(small_gguf) // 2
+    fake = FakeServer()
+    fake.route("GET", "/m.gguf", lambda q, r: r.stream(
+        200, [small_gguf[:half], 0.5, small_gguf[half:]], "application/octet-stream"))  # fmt: skip
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            results.append(fetch_https(f"{fake.url}/m.gguf", cache, sha)[0])
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    with fake:
+        threads = [threading.Thread(target=fetch) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.1)  # the first is mid-download when the second starts
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    assert len(results) == 2 and results[0] == results[1]
+    assert results[0].read_bytes() == small_gguf
+    assert len(fake.requests) == 1
+    assert not results[0].with_name("m.gguf.part").exists()
+
+
+def test_a_finished_file_that_fails_the_pin_is_fetched_again(
+    cache: Path, small_gguf: bytes
+) -> None:
+    with FileFake({"/m.gguf": small_gguf}) as fake:
+        url = f"{fake.url}/m.gguf"
+        final = https_target(url, cache)
+        final.parent.mkdir(parents=True)
+        final.write_bytes(b"left by a download with another pin")
+        path, digest = fetch_https(url, cache, hashlib.sha256(small_gguf).hexdigest())
+        assert path.read_bytes() == small_gguf and len(fake.requests) == 1
+        assert fetch_https(url, cache, digest) == (path, digest)  # the finished file is taken
+        assert len(fake.requests) == 1
+
+
+def test_a_failed_download_leaves_no_lock_behind(cache: Path, small_gguf: bytes) -> None:
+    url_path = "/m.gguf"
+    with FileFake({url_path: small_gguf}) as fake:
+        url = f"{fake.url}{url_path}"
+        with pytest.raises(ModelSourceError, match="sha256 mismatch"):
+            fetch_https(url, cache, "0" * 64)
+        assert not https_target(url, cache).parent.exists()
+        path, digest = fetch_https(url, cache, hashlib.sha256(small_gguf).hexdigest())
+    assert path.read_bytes() == small_gguf and digest == hashlib.sha256(small_gguf).hexdigest()
+
+
+def test_an_unreachable_host_is_not_an_interrupted_download(cache: Path, free_port: int) -> None:
+    for url, why in [
+        ("https://models.invalid/m.gguf", "cannot reach models.invalid (DNS lookup failed"),
+        (f"http://127.0.0.1:{free_port}/m.gguf", "cannot reach 127.0.0.1 (connection refused"),
+    ]:
+        with pytest.raises(ModelSourceError) as info:
+            fetch_https(url, cache, "0" * 64)
+        assert why in str(info.value) and "are you offline?" in str(info.value)
+        assert "resume" not in str(info.value)
+
+
+def test_a_cut_download_says_how_much_is_kept(cache: Path, small_gguf: bytes) -> None:
+    kept = r"interrupted .*1,000 bytes kept.*resume"
+    with (
+        FileFake({"/m.gguf": small_gguf}, cut_after=1000) as fake,
+        pytest.raises(ModelSourceError, match=kept),
+    ):
+        fetch_https(f"{fake.url}/m.gguf", cache, "0" * 64)
 
 
 # --- hf:// --------------------------------------------------------------------------------
