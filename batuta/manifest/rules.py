@@ -12,12 +12,12 @@ already reported as broken are skipped, so one mistake gives one message.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from batuta._util.net import host_of, is_localhost_name, is_loopback, resolves_to_loopback
 from batuta.catalogue import (
     ALIASES,
     CATALOGUE,
@@ -74,14 +74,17 @@ def quantization_supported(backend: Backend, quantization: str) -> bool:
     return quantization.upper() in {q.upper() for q in backend.capabilities.quantization}
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _localhost_name(loc: Loc, url: str) -> Iterator[Problem]:
+    # foo.localhost is this machine by the loopback rule, so it is sent directly (never
+    # through a proxy); where the resolver does not know such names it cannot be reached.
+    host = host_of(url)
+    if is_localhost_name(host) and host != "localhost" and not resolves_to_loopback(host):
+        yield Problem(
+            loc,
+            f"{host} does not resolve to this machine here (this system's resolver does not"
+            " answer *.localhost names): use localhost or 127.0.0.1",
+            at_value=True,
+        )
 
 
 def _names(names: Collection[str]) -> str:
@@ -220,6 +223,8 @@ class _Rules:
                 url = urlsplit(endpoint.base_url)
                 if url.scheme not in ("http", "https") or not url.netloc:
                     yield Problem((*loc, "base_url"), "must be an http:// or https:// URL")
+                else:
+                    yield from _localhost_name((*loc, "base_url"), endpoint.base_url)
             if endpoint.api_key_env is not None and looks_like_secret(endpoint.api_key_env):
                 yield Problem(
                     (*loc, "api_key_env"),
@@ -286,7 +291,7 @@ class _Rules:
         if endpoint is None or backend is None:
             return None
         if backend.local:
-            if endpoint.base_url and _is_loopback(endpoint.base_url):
+            if endpoint.base_url and is_loopback(endpoint.base_url):
                 return Privacy.LOCAL, "a server on this machine"
             return Privacy.DEDICATED, f"a server on another machine ({backend.key})"
         if backend.privacy is Privacy.DEDICATED:

@@ -16,6 +16,7 @@ from batuta.router.budget import SpendLedger
 from batuta.router.engine import Router, run_query
 from batuta.routing.table import RouteEntry, TargetEntry
 from tests.fakes.openai_server import OpenAIFake
+from tests.fakes.proxy import RecordingProxy
 from tests.fakes.scripted import DEFAULT_TEXT, tokenize
 
 N_TOKENS = len(tokenize(DEFAULT_TEXT))
@@ -664,6 +665,38 @@ def test_environment_proxy_is_never_used_for_loopback(fakes, free_port, monkeypa
         ask(Router(), route_of(away, retries=0))
     assert info.value.attempts[0].kind is FailureKind.CONNECT  # sent to the (dead) proxy
     assert ask(Router(), route_of(local("a", a))).text == a.text  # loopback: straight there
+
+
+def _proxy_env(monkeypatch, url: str) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, url)
+        monkeypatch.setenv(var.lower(), url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
+def test_a_sovereign_route_on_any_loopback_address_never_reaches_the_proxy(monkeypatch) -> None:
+    """127.0.0.2 and foo.localhost are this machine for the privacy check, so the client
+    must not hand them to HTTP_PROXY (httpx mounts only matched 127.0.0.1 and localhost)."""
+    near = OpenAIFake(text=ALPHA)
+    near.host = "127.0.0.2"
+    with RecordingProxy() as proxy, near:
+        _proxy_env(monkeypatch, proxy.url)
+        other = TargetEntry("other", "llamacpp", "openai", "http://127.0.0.2:9", "m", True)
+        named = TargetEntry(
+            "named", "llamacpp", "openai", f"http://batuta-test.localhost:{near.port}", "m", True
+        )
+        there = TargetEntry("there", "llamacpp", "openai", near.url, "fake-model", True)
+        route = route_of(other, named, there, privacy="sovereign", retries=0)
+        resp = ask(Router(sleep=Sleeps()), route)
+        assert resp.target == "there" and resp.text == ALPHA
+        assert resp.failed_over_from == ["other", "named"]  # refused / unresolvable, directly
+        assert proxy.seen == []
+        # The proxy is live: a target elsewhere does go through it.
+        away = TargetEntry("away", "llamacpp", "openai", "http://192.0.2.1:9", "m", False)
+        with pytest.raises(AllTargetsFailed):
+            ask(Router(sleep=Sleeps()), route_of(away, retries=0))
+        assert proxy.seen == ["POST http://192.0.2.1:9/v1/chat/completions"]
 
 
 def test_unwritable_bookkeeping_does_not_lose_the_answer(
