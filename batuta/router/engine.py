@@ -1,9 +1,11 @@
 """The router: answer one request through a route, retrying and failing over.
 
 For each target of the route, in order: skip it when its circuit breaker is open, when
-the route's budget forbids it, or when the deadline has passed; otherwise call it through
-its adapter, streaming text to ``on_text`` as it arrives. A failure is retried or passed
-to the next target as :mod:`batuta.router.failover` decides; a target that cannot be used
+the route's budget cannot hold the call's worst case (reserved before each call to a paid
+target and settled to the actual cost after it), or when the deadline has passed; otherwise
+call it through its adapter, streaming text to ``on_text`` as it arrives. A failure is
+retried or passed to the next target as :mod:`batuta.router.failover` decides; a target
+that cannot be used
 at all (its adapter raises a non-backend BatutaError, such as a missing optional extra) is
 one failed attempt, never retried, and the route goes on. When a stream dies after
 text was shown, the next target receives that text as ``assistant_prefix`` and continues
@@ -35,6 +37,7 @@ from batuta.errors import (
 )
 from batuta.router.breaker import Breakers
 from batuta.router.budget import (
+    Hold,
     Pricing,
     SpendLedger,
     cost_usd,
@@ -64,6 +67,8 @@ T = TypeVar("T")
 
 BREAKERS_FILE = "breakers.json"
 SPEND_FILE = "spend.json"
+# A budget hold outlives its route's deadline by this much before it lapses unsettled.
+HOLD_GRACE = 60.0
 
 
 def _deadline_kwargs(adapter: Adapter, cache: dict[type, bool]) -> bool:
@@ -113,6 +118,7 @@ class _Run:
     failed_over_from: list[str] = field(default_factory=list)
     first_text_at: float | None = None
     cost: float = 0.0
+    hold: Hold | None = None  # the budget set aside for the call in flight
     note: str | None = None  # a mid-stream failover, told once the next target continues
     # the answering call
     text: list[str] = field(default_factory=list)
@@ -263,21 +269,27 @@ class Router:
     ) -> InferenceResponse:
         now = self._clock()
         run = _Run(route, request, now, now + route.timeout, on_text, on_event)
-        for index, entry in enumerate(route.targets):
-            target = entry.target()
-            pricing = pricing_for(entry)
-            reason = self._skip_reason(run, entry, target, pricing, managed)
-            if reason is not None:
-                run.attempts.append(Attempt(target.name, reason))
-                run.event(f"· {target.name} skipped: {reason}")
-                continue
-            error = await self._visit(run, target, pricing)
-            if error is None:
-                if managed:
-                    _bookkeep(run, self.breakers.record_success, target)
-                return self._answer(run, target, pricing, index, managed)
-            if managed and error.kind is not FailureKind.CLIENT:
-                _bookkeep(run, self.breakers.record_failure, target)
+        pricing: Pricing | None = None
+        try:
+            for index, entry in enumerate(route.targets):
+                target = entry.target()
+                pricing = pricing_for(entry)
+                reason = self._skip_reason(run, entry, target, pricing, managed)
+                if reason is not None:
+                    run.attempts.append(Attempt(target.name, reason))
+                    run.event(f"· {target.name} skipped: {reason}")
+                    continue
+                error = await self._visit(run, target, pricing, managed)
+                if error is None:
+                    if managed:
+                        _bookkeep(run, self.breakers.record_success, target)
+                    return self._answer(run, target, pricing, index, managed)
+                if managed and error.kind is not FailureKind.CLIENT:
+                    _bookkeep(run, self.breakers.record_failure, target)
+        finally:
+            if run.hold is not None:  # interrupted mid-call: bill what was generated
+                inputs = request_input_tokens(continuation(run.request, run.shown_text()))
+                self._settle(run, cost_usd(pricing, inputs, run.chunks))
         raise AllTargetsFailed(route.name, run.attempts)
 
     def _skip_reason(
@@ -289,16 +301,34 @@ class Router:
             return None
         if _bookkeep(run, self.breakers.allow, target) is False:
             return "circuit open"
-        if pricing is not None:
-            return self.ledger.check(
-                run.route, pricing, continuation(run.request, run.shown_text())
-            )
+        return self._reserve(run, pricing)
+
+    def _reserve(self, run: _Run, pricing: Pricing | None) -> str | None:
+        """Set aside this call's worst case in the route's budget; why the target must be
+        skipped when that does not fit. Free targets need nothing."""
+        if pricing is None:
+            return None
+        request = continuation(run.request, run.shown_text())
+        ttl = max(0.0, run.deadline - self._clock()) + HOLD_GRACE
+        held = _bookkeep(run, lambda: self.ledger.reserve(run.route, pricing, request, ttl=ttl))
+        if isinstance(held, str):
+            return held
+        run.hold = held
         return None
 
+    def _settle(self, run: _Run, usd: float) -> None:
+        """Book what one call cost, in place of its hold (when the route has one)."""
+        hold, run.hold = run.hold, None
+        if hold is not None:
+            _bookkeep(run, self.ledger.settle, hold, usd)
+        elif usd > 0:
+            _bookkeep(run, self.ledger.record, run.route.name, usd)
+
     async def _visit(
-        self, run: _Run, target: Target, pricing: Pricing | None
+        self, run: _Run, target: Target, pricing: Pricing | None, managed: bool
     ) -> BackendError | None:
-        """Use one target, with its retries. None when it answered, else the last failure."""
+        """Use one target, with its retries. None when it answered, else the last failure.
+        Each try of a paid target is reserved in the route's budget and settled after it."""
         retries_done = 0
         while True:
             request = continuation(run.request, run.shown_text())
@@ -317,8 +347,10 @@ class Router:
             )  # fmt: skip
             # The provider billed what it streamed before dying; a refusal before any
             # output (429, 5xx, auth) is not billed.
-            if generated:
-                run.cost += cost_usd(pricing, request_input_tokens(request), generated)
+            billed = cost_usd(pricing, request_input_tokens(request), generated) if generated else 0
+            run.cost += billed
+            if managed:
+                self._settle(run, billed)
             if shown_here:
                 run.shown += run.text
                 run.shown_tokens += generated
@@ -336,7 +368,14 @@ class Router:
                     f"in {decision.wait:.1f} s ({decision.reason})"
                 )
                 await self._sleep(decision.wait)
-                continue
+                # The retry is a call of its own: it must fit what is left of the budget
+                # now (other queries may have spent or reserved it meanwhile).
+                over = self._reserve(run, pricing) if managed else None
+                if over is None:
+                    continue
+                run.event(f"· {target.name}: no retry, {over}")
+                run.failed_over_from.append(target.name)
+                return error
             if not shown_here:
                 run.event(f"✗ {target.name}: {error}")
             run.failed_over_from.append(target.name)
@@ -411,9 +450,10 @@ class Router:
         inputs = server_in if server_in is not None else request_input_tokens(request)
         tokens = run.shown_tokens + own
         exact = server_out is not None and not run.shown_tokens
-        cost = run.cost + cost_usd(pricing, inputs, own)
-        if managed and cost > 0:
-            _bookkeep(run, self.ledger.record, run.route.name, cost)
+        own_cost = cost_usd(pricing, inputs, own)
+        cost = run.cost + own_cost
+        if managed:
+            self._settle(run, own_cost)
         latency = end - run.started
         first = run.first_text_at
         if run.request.stream and first is not None and tokens > 1 and end > first:
