@@ -120,6 +120,7 @@ class _Run:
     cost: float = 0.0
     hold: Hold | None = None  # the budget set aside for the call in flight
     note: str | None = None  # a mid-stream failover, told once the next target continues
+    untold: str | None = None  # that failure itself, told if no target continues
     # the answering call
     text: list[str] = field(default_factory=list)
     chunks: int = 0  # text chunks received (about a token each when streamed)
@@ -142,7 +143,7 @@ class _Run:
                 return
         if self.note is not None:
             self.event(f"{self.note}; continued on {target}")
-            self.note = None
+            self.note = self.untold = None
         if self.first_text_at is None:
             self.first_text_at = now
         self.text.append(text)
@@ -290,7 +291,9 @@ class Router:
             if run.hold is not None:  # interrupted mid-call: bill what was generated
                 inputs = request_input_tokens(continuation(run.request, run.shown_text()))
                 self._settle(run, cost_usd(pricing, inputs, run.chunks))
-        raise AllTargetsFailed(route.name, run.attempts)
+        if run.untold is not None:  # every failure is told once, as an event
+            run.event(run.untold)
+        raise AllTargetsFailed(route.name, run.attempts, what="route" if managed else "endpoint")
 
     def _skip_reason(
         self, run: _Run, entry: TargetEntry, target: Target, pricing: Pricing | None, managed: bool
@@ -355,6 +358,7 @@ class Router:
                 run.shown += run.text
                 run.shown_tokens += generated
                 run.note = f"↪ {target.name} failed after {generated} tokens ({error.kind.value})"
+                run.untold = f"✗ {target.name}: {error} (after {generated} tokens)"
             run.text, run.chunks, run.finish, run.usage = [], 0, None, Usage()
             decision = decide(
                 error, retries_done=retries_done, max_retries=run.route.retries,
@@ -455,8 +459,9 @@ class Router:
         if managed:
             self._settle(run, own_cost)
         latency = end - run.started
-        first = run.first_text_at
-        if run.request.stream and first is not None and tokens > 1 and end > first:
+        # A blocking answer arrives whole: its "first token" would only be the total again.
+        first = run.first_text_at if run.request.stream else None
+        if first is not None and tokens > 1 and end > first:
             rate = (tokens - 1) / (end - first)
         else:
             rate = tokens / latency if latency > 0 else 0.0
