@@ -92,9 +92,12 @@ def _names(names: Collection[str]) -> str:
 
 
 class _Rules:
-    def __init__(self, manifest: Manifest, broken: Collection[tuple[str, str]]) -> None:
+    def __init__(
+        self, manifest: Manifest, broken: Collection[tuple[str, str]], dropped: Collection[Loc]
+    ) -> None:
         self.m = manifest
         self.broken = set(broken)
+        self.dropped = set(dropped)
 
     def is_broken(self, section: str, name: str) -> bool:
         return (section, name) in self.broken or (section, "*") in self.broken
@@ -333,7 +336,8 @@ class _Rules:
             why += f"; {excluded} declared target(s) not allowed in the {privacy} tier"
         checked.route_targets[name] = names
         checked.route_reasons[name] = why
-        if not names and not any(self.is_broken(s, "*") for s in ("servers", "endpoints")):
+        given = ("routes", name, "targets") in self.dropped  # written, but invalid
+        if not names and not given and not any(self.is_broken(s, "*") for s in SECTIONS[1:3]):
             checked.problems.append(
                 Problem(
                     ("routes", name),
@@ -422,10 +426,13 @@ def _allowed(privacy: Privacy, tier: str) -> bool:
     return True
 
 
-def check(manifest: Manifest, broken: Collection[tuple[str, str]] = ()) -> Checked:
+def check(
+    manifest: Manifest, broken: Collection[tuple[str, str]] = (), dropped: Collection[Loc] = ()
+) -> Checked:
     """Apply every rule; ``broken`` names (section, entry) pairs (entry ``*``: the whole
-    section) that failed earlier validation, so references to them are not reported again."""
-    rules = _Rules(manifest, broken)
+    section) that failed earlier validation, so references to them are not reported again;
+    ``dropped`` the locations of values that failed (their defaults stand in for them)."""
+    rules = _Rules(manifest, broken, dropped)
     checked = Checked()
     checked.problems += [*rules.models(), *rules.servers(), *rules.endpoints(), *rules.defaults()]
     rules.routes(checked)
