@@ -19,11 +19,16 @@ def _count(n: int, noun: str) -> str:
     help="Manifest to check (default: $BATUTA_FILE, else ./batuta.yaml).",
 )
 def validate(file: str | None) -> int:
-    """Check batuta.yaml and report every error, one per line as FILE:LINE:COL: path: message."""
+    """Check batuta.yaml and report every error, one per line as FILE:LINE:COL: path: message.
+
+    Besides the file itself, what it names on this machine is checked: model files (and
+    their GGUF quantization) and server executables. Nothing is downloaded or started.
+    """
     from batuta.manifest import ManifestError, load_manifest
+    from batuta.runtime.preflight import local_checks
 
     try:
-        loaded = load_manifest(file)
+        loaded = load_manifest(file, checks=local_checks())
     except ManifestError as exc:
         for issue in exc.issues:
             click.echo(str(issue))

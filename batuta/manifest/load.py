@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -366,6 +367,11 @@ _DROP = object()
 # are still checked; whatever a rule says about the stand-in itself is not reported.
 _STAND_IN = ""
 
+# Checks of what a manifest names on this machine (model files, executables), given by a
+# higher layer: (manifest, the manifest's folder, locations of values taken from the
+# environment, whose text must not be shown) -> problems.
+LocalCheck = Callable[[Manifest, Path, Collection[Loc]], Iterable[Problem]]
+
 
 def _without(node: Any, loc: Loc) -> Any:
     """A copy of ``node`` without the value at ``loc``; _DROP when ``node`` itself must go
@@ -443,11 +449,19 @@ def _fill(data: dict[str, Any], loc: Loc) -> bool:
     return True
 
 
-def validate_text(text: str, file: str, env: Mapping[str, str] | None = None) -> Validated:
+def validate_text(
+    text: str,
+    file: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    checks: LocalCheck | None = None,
+    base_dir: Path | None = None,
+) -> Validated:
     """Read and validate manifest text; ``file`` is the name issues carry.
 
     Every problem is reported, each once: the schema's and the models' (deduplicated),
-    then the rules' on what remains valid, except those that only restate an earlier one.
+    then the rules' and ``checks``' (what the manifest names on this machine, relative to
+    ``base_dir``) on what remains valid, except those that only restate an earlier one.
     """
     doc = read_document(text, env)
     problems = list(doc.problems)
@@ -471,6 +485,8 @@ def validate_text(text: str, file: str, env: Mapping[str, str] | None = None) ->
         if manifest is not None:
             checked = check(manifest, broken, dropped=bad)
             later = list(checked.problems)
+            if checks is not None:
+                later += checks(manifest, base_dir or Path.cwd(), doc.interpolated)
             # A rule about a field that already failed (or about its entry's budget,
             # tier, ...) would only repeat the first complaint in other words.
             problems += [

@@ -69,6 +69,11 @@ def looks_like_secret(value: str) -> bool:
     return len(value) > 64 or (len(value) >= 24 and has_lower and has_digit)
 
 
+def known_quantization(quantization: str) -> bool:
+    """Whether some backend of the catalogue knows ``quantization`` (case-insensitive)."""
+    return quantization.upper() in _KNOWN_QUANTS
+
+
 def quantization_supported(backend: Backend, quantization: str) -> bool:
     """Whether ``backend`` loads models quantized as ``quantization`` (case-insensitive)."""
     return quantization.upper() in {q.upper() for q in backend.capabilities.quantization}
