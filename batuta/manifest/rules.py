@@ -39,6 +39,10 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Prefixes of real providers' keys; a value starting with one is a key, not a variable name.
 _KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "r8_", "fw_", "pk-", "AKIA", "AIza", "ghp_")
 _KNOWN_QUANTS = {q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization}
+_KEY_ITSELF = (
+    "this looks like an API key itself (not shown): keys never go in the manifest; put the"
+    " key in an environment variable and name that variable"
+)
 _EXTENSIONS = {".gguf": "gguf", ".safetensors": "safetensors", ".onnx": "onnx", ".bin": "pytorch"}
 
 
@@ -89,6 +93,17 @@ def _localhost_name(loc: Loc, url: str) -> Iterator[Problem]:
             f"{host} does not resolve to this machine here (this system's resolver does not"
             " answer *.localhost names): use localhost or 127.0.0.1",
             at_value=True,
+        )
+
+
+def _server_key(loc: Loc, env: str, backend: Backend | None) -> Iterator[Problem]:
+    if looks_like_secret(env):
+        yield Problem(loc, _KEY_ITSELF)
+    elif backend is not None and backend.local and not backend.server_key:
+        yield Problem(
+            loc,
+            f"batuta does not know how to give {backend.display} an API key: pass it with"
+            " args: or env: instead",
         )
 
 
@@ -183,6 +198,8 @@ class _Rules:
                     yield Problem((*loc, "env", var), "is not a valid environment variable name")
             if server.ready_timeout <= 0:
                 yield Problem((*loc, "ready_timeout"), "must be longer than 0s")
+            if server.api_key_env is not None:
+                yield from _server_key((*loc, "api_key_env"), server.api_key_env, backend)
 
     def _server_model(self, name: str, ref: str, backend: Backend | None) -> Iterator[Problem]:
         loc: Loc = ("servers", name, "model")
@@ -234,11 +251,7 @@ class _Rules:
                 else:
                     yield from _localhost_name((*loc, "base_url"), endpoint.base_url)
             if endpoint.api_key_env is not None and looks_like_secret(endpoint.api_key_env):
-                yield Problem(
-                    (*loc, "api_key_env"),
-                    "this looks like an API key itself (not shown): keys never go in the"
-                    " manifest; put the key in an environment variable and name that variable",
-                )
+                yield Problem((*loc, "api_key_env"), _KEY_ITSELF)
             if endpoint.pricing is not None and min(endpoint.pricing) < 0:
                 yield Problem((*loc, "pricing"), "prices cannot be negative")
             if backend is None:
