@@ -440,10 +440,8 @@ def _fill(data: dict[str, Any], loc: Loc) -> bool:
     if len(loc) != 3 or loc[0] not in SECTIONS:
         return False
     section = data.get(str(loc[0]))
-    if not isinstance(section, dict):
-        return False
-    entry = section.get(str(loc[1]))
-    if not isinstance(entry, dict) or not entry or loc[2] in entry:
+    entry = section.get(str(loc[1])) if isinstance(section, dict) else None
+    if not isinstance(section, dict) or not isinstance(entry, dict):
         return False
     section[str(loc[1])] = {**entry, str(loc[2]): _STAND_IN}
     return True

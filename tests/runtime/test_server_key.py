@@ -68,6 +68,7 @@ servers:
         ("llamacpp", "SRV_KEY", None),
         ("ollama", "SRV_KEY", "batuta does not know how to give Ollama an API key"),
         ("llamacpp", "sk-abcdefghijklmnopqrstuvwxyz012345", "looks like an API key itself"),
+        ("llamacpp", "gsk_abcdefghijklmnopqrstuvwxyz012345", "looks like an API key itself"),
         ("llamacpp", "'not a name'", "must be the name of an environment variable"),
     ],
 )
