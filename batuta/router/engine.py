@@ -5,11 +5,11 @@ the route's budget cannot hold the call's worst case (reserved before each call 
 target and settled to the actual cost after it), or when the deadline has passed; otherwise
 call it through its adapter, streaming text to ``on_text`` as it arrives. A failure is
 retried or passed to the next target as :mod:`batuta.router.failover` decides; a target
-that cannot be used
-at all (its adapter raises a non-backend BatutaError, such as a missing optional extra) is
-one failed attempt, never retried, and the route goes on. When a stream dies after
-text was shown, the next target receives that text as ``assistant_prefix`` and continues
-it, so the user reads one answer; ``failed_over_from`` and an ``on_event`` line say so.
+that cannot be used at all (its adapter raises a non-backend BatutaError, such as a
+missing optional extra) is one failed attempt, never retried, and the route goes on. Every
+failure is told once through ``on_event``. When a stream dies after text was shown, the
+next target receives that text as ``assistant_prefix`` and continues it, so the user reads
+one answer; ``failed_over_from`` and an ``on_event`` line say so.
 
 One shared ``httpx.AsyncClient`` (connection pooling) serves every call; nothing is
 probed before a query, failures are handled as they come.
