@@ -174,6 +174,10 @@ class Backend:
             return False
         return not base_url or base_url.rstrip("/") == self.base_url.rstrip("/")
 
+    # How a server of this backend is told to require an API key, per launcher (the
+    # executable, or the Python module run): "--flag" (followed by the key) or "env:NAME".
+    server_key: tuple[tuple[str, str], ...] = ()
+
     def url(self, port: int | None = None, host: str = "127.0.0.1") -> str:
         """Base URL of this backend; local ones on ``port`` (or their default)."""
         if self.local:
@@ -185,6 +189,11 @@ class Backend:
         import shutil  # pulls in bz2/lzma: keep it off the start-up path
 
         return shutil.which(self.executable) if self.executable else None
+
+    def key_form(self, launcher: str) -> str | None:
+        """How ``launcher`` (an executable or module name) takes the key a server requires:
+        ``--flag`` or ``env:NAME``; None when batuta knows no way."""
+        return dict(self.server_key).get(launcher)
 
     def key_is_set(self) -> bool | None:
         """Whether the API key variable is set (None when the backend takes no key)."""
@@ -213,6 +222,7 @@ def _local(
     protocol: str = "openai",
     adapter: str = _OPENAI_ADAPTER,
     api_key_env: str | None = None,
+    server_key: tuple[tuple[str, str], ...] = (),
     dialect: Dialect | None = None,
     max_context: int = 32768,
     embeddings: bool = True,
@@ -244,6 +254,7 @@ def _local(
         default_port=port,
         health_path=health,
         api_key_env=api_key_env,
+        server_key=server_key,
         executable=executable,
         install_hint=install,
         dialect=dialect or Dialect(),
@@ -328,11 +339,14 @@ CATALOGUE: dict[str, Backend] = {
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=8080,
                health="/health", executable="llama-server", api_key_env="LLAMA_API_KEY",
                dialect=Dialect(continues_by_prompt=True),
+               server_key=(("llama-server", "env:LLAMA_API_KEY"),
+                           ("llama_cpp.server", "--api_key")),
                install="pip install 'batuta[llamacpp]' (or put llama-server on PATH)"),
         _local("localai", S.LOCALAI, "LocalAI", language="Go", feature="OpenAI-compatible",
                group="gguf_based", formats=(F.GGUF, F.SAFETENSORS), quants=GGUF_QUANTS,
                port=8080, health="/readyz", executable="local-ai",
-               api_key_env="LOCALAI_API_KEY", install="see https://localai.io/basics/getting_started/"),
+               api_key_env="LOCALAI_API_KEY", server_key=(("local-ai", "env:LOCALAI_API_KEY"),),
+               install="see https://localai.io/basics/getting_started/"),
         _local("gpt4all", S.GPT4ALL, "GPT4All", language="C++", feature="Desktop app",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=4891,
                health="/v1/models", executable=None, embeddings=False, tools=False,
@@ -351,7 +365,7 @@ CATALOGUE: dict[str, Backend] = {
                group="python_based", formats=(F.PYTORCH, F.SAFETENSORS, F.GGUF),
                quants=(*_NO_K_QUANTS, "FP8", "AWQ", "GPTQ"), port=8000, health="/health",
                executable="vllm", api_key_env="VLLM_API_KEY", batch=True,
-               install="pip install vllm"),
+               server_key=(("vllm", "env:VLLM_API_KEY"),), install="pip install vllm"),
         _local("tgi", S.TGI, "TGI", language="Rust/Py", feature="HF official server",
                group="python_based", formats=(F.SAFETENSORS, F.PYTORCH), quants=_HF_QUANTS,
                port=3000, health="/health", executable="text-generation-launcher",

@@ -127,11 +127,21 @@ class Attempt:
 
 
 class AllTargetsFailed(RoutingError):
-    """Every target of the route failed; ``attempts`` says how each one did."""
+    """Every target of the route failed; ``attempts`` says how each one did. ``what`` is
+    ``endpoint`` when a bare endpoint (no route) was asked."""
 
-    def __init__(self, route: str, attempts: list[Attempt]) -> None:
+    def __init__(self, route: str, attempts: list[Attempt], *, what: str = "route") -> None:
         self.route = route
         self.attempts = attempts
-        lines = [f"route {route!r}: every target failed"]
-        lines += [f"  {a.target}: {a.error}" for a in attempts]
-        super().__init__("\n".join(lines))
+        self.what = what
+        super().__init__(
+            "\n".join([self.headline, *(f"  {a.target}: {a.error}" for a in attempts)])
+        )
+
+    @property
+    def headline(self) -> str:
+        """The first line: what failed, without the attempts."""
+        if self.what == "route":
+            return f"route {self.route!r}: every target failed"
+        tries = len(self.attempts)
+        return f"endpoint {self.route!r} failed ({tries} attempt{'' if tries == 1 else 's'})"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
+from batuta._util.http import LoopbackDirectTransport
 from batuta.backends.types import InferenceRequest, Target, Usage
 from batuta.benchmark.arrivals import Clock, Sleep, arrival_offsets, check_rate, open_offsets, paced
 from batuta.benchmark.metrics import BenchOptionError, RequestRecord, summarize
@@ -326,12 +327,12 @@ class _KeepAliveTransport(httpx.AsyncBaseTransport):
 
 def _client() -> httpx.AsyncClient:
     # No pool limit: the benchmark's own cap is the only one (vLLM's connector does the
-    # same). Loopback never goes through a proxy.
+    # same). Loopback (as the privacy check defines it) never goes through a proxy.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(None, connect=10.0),
-        transport=_KeepAliveTransport(httpx.AsyncHTTPTransport(limits=limits)),
-        mounts={"all://127.0.0.1": None, "all://localhost": None},
+        transport=_KeepAliveTransport(LoopbackDirectTransport(limits)),
+        trust_env=False,
     )
 
 

@@ -33,12 +33,15 @@ def _count(n: int, noun: str) -> str:
 def validate(file: str | None, as_json: bool) -> int:
     """Check batuta.yaml and report every error, one per line as FILE:LINE:COL: path: message.
 
+    Besides the file itself, what it names on this machine is checked: model files (and
+    their GGUF quantization) and server executables. Nothing is downloaded or started.
     Exits 1 when there is any error (with --json too).
     """
     from batuta.manifest import ManifestError, load_manifest
+    from batuta.runtime.preflight import local_checks
 
     try:
-        loaded = load_manifest(file)
+        loaded = load_manifest(file, checks=local_checks())
     except ManifestError as exc:
         if as_json:
             click.echo(_issues_json(exc.issues))

@@ -143,7 +143,7 @@ async def _answer(
 ) -> int:
     """Ask, then render; all inside the event loop. (Rendering after ``asyncio.run`` would
     work the same, but CPython 3.11 stops tracing that frame, which hides it from coverage.)"""
-    from batuta.errors import AllTargetsFailed, BatutaError
+    from batuta.errors import AllTargetsFailed, BatutaError, RoutingError
     from batuta.router.engine import Router
 
     try:
@@ -163,7 +163,9 @@ async def _answer(
         if screen.as_json:
             click.echo(_as_json(None, screen.events, exc))
             return 1
-        raise
+        # Each attempt was already printed as it happened (✗ / ↻ / · lines): say only
+        # what failed, rather than every error a second time.
+        raise RoutingError(exc.headline) from None
     except BatutaError:
         screen.end_text()
         raise

@@ -25,6 +25,7 @@ from batuta._util.paths import DEFAULT_FILE, manifest_path, normalize_manifest, 
 from batuta.errors import ManifestError, ManifestIssue
 
 if TYPE_CHECKING:
+    from batuta.manifest.load import LocalCheck
     from batuta.manifest.model import Manifest
 
 __all__ = [
@@ -120,13 +121,22 @@ def load_text(
     *,
     display: str | None = None,
     env: Mapping[str, str] | None = None,
+    checks: LocalCheck | None = None,
 ) -> LoadedManifest:
-    """Validate manifest ``text`` as if read from ``path``; ManifestError lists every issue."""
+    """Validate manifest ``text`` as if read from ``path``; ManifestError lists every issue.
+    ``checks`` also looks at what the manifest names on this machine (see
+    :func:`batuta.runtime.preflight.local_checks`)."""
     from batuta.manifest.load import dotted, validate_text
 
     environ = os.environ if env is None else env
     file = normalize_manifest(path)
-    result = validate_text(text, display or os.fspath(path), environ)
+    result = validate_text(
+        text,
+        display or os.fspath(path),
+        environ,
+        checks=checks,
+        base_dir=Path(path).expanduser().absolute().parent,
+    )
     if result.issues or result.manifest is None or result.checked is None:
         raise ManifestError(result.issues)
     return LoadedManifest(
@@ -143,21 +153,27 @@ def load_text(
 
 
 def load_manifest(
-    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    checks: LocalCheck | None = None,
 ) -> LoadedManifest:
     """Load and validate the manifest (see :func:`manifest_path`); raises ManifestError with
     every issue found, each pointing at FILE:LINE:COL."""
     file, display = manifest_path(path, env)
     # The path as named: the state directory goes beside it (see state_dir_for).
-    return load_text(_read(file, display), display, display=display, env=env)
+    return load_text(_read(file, display), display, display=display, env=env, checks=checks)
 
 
 def validate_file(
-    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    checks: LocalCheck | None = None,
 ) -> list[ManifestIssue]:
     """Every issue in the manifest; empty when it is valid."""
     try:
-        load_manifest(path, env=env)
+        load_manifest(path, env=env, checks=checks)
     except ManifestError as exc:
         return exc.issues
     return []

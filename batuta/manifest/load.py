@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -362,6 +363,14 @@ def _pydantic_problem(data: Any, error: Any, hidden: set[Loc]) -> Problem:
 
 
 _DROP = object()
+# Stands in for a required value that is missing or invalid, so the entry's other fields
+# are still checked; whatever a rule says about the stand-in itself is not reported.
+_STAND_IN = ""
+
+# Checks of what a manifest names on this machine (model files, executables), given by a
+# higher layer: (manifest, the manifest's folder, locations of values taken from the
+# environment, whose text must not be shown) -> problems.
+LocalCheck = Callable[[Manifest, Path, Collection[Loc]], Iterable[Problem]]
 
 
 def _without(node: Any, loc: Loc) -> Any:
@@ -383,9 +392,11 @@ def _best_effort(
 ) -> tuple[Manifest | None, set[tuple[str, str]]]:
     """The manifest without what failed, so the rules can still check everything else.
 
-    A failing field is dropped (its default applies); an entry that is still invalid then
-    (a required field went) is dropped whole, and so is a section. ``broken`` names the
-    dropped entries (``*`` for a whole section) so rules do not report references to them.
+    A failing field is dropped (its default applies), in an entry or in ``defaults:``; a
+    required value that is missing or failed gets a stand-in, so the entry's other fields
+    are still checked. Only what is not a mapping at all is dropped whole (an entry, or a
+    section). ``broken`` names the dropped entries (``*`` for a whole section) so rules do
+    not report references to them.
     """
     from pydantic import ValidationError
 
@@ -401,6 +412,10 @@ def _best_effort(
         elif head in SECTIONS and isinstance(section, dict) and len(loc) > 1:
             section.pop(str(loc[1]), None)
             broken.add((head, str(loc[1])))
+        elif head not in SECTIONS and isinstance(section, dict) and len(loc) > 1:
+            # defaults: only the failing field goes, so its other fields are still checked
+            rest = _without(section, loc[1:])
+            pruned[head] = {} if rest is _DROP else rest
         else:
             pruned.pop(head, None)
             if head in SECTIONS:
@@ -408,17 +423,44 @@ def _best_effort(
 
     for loc in bad:
         drop(loc)  # never the root: a root that is not a mapping stops before validation
-    for _ in range(3):
+    for _ in range(4):
         try:
             return Manifest.model_validate(pruned), broken
         except ValidationError as exc:
             for error in exc.errors():
-                drop(tuple(error["loc"])[:2])
-    return None, broken  # pragma: no cover - two rounds drop every failing entry
+                loc = tuple(error["loc"])
+                if not (error["type"] == "missing" and _fill(pruned, loc)):
+                    drop(loc[:2])
+    return None, broken  # pragma: no cover - three rounds drop every failing entry
 
 
-def validate_text(text: str, file: str, env: Mapping[str, str] | None = None) -> Validated:
-    """Read and validate manifest text; ``file`` is the name issues carry."""
+def _fill(data: dict[str, Any], loc: Loc) -> bool:
+    """Put a stand-in where an entry lacks a required value (``servers.x.model``); False
+    when ``loc`` is not such a place (the entry itself is not a mapping, say)."""
+    if len(loc) != 3 or loc[0] not in SECTIONS:
+        return False
+    section = data.get(str(loc[0]))
+    entry = section.get(str(loc[1])) if isinstance(section, dict) else None
+    if not isinstance(section, dict) or not isinstance(entry, dict):
+        return False
+    section[str(loc[1])] = {**entry, str(loc[2]): _STAND_IN}
+    return True
+
+
+def validate_text(
+    text: str,
+    file: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    checks: LocalCheck | None = None,
+    base_dir: Path | None = None,
+) -> Validated:
+    """Read and validate manifest text; ``file`` is the name issues carry.
+
+    Every problem is reported, each once: the schema's and the models' (deduplicated),
+    then the rules' and ``checks``' (what the manifest names on this machine, relative to
+    ``base_dir``) on what remains valid, except those that only restate an earlier one.
+    """
     doc = read_document(text, env)
     problems = list(doc.problems)
     manifest: Manifest | None = None
@@ -439,13 +481,14 @@ def validate_text(text: str, file: str, env: Mapping[str, str] | None = None) ->
         bad = [p.loc for p in found] + sorted(unresolved, key=str)
         manifest, broken = _best_effort(doc.data, bad)
         if manifest is not None:
-            checked = check(manifest, broken)
+            checked = check(manifest, broken, dropped=bad)
+            later = list(checked.problems)
+            if checks is not None:
+                later += checks(manifest, base_dir or Path.cwd(), doc.interpolated)
             # A rule about a field that already failed (or about its entry's budget,
             # tier, ...) would only repeat the first complaint in other words.
             problems += [
-                p
-                for p in checked.problems
-                if not any(len(p.loc) > 2 and _related(p.loc, b) for b in bad)
+                p for p in later if not any(len(p.loc) > 2 and _related(p.loc, b) for b in bad)
             ]
     issues: dict[tuple[int, int, str, str], ManifestIssue] = {}
     for p in problems:

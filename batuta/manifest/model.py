@@ -117,6 +117,12 @@ class Server(_Strict):
     restart: Literal["always", "on-failure", "never"] = "on-failure"
     executable: str | None = Field(default=None, description="path of the server executable")
     ready_timeout: Duration = 120.0
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the variable holding the key the server is to require; batuta"
+        " passes it to the engine and sends it with every request",
+    )
 
 
 class Endpoint(_Strict):

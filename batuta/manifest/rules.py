@@ -12,12 +12,12 @@ already reported as broken are skipped, so one mistake gives one message.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from batuta._util.net import host_of, is_localhost_name, is_loopback, resolves_to_loopback
 from batuta.catalogue import (
     ALIASES,
     CATALOGUE,
@@ -39,6 +39,10 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Prefixes of real providers' keys; a value starting with one is a key, not a variable name.
 _KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "r8_", "fw_", "pk-", "AKIA", "AIza", "ghp_")
 _KNOWN_QUANTS = {q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization}
+_KEY_ITSELF = (
+    "this looks like an API key itself (not shown): keys never go in the manifest; put the"
+    " key in an environment variable and name that variable"
+)
 _EXTENSIONS = {".gguf": "gguf", ".safetensors": "safetensors", ".onnx": "onnx", ".bin": "pytorch"}
 
 
@@ -69,19 +73,38 @@ def looks_like_secret(value: str) -> bool:
     return len(value) > 64 or (len(value) >= 24 and has_lower and has_digit)
 
 
+def known_quantization(quantization: str) -> bool:
+    """Whether some backend of the catalogue knows ``quantization`` (case-insensitive)."""
+    return quantization.upper() in _KNOWN_QUANTS
+
+
 def quantization_supported(backend: Backend, quantization: str) -> bool:
     """Whether ``backend`` loads models quantized as ``quantization`` (case-insensitive)."""
     return quantization.upper() in {q.upper() for q in backend.capabilities.quantization}
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _localhost_name(loc: Loc, url: str) -> Iterator[Problem]:
+    # foo.localhost is this machine by the loopback rule, so it is sent directly (never
+    # through a proxy); where the resolver does not know such names it cannot be reached.
+    host = host_of(url)
+    if is_localhost_name(host) and host != "localhost" and not resolves_to_loopback(host):
+        yield Problem(
+            loc,
+            f"{host} does not resolve to this machine here (this system's resolver does not"
+            " answer *.localhost names): use localhost or 127.0.0.1",
+            at_value=True,
+        )
+
+
+def _server_key(loc: Loc, env: str, backend: Backend | None) -> Iterator[Problem]:
+    if looks_like_secret(env):
+        yield Problem(loc, _KEY_ITSELF)
+    elif backend is not None and backend.local and not backend.server_key:
+        yield Problem(
+            loc,
+            f"batuta does not know how to give {backend.display} an API key: pass it with"
+            " args: or env: instead",
+        )
 
 
 def _names(names: Collection[str]) -> str:
@@ -89,9 +112,12 @@ def _names(names: Collection[str]) -> str:
 
 
 class _Rules:
-    def __init__(self, manifest: Manifest, broken: Collection[tuple[str, str]]) -> None:
+    def __init__(
+        self, manifest: Manifest, broken: Collection[tuple[str, str]], dropped: Collection[Loc]
+    ) -> None:
         self.m = manifest
         self.broken = set(broken)
+        self.dropped = set(dropped)
 
     def is_broken(self, section: str, name: str) -> bool:
         return (section, name) in self.broken or (section, "*") in self.broken
@@ -179,6 +205,8 @@ class _Rules:
                     yield Problem((*loc, "env", var), "is not a valid environment variable name")
             if server.ready_timeout <= 0:
                 yield Problem((*loc, "ready_timeout"), "must be longer than 0s")
+            if server.api_key_env is not None:
+                yield from _server_key((*loc, "api_key_env"), server.api_key_env, backend)
 
     def _server_model(self, name: str, ref: str, backend: Backend | None) -> Iterator[Problem]:
         loc: Loc = ("servers", name, "model")
@@ -227,12 +255,10 @@ class _Rules:
                 url = urlsplit(endpoint.base_url)
                 if url.scheme not in ("http", "https") or not url.netloc:
                     yield Problem((*loc, "base_url"), "must be an http:// or https:// URL")
+                else:
+                    yield from _localhost_name((*loc, "base_url"), endpoint.base_url)
             if endpoint.api_key_env is not None and looks_like_secret(endpoint.api_key_env):
-                yield Problem(
-                    (*loc, "api_key_env"),
-                    "this looks like an API key itself (not shown): keys never go in the"
-                    " manifest; put the key in an environment variable and name that variable",
-                )
+                yield Problem((*loc, "api_key_env"), _KEY_ITSELF)
             if endpoint.pricing is not None and min(endpoint.pricing) < 0:
                 yield Problem((*loc, "pricing"), "prices cannot be negative")
             if backend is None:
@@ -301,7 +327,7 @@ class _Rules:
         if endpoint is None or backend is None:
             return None
         if backend.local:
-            if endpoint.base_url and _is_loopback(endpoint.base_url):
+            if endpoint.base_url and is_loopback(endpoint.base_url):
                 return Privacy.LOCAL, "a server on this machine"
             return Privacy.DEDICATED, f"a server on another machine ({backend.key})"
         if backend.privacy is Privacy.DEDICATED:
@@ -343,7 +369,8 @@ class _Rules:
             why += f"; {excluded} declared target(s) not allowed in the {privacy} tier"
         checked.route_targets[name] = names
         checked.route_reasons[name] = why
-        if not names and not any(self.is_broken(s, "*") for s in ("servers", "endpoints")):
+        given = ("routes", name, "targets") in self.dropped  # written, but invalid
+        if not names and not given and not any(self.is_broken(s, "*") for s in SECTIONS[1:3]):
             checked.problems.append(
                 Problem(
                     ("routes", name),
@@ -432,10 +459,13 @@ def _allowed(privacy: Privacy, tier: str) -> bool:
     return True
 
 
-def check(manifest: Manifest, broken: Collection[tuple[str, str]] = ()) -> Checked:
+def check(
+    manifest: Manifest, broken: Collection[tuple[str, str]] = (), dropped: Collection[Loc] = ()
+) -> Checked:
     """Apply every rule; ``broken`` names (section, entry) pairs (entry ``*``: the whole
-    section) that failed earlier validation, so references to them are not reported again."""
-    rules = _Rules(manifest, broken)
+    section) that failed earlier validation, so references to them are not reported again;
+    ``dropped`` the locations of values that failed (their defaults stand in for them)."""
+    rules = _Rules(manifest, broken, dropped)
     checked = Checked()
     checked.problems += [*rules.models(), *rules.servers(), *rules.endpoints(), *rules.defaults()]
     rules.routes(checked)

@@ -1,9 +1,13 @@
 """Cost budget of a route: prices, estimates, and the daily spend ledger.
 
 A route may cap what it spends per UTC day (``daily_usd``) and per request
-(``per_request_usd``). Before a paid target is used the router asks :meth:`SpendLedger.check`;
-after it answers the router records the cost from the server's usage counts. Spend lives
-in ``.batuta/spend.json`` (per route, per UTC day; locked, atomic, fsynced) so limits hold
+(``per_request_usd``). Before each call to a paid target the router reserves the call's
+worst case (estimated input + ``max_tokens`` at the target's price) with
+:meth:`SpendLedger.reserve`, which refuses when the limit would be exceeded; after the call,
+answered or failed, :meth:`SpendLedger.settle` replaces the reservation by the actual cost
+(the server's usage counts, or the text streamed before a failure). Both happen under the
+spend file's lock, so concurrent queries cannot overshoot together. Spend lives in
+``.batuta/spend.json`` (per route, per UTC day; locked, atomic, fsynced) so limits hold
 across CLI runs. Local targets are free and never consult the ledger.
 """
 
@@ -11,7 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,13 +72,39 @@ def usage_cost(
     return cost_usd(pricing, inp, out)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Budget set aside for one call in flight: its worst case, until it is settled."""
+
+    id: str
+    route: str
+    day: str
+    usd: float
+
+
+def _amount(value: Any) -> float:
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return amount if math.isfinite(amount) and amount > 0 else 0.0
+
+
 class SpendLedger:
-    """Spend per route per UTC day, in ``path`` when given (else in memory)."""
+    """Spend per route per UTC day, in ``path`` when given (else in memory).
+
+    A route with a daily limit reserves before it calls a paid target: under the file's
+    lock, the call's worst case is added to what is held for calls in flight when
+    spent + held + worst stays within the limit (:meth:`reserve`); after the call the hold
+    is replaced by the actual cost (:meth:`settle`). Concurrent queries, in this process
+    or others, therefore never overshoot the limit by more than what servers bill beyond
+    the estimate. A hold whose query died without settling lapses after its ``ttl``.
+    """
 
     def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time):
         self.path = path
         self._clock = clock
-        self._days: dict[str, Any] = {}
+        self._data: dict[str, Any] = {}
 
     def today(self) -> str:
         """The current UTC day, as the ledger keys it."""
@@ -80,17 +112,56 @@ class SpendLedger:
 
     def _load(self) -> dict[str, Any]:
         if self.path is not None:
-            days = read_json(self.path).get("days")
-            self._days = days if isinstance(days, dict) else {}
-        return self._days
+            self._data = read_json(self.path)
+        return self._data
+
+    def _change(self, change: Callable[[dict[str, Any], dict[str, Any]], None]) -> None:
+        """Apply ``change(days, holds)`` atomically (under the file's lock when on disk)."""
+
+        def on_data(data: dict[str, Any]) -> dict[str, Any]:
+            days = data.get("days")
+            days = days if isinstance(days, dict) else {}
+            holds = self._live_holds(data)
+            change(days, holds)
+            for old in sorted(days)[:-_KEEP_DAYS]:
+                del days[old]
+            out: dict[str, Any] = {"version": 1, "days": days}
+            if holds:
+                out["holds"] = holds
+            return out
+
+        if self.path is None:
+            self._data = on_data(self._data)
+        else:
+            self._data = update_json(self.path, on_data, durable=True)
+
+    def _live_holds(self, data: dict[str, Any]) -> dict[str, Any]:
+        holds = data.get("holds")
+        now = self._clock()
+        return {
+            key: hold
+            for key, hold in (holds.items() if isinstance(holds, dict) else ())
+            if isinstance(hold, dict) and _amount(hold.get("until")) > now
+        }
+
+    @staticmethod
+    def _spent(days: dict[str, Any], day: str, route: str) -> float:
+        entry = days.get(day)
+        return _amount(entry.get(route)) if isinstance(entry, dict) else 0.0
 
     def spent_today(self, route: str) -> float:
-        """USD recorded for ``route`` today (UTC)."""
-        day = self._load().get(self.today())
-        try:
-            return float(day.get(route, 0.0)) if isinstance(day, dict) else 0.0
-        except (TypeError, ValueError):
-            return 0.0
+        """USD recorded for ``route`` today (UTC); calls in flight are not counted."""
+        days = self._load().get("days")
+        return self._spent(days if isinstance(days, dict) else {}, self.today(), route)
+
+    def held_today(self, route: str) -> float:
+        """USD set aside today for ``route``'s paid calls still in flight."""
+        today = self.today()
+        return sum(
+            _amount(h.get("usd"))
+            for h in self._live_holds(self._load()).values()
+            if h.get("route") == route and h.get("day") == today
+        )
 
     def record(self, route: str, usd: float) -> None:
         """Add ``usd`` to today's spend of ``route``; keeps the last month only."""
@@ -98,32 +169,66 @@ class SpendLedger:
             return
         today = self.today()
 
-        def add(days: dict[str, Any]) -> dict[str, Any]:
-            day = days.get(today)
-            day = day if isinstance(day, dict) else {}
-            try:
-                day[route] = float(day.get(route, 0.0)) + usd
-            except (TypeError, ValueError):
-                day[route] = usd
-            days[today] = day
-            for old in sorted(days)[:-_KEEP_DAYS]:
-                del days[old]
-            return days
+        def add(days: dict[str, Any], holds: dict[str, Any]) -> None:
+            _add(days, today, route, usd)
 
-        if self.path is None:
-            self._days = add(self._days)
-            return
+        self._change(add)
 
-        def on_file(data: dict[str, Any]) -> dict[str, Any]:
-            days = data.get("days")
-            return {"version": 1, "days": add(days if isinstance(days, dict) else {})}
+    def reserve(
+        self,
+        route: RouteEntry,
+        pricing: Pricing | None,
+        request: InferenceRequest,
+        *,
+        ttl: float,
+    ) -> Hold | str | None:
+        """Set aside the worst case of sending ``request`` to a target at ``pricing``.
 
-        self._days = update_json(self.path, on_file, durable=True)["days"]
+        A string is why the target must be skipped (a limit would be exceeded); a
+        :class:`Hold` is the reservation to :meth:`settle` after the call; None means
+        nothing needs holding (a free target, or a route without a daily limit).
+        """
+        reason = self.check(route, pricing, request)
+        if reason is not None or pricing is None or route.daily_usd is None:
+            return reason
+        limit = route.daily_usd
+        worst = cost_usd(pricing, request_input_tokens(request), _output_estimate(request))
+        today = self.today()
+        hold = Hold(uuid.uuid4().hex, route.name, today, worst)
+        refused: list[str] = []
+
+        def take(days: dict[str, Any], holds: dict[str, Any]) -> None:
+            spent = self._spent(days, today, route.name)
+            held = sum(
+                _amount(h.get("usd"))
+                for h in holds.values()
+                if h.get("route") == route.name and h.get("day") == today
+            )
+            if spent + held + worst > limit:
+                refused.append(_over_daily(route, limit, spent, held, worst))
+                return
+            holds[hold.id] = {
+                "route": route.name, "day": today, "usd": worst, "until": self._clock() + ttl,
+            }  # fmt: skip
+
+        self._change(take)
+        return refused[0] if refused else hold
+
+    def settle(self, hold: Hold, usd: float) -> None:
+        """Replace ``hold`` by what the call actually cost (0 when nothing was billed)."""
+
+        def replace(days: dict[str, Any], holds: dict[str, Any]) -> None:
+            holds.pop(hold.id, None)
+            if usd > 0:
+                _add(days, hold.day, hold.route, usd)
+
+        self._change(replace)
 
     def check(
         self, route: RouteEntry, pricing: Pricing | None, request: InferenceRequest
     ) -> str | None:
-        """Why this paid target must be skipped for this request, or None when it may run."""
+        """Why this paid target must be skipped for this request, or None when it may run
+        (what is spent and the per-request cap; :meth:`reserve` also counts calls in flight)."""
         if pricing is None or (route.daily_usd is None and route.per_request_usd is None):
             return None
         if route.daily_usd is not None:
@@ -134,7 +239,7 @@ class SpendLedger:
                     f"its daily limit is ${route.daily_usd:.2f}"
                 )
         if route.per_request_usd is not None:
-            out = request.max_tokens if request.max_tokens is not None else DEFAULT_OUTPUT_ESTIMATE
+            out = _output_estimate(request)
             estimate = cost_usd(pricing, request_input_tokens(request), out)
             if estimate > route.per_request_usd:
                 return (
@@ -143,3 +248,22 @@ class SpendLedger:
                     f"${route.per_request_usd:g} per-request cap"
                 )
         return None
+
+
+def _output_estimate(request: InferenceRequest) -> int:
+    return request.max_tokens if request.max_tokens is not None else DEFAULT_OUTPUT_ESTIMATE
+
+
+def _add(days: dict[str, Any], day: str, route: str, usd: float) -> None:
+    entry = days.get(day)
+    entry = entry if isinstance(entry, dict) else {}
+    entry[route] = SpendLedger._spent({day: entry}, day, route) + usd
+    days[day] = entry
+
+
+def _over_daily(route: RouteEntry, limit: float, spent: float, held: float, worst: float) -> str:
+    in_flight = f" and ${held:.4f} held for queries in flight" if held > 0 else ""
+    return (
+        f"budget: this request may cost up to ${worst:.4f} here; route {route.name!r} has "
+        f"spent ${spent:.4f} today (UTC){in_flight}, its daily limit is ${limit:.2f}"
+    )

@@ -1,13 +1,15 @@
 """The router: answer one request through a route, retrying and failing over.
 
 For each target of the route, in order: skip it when its circuit breaker is open, when
-the route's budget forbids it, or when the deadline has passed; otherwise call it through
-its adapter, streaming text to ``on_text`` as it arrives. A failure is retried or passed
-to the next target as :mod:`batuta.router.failover` decides; a target that cannot be used
-at all (its adapter raises a non-backend BatutaError, such as a missing optional extra) is
-one failed attempt, never retried, and the route goes on. When a stream dies after
-text was shown, the next target receives that text as ``assistant_prefix`` and continues
-it, so the user reads one answer; ``failed_over_from`` and an ``on_event`` line say so.
+the route's budget cannot hold the call's worst case (reserved before each call to a paid
+target and settled to the actual cost after it), or when the deadline has passed; otherwise
+call it through its adapter, streaming text to ``on_text`` as it arrives. A failure is
+retried or passed to the next target as :mod:`batuta.router.failover` decides; a target
+that cannot be used at all (its adapter raises a non-backend BatutaError, such as a
+missing optional extra) is one failed attempt, never retried, and the route goes on. Every
+failure is told once through ``on_event``. When a stream dies after text was shown, the
+next target receives that text as ``assistant_prefix`` and continues it, so the user reads
+one answer; ``failed_over_from`` and an ``on_event`` line say so.
 ``max_tokens`` is a total across targets: the tokens a failed target streamed (one per
 streamed chunk, as llama.cpp and OpenAI-style servers send them) are taken off what the next
 one may generate, and when none are left the shown text is the answer.
@@ -38,6 +40,7 @@ from batuta.errors import (
 )
 from batuta.router.breaker import Breakers
 from batuta.router.budget import (
+    Hold,
     Pricing,
     SpendLedger,
     cost_usd,
@@ -67,6 +70,8 @@ T = TypeVar("T")
 
 BREAKERS_FILE = "breakers.json"
 SPEND_FILE = "spend.json"
+# A budget hold outlives its route's deadline by this much before it lapses unsettled.
+HOLD_GRACE = 60.0
 
 
 def _deadline_kwargs(adapter: Adapter, cache: dict[type, bool]) -> bool:
@@ -116,7 +121,9 @@ class _Run:
     failed_over_from: list[str] = field(default_factory=list)
     first_text_at: float | None = None
     cost: float = 0.0
+    hold: Hold | None = None  # the budget set aside for the call in flight
     note: str | None = None  # a mid-stream failover, told once the next target continues
+    untold: str | None = None  # that failure itself, told if no target continues
     # the answering call
     text: list[str] = field(default_factory=list)
     chunks: int = 0  # text chunks received (about a token each when streamed)
@@ -147,7 +154,7 @@ class _Run:
                 return
         if self.note is not None:
             self.event(f"{self.note}; continued on {target}")
-            self.note = None
+            self.note = self.untold = None
         if self.first_text_at is None:
             self.first_text_at = now
         self.text.append(text)
@@ -274,26 +281,34 @@ class Router:
     ) -> InferenceResponse:
         now = self._clock()
         run = _Run(route, request, now, now + route.timeout, on_text, on_event)
-        for index, entry in enumerate(route.targets):
-            target = entry.target()
-            pricing = pricing_for(entry)
-            reason = self._skip_reason(run, entry, target, pricing, managed)
-            if reason is not None:
-                run.attempts.append(Attempt(target.name, reason))
-                run.event(f"· {target.name} skipped: {reason}")
-                continue
-            error = await self._visit(run, target, pricing)
-            if error is None:
-                if managed:
-                    _bookkeep(run, self.breakers.record_success, target)
-                return self._answer(run, target, pricing, index, managed)
-            if managed and error.kind is not FailureKind.CLIENT:
-                _bookkeep(run, self.breakers.record_failure, target)
-            if run.spent():  # it died after its last token: nothing is left to ask for
-                run.event(f"{run.note}; the answer had reached max_tokens")
-                run.note, run.finish = None, "length"
-                return self._answer(run, target, None, index, managed)
-        raise AllTargetsFailed(route.name, run.attempts)
+        pricing: Pricing | None = None
+        try:
+            for index, entry in enumerate(route.targets):
+                target = entry.target()
+                pricing = pricing_for(entry)
+                reason = self._skip_reason(run, entry, target, pricing, managed)
+                if reason is not None:
+                    run.attempts.append(Attempt(target.name, reason))
+                    run.event(f"· {target.name} skipped: {reason}")
+                    continue
+                error = await self._visit(run, target, pricing, managed)
+                if error is None:
+                    if managed:
+                        _bookkeep(run, self.breakers.record_success, target)
+                    return self._answer(run, target, pricing, index, managed)
+                if managed and error.kind is not FailureKind.CLIENT:
+                    _bookkeep(run, self.breakers.record_failure, target)
+                if run.spent():  # it died after its last token: nothing is left to ask for
+                    run.event(f"{run.note}; the answer had reached max_tokens")
+                    run.note, run.finish, run.untold = None, "length", None
+                    return self._answer(run, target, None, index, managed)
+        finally:
+            if run.hold is not None:  # interrupted mid-call: bill what was generated
+                inputs = request_input_tokens(run.next_request())
+                self._settle(run, cost_usd(pricing, inputs, run.chunks))
+        if run.untold is not None:  # every failure is told once, as an event
+            run.event(run.untold)
+        raise AllTargetsFailed(route.name, run.attempts, what="route" if managed else "endpoint")
 
     def _skip_reason(
         self, run: _Run, entry: TargetEntry, target: Target, pricing: Pricing | None, managed: bool
@@ -304,14 +319,34 @@ class Router:
             return None
         if _bookkeep(run, self.breakers.allow, target) is False:
             return "circuit open"
-        if pricing is not None:
-            return self.ledger.check(run.route, pricing, run.next_request())
+        return self._reserve(run, pricing)
+
+    def _reserve(self, run: _Run, pricing: Pricing | None) -> str | None:
+        """Set aside this call's worst case in the route's budget; why the target must be
+        skipped when that does not fit. Free targets need nothing."""
+        if pricing is None:
+            return None
+        request = run.next_request()
+        ttl = max(0.0, run.deadline - self._clock()) + HOLD_GRACE
+        held = _bookkeep(run, lambda: self.ledger.reserve(run.route, pricing, request, ttl=ttl))
+        if isinstance(held, str):
+            return held
+        run.hold = held
         return None
 
+    def _settle(self, run: _Run, usd: float) -> None:
+        """Book what one call cost, in place of its hold (when the route has one)."""
+        hold, run.hold = run.hold, None
+        if hold is not None:
+            _bookkeep(run, self.ledger.settle, hold, usd)
+        elif usd > 0:
+            _bookkeep(run, self.ledger.record, run.route.name, usd)
+
     async def _visit(
-        self, run: _Run, target: Target, pricing: Pricing | None
+        self, run: _Run, target: Target, pricing: Pricing | None, managed: bool
     ) -> BackendError | None:
-        """Use one target, with its retries. None when it answered, else the last failure."""
+        """Use one target, with its retries. None when it answered, else the last failure.
+        Each try of a paid target is reserved in the route's budget and settled after it."""
         retries_done = 0
         while True:
             request = run.next_request()
@@ -330,12 +365,15 @@ class Router:
             )  # fmt: skip
             # The provider billed what it streamed before dying; a refusal before any
             # output (429, 5xx, auth) is not billed.
-            if generated:
-                run.cost += cost_usd(pricing, request_input_tokens(request), generated)
+            billed = cost_usd(pricing, request_input_tokens(request), generated) if generated else 0
+            run.cost += billed
+            if managed:
+                self._settle(run, billed)
             if shown_here:
                 run.shown += run.text
                 run.shown_tokens += generated
                 run.note = f"↪ {target.name} failed after {generated} tokens ({error.kind.value})"
+                run.untold = f"✗ {target.name}: {error} (after {generated} tokens)"
             run.text, run.chunks, run.finish, run.usage = [], 0, None, Usage()
             decision = decide(
                 error, retries_done=retries_done, max_retries=run.route.retries,
@@ -349,7 +387,14 @@ class Router:
                     f"in {decision.wait:.1f} s ({decision.reason})"
                 )
                 await self._sleep(decision.wait)
-                continue
+                # The retry is a call of its own: it must fit what is left of the budget
+                # now (other queries may have spent or reserved it meanwhile).
+                over = self._reserve(run, pricing) if managed else None
+                if over is None:
+                    continue
+                run.event(f"· {target.name}: no retry, {over}")
+                run.failed_over_from.append(target.name)
+                return error
             if not shown_here:
                 run.event(f"✗ {target.name}: {error}")
             run.failed_over_from.append(target.name)
@@ -428,12 +473,14 @@ class Router:
         inputs = server_in if server_in is not None else request_input_tokens(request)
         tokens = run.shown_tokens + own
         exact = server_out is not None and not run.shown_tokens
-        cost = run.cost + cost_usd(pricing, inputs, own)
-        if managed and cost > 0:
-            _bookkeep(run, self.ledger.record, run.route.name, cost)
+        own_cost = cost_usd(pricing, inputs, own)
+        cost = run.cost + own_cost
+        if managed:
+            self._settle(run, own_cost)
         latency = end - run.started
-        first = run.first_text_at
-        if run.request.stream and first is not None and tokens > 1 and end > first:
+        # A blocking answer arrives whole: its "first token" would only be the total again.
+        first = run.first_text_at if run.request.stream else None
+        if first is not None and tokens > 1 and end > first:
             rate = (tokens - 1) / (end - first)
         else:
             rate = tokens / latency if latency > 0 else 0.0

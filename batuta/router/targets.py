@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import re
 from urllib.parse import urlsplit
 
+from batuta._util.net import is_loopback
 from batuta._util.ollama_host import ollama_base_url
 from batuta.backends.types import Target
 from batuta.catalogue import CATALOGUE, Backend, allowed_in_tier, lookup
@@ -28,22 +28,6 @@ from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 TIERS = ("sovereign", "private", "standard")
 BARE_BACKEND = "llamacpp"  # what a bare URL or HOST:PORT speaks unless --backend says
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
-
-
-def is_loopback(url: str) -> bool:
-    """Whether ``url`` points at this machine (localhost, 127.0.0.0/8, ::1)."""
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_privacy(route: RouteEntry) -> None:

@@ -109,8 +109,11 @@ def server_target(
     backend = lookup(server.backend)
     if backend is None:
         raise RoutingError(f"server {name!r}: unknown backend {server.backend!r}")
-    # A local server only needs a key when the user gave it one through its environment.
-    key_env = backend.api_key_env if backend.api_key_env in spec.env else None
+    # A local server needs a key when the manifest gives it one (api_key_env), or when the
+    # user set the engine's own key variable in its environment.
+    key_env = server.api_key_env
+    if key_env is None and backend.api_key_env in spec.env:
+        key_env = backend.api_key_env
     needs_template = backend.protocol in COMPLETION_PROTOCOLS or backend.dialect.continues_by_prompt
     return TargetEntry(
         name=name,

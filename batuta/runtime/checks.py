@@ -150,7 +150,11 @@ def _concrete(url: str) -> bool:
 async def _remote_rows(targets: Sequence[Target], timeout: float) -> list[HealthRow]:
     import httpx
 
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    from batuta._util.http import LoopbackDirectTransport
+
+    # Loopback targets (an endpoint on 127.0.0.2) never go through an environment proxy.
+    transport = LoopbackDirectTransport(httpx.Limits())
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False) as client:
         return list(await asyncio.gather(*(_remote_one(t, client, timeout) for t in targets)))
 
 

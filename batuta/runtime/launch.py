@@ -229,10 +229,14 @@ def command_for(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     executable: str | None = None,
+    api_key_env: str | None = None,
 ) -> tuple[list[str], dict[str, str], str]:
     """(argv, env, readiness URL) to run ``backend`` serving ``model_path`` on host:port.
 
-    Raises NotInstalledError (saying how to install it) when the backend is missing.
+    ``api_key_env`` names the variable holding the key the server is to require; it is
+    passed in the engine's own way (catalogue ``server_key``) as a ``${env:VAR}``
+    reference, which only the spawned process sees expanded. Raises NotInstalledError
+    (saying how to install it) when the backend is missing.
     """
     record = _backend(backend)
     recipe, prefix = _choose(record, executable)
@@ -262,8 +266,27 @@ def command_for(
         if all(values[k] for k in _placeholders(value))
     }
     out_env.update(env or {})
+    if api_key_env:
+        _pass_key(record, recipe, api_key_env, argv, out_env)
     path = recipe.health_path or record.health_path or "/v1/models"
     return argv, out_env, f"http://{_connect_host(host)}:{port}{path}"
+
+
+def _pass_key(
+    record: Backend, recipe: Recipe, var: str, argv: list[str], env: dict[str, str]
+) -> None:
+    launcher = recipe.module or recipe.executable
+    form = record.key_form(launcher)
+    if form is None:
+        raise RuntimeStartError(
+            f"{record.display} ({launcher}) takes no API key batuta knows how to pass:"
+            " drop api_key_env, or pass the key with args:/env:"
+        )
+    ref = "${env:" + var + "}"
+    if form.startswith("env:"):
+        env[form.removeprefix("env:")] = ref
+    else:
+        argv += [form, ref]
 
 
 def _placeholders(template: str) -> list[str]:
@@ -305,6 +328,7 @@ def build_spec(
         args=server.args,
         env=server.env,
         executable=server.executable,
+        api_key_env=server.api_key_env,
     )
     key = _backend(server.backend).key
     return ServerSpec(

@@ -128,6 +128,23 @@ def _local_path(source: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
+def local_source_path(source: str, base_dir: Path) -> Path | None:
+    """The file a ``pkg://``, ``file://`` or path source names (relative to ``base_dir``);
+    None for sources fetched from elsewhere. ModelSourceError when a package is missing."""
+    kind = scheme(source)
+    if kind == "pkg":
+        return _pkg_path(source)
+    if kind == "file":
+        return _local_path(source, base_dir)
+    return None
+
+
+def header_facts(path: Path, cache_dir: Path | None) -> dict[str, Any]:
+    """What batuta reads from a GGUF file's header (``quantization``, ``file_type``,
+    ``chat_template``, ...), cached in ``cache_dir`` by (path, size, mtime)."""
+    return _gguf_metadata(path, cache_dir)
+
+
 def _inspect(
     path: Path, source: str, fmt: str, declared: str | None, cache_dir: Path | None = None
 ) -> tuple[str | None, dict[str, Any]]:

@@ -366,3 +366,20 @@ def test_a_route_benchmark_goes_through_failover(timeline):
     assert stats(timeline)["chat"] - before == 6
     assert m["token_count_source"] == "usage" and m["total_output_tokens"] == 24
     assert m["median_ttft_ms"] >= TTFT
+
+
+def test_loopback_beyond_127_0_0_1_never_goes_through_the_proxy(monkeypatch):
+    from tests.fakes.openai_server import OpenAIFake
+    from tests.fakes.proxy import RecordingProxy
+
+    fake = OpenAIFake()
+    fake.host = "127.0.0.2"
+    with RecordingProxy() as proxy, fake:
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(var, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        _, (result,) = _bench(fake.url, [RunSpec()], random_prompts(3, 4), model="m")
+        assert result.metrics["completed"] == 3 and proxy.seen == []
+        _, (away,) = _bench("http://192.0.2.1:9", [RunSpec()], random_prompts(2, 4), model="m")
+        assert away.metrics["failed"] == 2 and len(proxy.seen) == 2  # the proxy is live

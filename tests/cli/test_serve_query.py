@@ -344,3 +344,32 @@ def test_dead_bare_endpoint(state, capsys, free_port) -> None:
     code, out, err = cli(capsys, "Hi", "--endpoint", f"127.0.0.1:{free_port}", "--timeout", "5")
     assert code == 1 and out == ""
     assert f"127.0.0.1:{free_port}: connect:" in err and "Traceback" not in err
+    # Two attempts (one retry), each failure printed once as it happens, then what failed:
+    # an endpoint, not a route.
+    lines = err.strip().splitlines()
+    assert [line[:2] for line in lines] == ["↻ ", "✗ ", "Er"], err
+    assert lines[-1] == f"Error: endpoint '127.0.0.1:{free_port}' failed (2 attempts)"
+    assert err.count("All connection attempts failed") == 2 and "route" not in err
+
+
+def test_partial_answer_then_every_target_failing_is_told_once(fakes, state, capsys) -> None:
+    a, _ = fakes
+    write_routes(state, default=(entry("local-a", a),))
+    a.cut_after(2)
+    code, _, err = cli(capsys, "Hi", "--stream")
+    assert code == 1 and err.count("stream_cut") == 1, err
+    assert "✗ local-a: stream_cut:" in err and "(after 2 tokens)" in err
+    assert err.strip().splitlines()[-1] == "Error: route 'default': every target failed"
+
+
+def test_a_blocking_answer_reports_no_first_token_time(fakes, state, capsys) -> None:
+    a, _ = fakes
+    write_routes(state, default=(entry("local-a", a),))
+    code, _, err = cli(capsys, "Hi", "--no-stream")
+    assert code == 0 and "── local-a:" in err and "first token" not in err
+    code, out, _ = cli(capsys, "Hi", "--no-stream", "--json")
+    assert code == 0 and json.loads(out)["ttft_ms"] is None
+    code, _, err = cli(capsys, "Hi", "--stream")
+    assert code == 0 and "first token" in err  # measured when the first text arrived
+    code, _, err = cli(capsys, "Hi", "--endpoint", f"127.0.0.1:{a.port}", "--no-stream")
+    assert code == 0 and "first token" not in err

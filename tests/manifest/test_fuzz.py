@@ -23,6 +23,7 @@ from batuta.cli.main import main
 from batuta.errors import ManifestError
 from batuta.manifest import load_text
 from batuta.manifest.load import read_document
+from batuta.runtime.preflight import local_checks
 from tests.manifest.helpers import VALID
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +126,7 @@ def test_broken_manifests_always_give_located_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: dict[str, int] = {}
+    checks = local_checks(tmp_path / "cache")
 
     @settings(
         max_examples=EXAMPLES,
@@ -142,7 +144,8 @@ def test_broken_manifests_always_give_located_errors(
         mutate = _mutate_data if kind in DATA_KINDS else _mutate_text
         text = mutate(kind, base, data)
         try:
-            load_text(text, "fuzz.yaml", env={})
+            # as `batuta validate` does: what the manifest names on this machine too
+            load_text(text, tmp_path / "fuzz.yaml", display="fuzz.yaml", env={}, checks=checks)
         except ManifestError as exc:
             issues = exc.issues
         else:

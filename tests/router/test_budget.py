@@ -11,6 +11,7 @@ import pytest
 from batuta.backends.types import InferenceRequest, Usage
 from batuta.router.budget import (
     DEFAULT_OUTPUT_ESTIMATE,
+    Hold,
     SpendLedger,
     cost_usd,
     estimate_tokens,
@@ -145,3 +146,74 @@ def test_unwritable_ledger_is_a_state_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="cannot write"):
         SpendLedger(tmp_path / "spend.json").record("r", 1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "spend.json", "spend.json.lock"]
+
+
+def test_reserve_holds_the_worst_case_until_settled(tmp_path: Path) -> None:
+    clock = Clock(DAY1 - 3600)
+    path = tmp_path / "spend.json"
+    ledger = SpendLedger(path, clock=clock)
+    route = _route(daily=1.0)
+    price = (0.0, 1e5)  # $0.1 per output token
+    req = InferenceRequest("hi", max_tokens=3)  # $0.30 at worst
+    first = ledger.reserve(route, price, req, ttl=60)
+    second = ledger.reserve(route, price, req, ttl=60)
+    third = ledger.reserve(route, price, req, ttl=60)
+    assert isinstance(first, Hold) and isinstance(second, Hold) and isinstance(third, Hold)
+    assert first.usd == pytest.approx(0.3) and first.day == "2026-03-01"
+    refused = ledger.reserve(route, price, req, ttl=60)
+    assert isinstance(refused, str)
+    assert refused == (
+        "budget: this request may cost up to $0.3000 here; route 'paid' has spent $0.0000"
+        " today (UTC) and $0.9000 held for queries in flight, its daily limit is $1.00"
+    )
+    other = SpendLedger(path, clock=clock)  # another process sees the same holds
+    assert other.held_today("paid") == pytest.approx(0.9) and other.spent_today("paid") == 0.0
+    ledger.settle(first, 0.1)  # it cost less than its worst case
+    other.settle(second, 0.0)  # it failed before any output
+    assert ledger.spent_today("paid") == pytest.approx(0.1)
+    assert ledger.held_today("paid") == pytest.approx(0.3)
+    assert isinstance(ledger.reserve(route, price, req, ttl=60), Hold)  # 0.1 + 0.6 + 0.3
+    data = json.loads(path.read_text())
+    assert data["days"]["2026-03-01"]["paid"] == pytest.approx(0.1) and len(data["holds"]) == 2
+
+
+def test_a_hold_never_settled_lapses(tmp_path: Path) -> None:
+    clock = Clock(DAY1 - 3600)
+    ledger = SpendLedger(tmp_path / "spend.json", clock=clock)
+    route = _route(daily=0.5)
+    req = InferenceRequest("hi", max_tokens=4)
+    hold = ledger.reserve(route, (0.0, 1e5), req, ttl=30)  # a query killed mid-call
+    assert isinstance(hold, Hold)
+    assert isinstance(ledger.reserve(route, (0.0, 1e5), req, ttl=30), str)
+    clock.now += 31
+    assert ledger.held_today("paid") == 0.0
+    assert isinstance(ledger.reserve(route, (0.0, 1e5), req, ttl=30), Hold)
+    ledger.settle(hold, 0.2)  # a late settle still books what was spent
+    assert ledger.spent_today("paid") == pytest.approx(0.2)
+
+
+def test_reserve_without_a_daily_limit_or_price_holds_nothing() -> None:
+    ledger = SpendLedger(clock=Clock(DAY1))
+    req = InferenceRequest("hi", max_tokens=10)
+    assert ledger.reserve(_route(), (1.0, 1.0), req, ttl=1) is None
+    assert ledger.reserve(_route(daily=1.0), None, req, ttl=1) is None
+    capped = ledger.reserve(_route(per_request=1e-9), (1.0, 1.0), req, ttl=1)
+    assert isinstance(capped, str) and "per-request cap" in capped
+    ledger.record("paid", 2.0)
+    over = ledger.reserve(_route(daily=1.0), (1.0, 1.0), req, ttl=1)
+    assert isinstance(over, str) and "has spent $2.0000 today" in over
+    hold = ledger.reserve(_route(daily=3.0), (1.0, 1.0), req, ttl=1)  # in memory too
+    assert isinstance(hold, Hold) and ledger.held_today("paid") == pytest.approx(hold.usd)
+    ledger.settle(hold, 0.5)
+    assert ledger.spent_today("paid") == pytest.approx(2.5) and ledger.held_today("paid") == 0
+
+
+def test_corrupt_holds_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "spend.json"
+    path.write_text(json.dumps({"days": {}, "holds": {"a": "x", "b": {"usd": "lots"}}}))
+    ledger = SpendLedger(path, clock=Clock(DAY1))
+    assert ledger.held_today("paid") == 0.0
+    assert isinstance(
+        ledger.reserve(_route(daily=1.0), (1.0, 1.0), InferenceRequest("h"), ttl=5), Hold
+    )
+    assert set(json.loads(path.read_text())["holds"]) != {"a", "b"}

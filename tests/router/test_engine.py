@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, InferenceRequest, Target, Usage
 from batuta.errors import AllTargetsFailed, BackendError, FailureKind, RoutingError
-from batuta.router.budget import SpendLedger
+from batuta.router.budget import Hold, SpendLedger
 from batuta.router.engine import Router, run_query
 from batuta.routing.table import RouteEntry, TargetEntry
 from tests.fakes.openai_server import OpenAIFake
+from tests.fakes.proxy import RecordingProxy
 from tests.fakes.scripted import DEFAULT_TEXT, tokenize
 
 N_TOKENS = len(tokenize(DEFAULT_TEXT))
@@ -340,15 +342,19 @@ def test_budget_records_spend_and_skips_when_over_the_daily_limit(
 ) -> None:
     monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
     a, b = fakes
-    route = route_of(_paid(a), local("b", b), daily_usd=0.01)
-    first = ask(Router(state_dir=tmp_path), route)
+    # The worst case of one request (input estimate + 3 tokens at $1000/$2000 per M) is
+    # $0.011: the first fits in $0.015, the second no longer does after the first's cost.
+    request = InferenceRequest("Hi", max_tokens=3)
+    route = route_of(_paid(a), local("b", b), daily_usd=0.015)
+    first = ask(Router(state_dir=tmp_path), route, request)
     assert first.target == "paid"
     inp, out = first.input_tokens, first.tokens_generated
     assert first.cost_usd == pytest.approx((inp * 1000 + out * 2000) / 1e6)
-    assert SpendLedger(tmp_path / "spend.json").spent_today("r") == pytest.approx(first.cost_usd)
-    assert first.cost_usd > 0.01
+    ledger = SpendLedger(tmp_path / "spend.json")
+    assert ledger.spent_today("r") == pytest.approx(first.cost_usd)
+    assert ledger.held_today("r") == 0.0  # the reservation was settled
     events: list[str] = []
-    second = ask(Router(state_dir=tmp_path), route, on_event=events.append)
+    second = ask(Router(state_dir=tmp_path), route, request, on_event=events.append)
     assert second.target == "b" and second.cost_usd == 0.0
     assert len(generations(a)) == 1
     assert "budget" in events[0] and "daily limit" in events[0]
@@ -371,6 +377,96 @@ def test_partial_paid_stream_is_billed(fakes, monkeypatch) -> None:
     resp = ask(Router(ledger=ledger), route_of(_paid(a, (0.0, 1e6)), local("b", b)))
     assert resp.target == "b" and resp.cost_usd == pytest.approx(4.0)  # $1 per token shown
     assert ledger.spent_today("r") == pytest.approx(4.0)
+
+
+def test_concurrent_queries_never_overshoot_the_daily_budget(fakes, tmp_path: Path, monkeypatch):
+    """20 queries at once, each with its own Router (as 20 CLI runs would be), share one
+    spend file. Each may cost at most $0.01 (10 output tokens at $1000/M, free input), the
+    budget allows five: the reservations are atomic, so no more than that is ever spent."""
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    a.chunk_delay = 0.02  # every call is still streaming while the others check the budget
+    worst = 10 * 1000 / 1e6
+    route = route_of(_paid(a, (0.0, 1000.0)), local("b", b), daily_usd=5 * worst, retries=0)
+    request = InferenceRequest("Hi", max_tokens=10)
+    answers: list[str] = []
+    start = threading.Barrier(20)
+
+    def one() -> None:
+        start.wait()
+        answers.append(ask(Router(state_dir=tmp_path), route, request).target)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ledger = SpendLedger(tmp_path / "spend.json")
+    assert len(answers) == 20 and answers.count("paid") == 5 and answers.count("b") == 15
+    assert ledger.spent_today("r") <= 5 * worst + worst
+    assert ledger.spent_today("r") == pytest.approx(5 * worst)
+    assert ledger.held_today("r") == 0.0
+    assert len(generations(a)) == 5
+
+
+def test_a_paid_stream_that_dies_is_billed_even_when_every_target_fails(
+    fakes, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, _ = fakes
+    a.cut_after(4)
+    route = route_of(_paid(a, (0.0, 1e6)), daily_usd=100.0)  # $1 per output token
+    with pytest.raises(AllTargetsFailed) as failed:
+        ask(Router(state_dir=tmp_path), route, InferenceRequest("Hi", max_tokens=20))
+    assert failed.value.attempts[0].tokens_before_failure == 4
+    ledger = SpendLedger(tmp_path / "spend.json")
+    assert ledger.spent_today("r") == pytest.approx(4.0) and ledger.held_today("r") == 0.0
+
+
+def test_a_retry_must_fit_the_budget_too(fakes, tmp_path: Path, monkeypatch) -> None:
+    """Each try is reserved: when another query takes the budget while this one waits to
+    retry, the retry no longer fits and the route goes on to its next target."""
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, b = fakes
+    a.fail_next(500)
+    route = route_of(_paid(a, (0.0, 1e6)), local("b", b), daily_usd=8.0, retries=1)
+    request = InferenceRequest("Hi", max_tokens=5)  # $5 at worst, at $1 per output token
+    other = SpendLedger(tmp_path / "spend.json")
+
+    async def meanwhile(seconds: float) -> None:  # the backoff: another query reserves
+        assert isinstance(other.reserve(route, (0.0, 1e6), request, ttl=60), Hold)
+
+    events: list[str] = []
+    router = Router(state_dir=tmp_path, sleep=meanwhile)
+    resp = ask(router, route, request, on_event=events.append)
+    assert resp.target == "b" and len(generations(a)) == 1
+    assert any(e.startswith("· paid: no retry, budget:") for e in events), events
+    assert other.spent_today("r") == 0.0 and other.held_today("r") == pytest.approx(5.0)
+
+
+def test_an_interrupted_paid_call_is_settled(fakes, tmp_path: Path, monkeypatch) -> None:
+    """A query cancelled mid-stream (Ctrl-C) bills what was generated and holds nothing."""
+    monkeypatch.setenv("BATUTA_TEST_KEY", "sk-test")
+    a, _ = fakes
+    a.chunk_delay = 0.05
+    route = route_of(_paid(a, (0.0, 1e6)), daily_usd=100.0)
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with Router(state_dir=tmp_path) as router:
+            task = asyncio.create_task(
+                router.query(route, InferenceRequest("Hi", max_tokens=50), on_text=seen.append)
+            )
+            while len(seen) < 3:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    ledger = SpendLedger(tmp_path / "spend.json")
+    assert ledger.held_today("r") == 0.0
+    assert ledger.spent_today("r") == pytest.approx(float(len(seen)), abs=1.0)
 
 
 def test_sovereign_route_refuses_a_hand_edited_remote_target(fakes, monkeypatch) -> None:
@@ -715,6 +811,38 @@ def test_environment_proxy_is_never_used_for_loopback(fakes, free_port, monkeypa
         ask(Router(), route_of(away, retries=0))
     assert info.value.attempts[0].kind is FailureKind.CONNECT  # sent to the (dead) proxy
     assert ask(Router(), route_of(local("a", a))).text == a.text  # loopback: straight there
+
+
+def _proxy_env(monkeypatch, url: str) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, url)
+        monkeypatch.setenv(var.lower(), url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
+def test_a_sovereign_route_on_any_loopback_address_never_reaches_the_proxy(monkeypatch) -> None:
+    """127.0.0.2 and foo.localhost are this machine for the privacy check, so the client
+    must not hand them to HTTP_PROXY (httpx mounts only matched 127.0.0.1 and localhost)."""
+    near = OpenAIFake(text=ALPHA)
+    near.host = "127.0.0.2"
+    with RecordingProxy() as proxy, near:
+        _proxy_env(monkeypatch, proxy.url)
+        other = TargetEntry("other", "llamacpp", "openai", "http://127.0.0.2:9", "m", True)
+        named = TargetEntry(
+            "named", "llamacpp", "openai", f"http://batuta-test.localhost:{near.port}", "m", True
+        )
+        there = TargetEntry("there", "llamacpp", "openai", near.url, "fake-model", True)
+        route = route_of(other, named, there, privacy="sovereign", retries=0)
+        resp = ask(Router(sleep=Sleeps()), route)
+        assert resp.target == "there" and resp.text == ALPHA
+        assert resp.failed_over_from == ["other", "named"]  # refused / unresolvable, directly
+        assert proxy.seen == []
+        # The proxy is live: a target elsewhere does go through it.
+        away = TargetEntry("away", "llamacpp", "openai", "http://192.0.2.1:9", "m", False)
+        with pytest.raises(AllTargetsFailed):
+            ask(Router(sleep=Sleeps()), route_of(away, retries=0))
+        assert proxy.seen == ["POST http://192.0.2.1:9/v1/chat/completions"]
 
 
 def test_unwritable_bookkeeping_does_not_lose_the_answer(
