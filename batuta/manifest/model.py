@@ -116,6 +116,11 @@ class Server(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     restart: Literal["always", "on-failure", "never"] = "on-failure"
     executable: str | None = Field(default=None, description="path of the server executable")
+    engine: Literal["server", "python"] | None = Field(
+        default=None,
+        description="llamacpp only: server = llama.cpp's own llama-server, python ="
+        " llama-cpp-python's server; default: llama-server when installed",
+    )
     ready_timeout: Duration = 120.0
     api_key_env: str | None = Field(
         default=None,

@@ -27,8 +27,8 @@ from batuta.catalogue import (
     local_backends,
     lookup,
 )
-from batuta.manifest.model import Manifest, Route
-from batuta.router.select import did_you_mean, order_targets
+from batuta.manifest.model import Manifest, Route, Server
+from batuta.router.select import did_you_mean, llama_server_command, order_targets
 
 Loc = tuple[str | int, ...]
 SECTIONS = ("models", "servers", "endpoints", "routes")
@@ -183,6 +183,8 @@ class _Rules:
                     f" endpoints: with provider: {backend.key}",
                 )
             yield from self._server_model(name, server.model, backend)
+            if server.engine is not None and backend is not None and backend.local:
+                yield from self._server_engine(loc, server, backend)
             if server.port is not None:
                 host = "127.0.0.1" if server.host == "localhost" else server.host
                 wildcard = host in ("0.0.0.0", "::")
@@ -207,6 +209,21 @@ class _Rules:
                 yield Problem((*loc, "ready_timeout"), "must be longer than 0s")
             if server.api_key_env is not None:
                 yield from _server_key((*loc, "api_key_env"), server.api_key_env, backend)
+
+    def _server_engine(self, loc: Loc, server: Server, backend: Backend) -> Iterator[Problem]:
+        # Checked against this machine: a pinned engine that is absent would only fail at
+        # apply time, after the plan said it would start.
+        if backend.key != "llamacpp":
+            yield Problem((*loc, "engine"), f"only backend llamacpp has engines, not {backend.key}")
+        elif server.executable is None and llama_server_command(engine=server.engine) is None:
+            if server.engine == "server":
+                why = (
+                    "llama-server not found on PATH, beside this Python or in"
+                    " BATUTA_LLAMA_SERVER (`make install` builds it into .venv/bin)"
+                )
+            else:
+                why = "llama-cpp-python is not installed (pip install 'batuta[llamacpp]')"
+            yield Problem((*loc, "engine"), f"engine {server.engine} pinned, but {why}", True)
 
     def _server_model(self, name: str, ref: str, backend: Backend | None) -> Iterator[Problem]:
         loc: Loc = ("servers", name, "model")

@@ -221,6 +221,10 @@ def spec_changes(before: ServerSpec, after: ServerSpec) -> tuple[AttrChange, ...
         if b != a:
             out.append(AttrChange(label, b, a))
             shown.add((b, a))
+    if before.backend == after.backend and before.engine_name != after.engine_name:
+        # Another engine is another command line: its flags differ as a whole.
+        out.append(AttrChange("engine", before.engine_name or None, after.engine_name or None))
+        return tuple(out)
     if before.model_digest != after.model_digest and before.model_path == after.model_path:
         out.append(
             AttrChange("model digest", _short(before.model_digest), _short(after.model_digest))

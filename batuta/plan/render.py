@@ -49,6 +49,11 @@ def _model_name(path: str) -> str:
     return Path(path).name or path
 
 
+def _backend(spec: ServerSpec) -> str:
+    """The backend, with the engine that runs it when it has several: ``llamacpp (server)``."""
+    return f"{spec.backend} ({spec.engine_name})" if spec.engine_name else spec.backend
+
+
 def _server_lines(change: ServerChange) -> list[str]:
     spec = change.desired or change.recorded
     assert spec is not None  # a change always carries one spec or the other
@@ -200,6 +205,7 @@ class ServerRow:
     port: int | None
     restarts: int
     drift: str  # in sync / config changed / crash loop / not running / not declared
+    backend: str = "-"  # what runs (or would): ``llamacpp (server)``, ``ollama``, ...
 
     def to_json(self) -> dict[str, object]:
         """JSON form for ``status --json``."""
@@ -230,6 +236,7 @@ def server_rows(plan: Plan, restarts: dict[str, int] | None = None) -> list[Serv
                 port=spec.port if spec else None,
                 restarts=restarts.get(change.name, 0),
                 drift=drift,
+                backend=_backend(spec) if spec else "-",
             )
         )
     return rows
@@ -273,6 +280,7 @@ def render_status(
         body = [
             [
                 r.name,
+                r.backend,
                 r.state,
                 r.health,
                 str(r.pid or "-"),
@@ -282,7 +290,9 @@ def render_status(
             ]
             for r in rows
         ]
-        table = _table(["SERVER", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "DRIFT"], body)
+        table = _table(
+            ["SERVER", "BACKEND", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "DRIFT"], body
+        )
         lines.append(table[0])
         for row, text in zip(rows, table[1:], strict=True):
             lines.append(click.style(text, fg=_DRIFT_COLOUR.get(row.drift, "red")))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
+from batuta._util.which import which as _which
 from batuta.catalogue import ALIASES, CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import BatutaError
 
@@ -315,41 +316,43 @@ class Availability:
     detail: str
 
 
-def _which(executable: str) -> str | None:
-    """Like shutil.which (POSIX), plus the interpreter's own directory: a tool installed in
-    the same virtualenv is usable even when that is not activated. Written out because
-    importing shutil (with bz2 and lzma) costs more than `serve tree` spends on everything
-    else it does."""
-    if os.sep in executable:
-        candidates = [executable]
-    else:
-        dirs = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d]
-        dirs.append(os.path.dirname(sys.executable))
-        candidates = [os.path.join(d, executable) for d in dirs]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def _installed(package: str) -> bool:
     # Locates a top-level package on sys.path without importing it (and without the cost
     # of importing importlib.util, which this fast path does not otherwise need).
     return package in sys.modules or PathFinder.find_spec(package) is not None
 
 
-def llama_server_command(env: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
-    """How llama.cpp is run here: ``llama-server`` (BATUTA_LLAMA_SERVER, then PATH), else the
-    ``llama_cpp.server`` module of llama-cpp-python, else None."""
-    override = (os.environ if env is None else env).get("BATUTA_LLAMA_SERVER")
-    if override:
-        found = _which(override)
-        return (found,) if found else None
-    if exe := _which("llama-server"):
-        return (exe,)
-    if all(_installed(m) for m in ("llama_cpp", "uvicorn", "fastapi")):
+LlamaEngine = Literal["server", "python"]
+LLAMA_ENGINES: tuple[str, ...] = get_args(LlamaEngine)
+LLAMA_SERVER_ENV = "BATUTA_LLAMA_SERVER"
+
+
+def llama_python_installed() -> bool:
+    """Whether llama-cpp-python and its server extra are importable (nothing is imported)."""
+    return all(_installed(m) for m in ("llama_cpp", "uvicorn", "fastapi"))
+
+
+def llama_server_command(
+    env: Mapping[str, str] | None = None, engine: LlamaEngine | None = None
+) -> tuple[str, ...] | None:
+    """How llama.cpp is run here: ``llama-server`` (BATUTA_LLAMA_SERVER, then PATH, then
+    beside this interpreter), else the ``llama_cpp.server`` module of llama-cpp-python, else
+    None. ``engine`` pins one of the two."""
+    if engine != "python":
+        override = (os.environ if env is None else env).get(LLAMA_SERVER_ENV)
+        if override:
+            found = _which(override)
+            return (found,) if found else None
+        if exe := _which("llama-server"):
+            return (exe,)
+    if engine != "server" and llama_python_installed():
         return (sys.executable, "-m", "llama_cpp.server")
     return None
+
+
+def llama_engine_of(command: Sequence[str]) -> LlamaEngine:
+    """Which engine a llama.cpp command line runs."""
+    return "python" if "llama_cpp.server" in command[1:3] else "server"
 
 
 def availability(backend: Backend, env: Mapping[str, str] | None = None) -> Availability:
@@ -367,15 +370,17 @@ def availability(backend: Backend, env: Mapping[str, str] | None = None) -> Avai
             return Availability(None, f"{var} optional, not set")
         return Availability(False, f"{var} not set")
     if backend.key == "llamacpp":
-        override = environ.get("BATUTA_LLAMA_SERVER")
+        override = environ.get(LLAMA_SERVER_ENV)
         command = llama_server_command(environ)
         if command is None:
             if override:
                 return Availability(False, f"BATUTA_LLAMA_SERVER={override} is not executable")
             return Availability(False, f"not installed: {backend.install_hint}")
-        if len(command) == 1:
-            return Availability(True, f"llama-server at {command[0]}")
-        return Availability(True, "python -m llama_cpp.server, from llama-cpp-python")
+        if llama_engine_of(command) == "server":
+            return Availability(True, f"llama-server at {command[0]} (engine: server)")
+        return Availability(
+            True, "python -m llama_cpp.server, from llama-cpp-python (engine: python)"
+        )
     if backend.executable is None:
         return Availability(None, "desktop app: start it yourself")
     if path := _which(backend.executable):

@@ -4,20 +4,22 @@ Every backend is a :class:`Recipe` in :data:`RECIPES` (data, not code): an execu
 (or a Python module run with this interpreter), an argv template, options appended only
 when their value is known, environment variables, and the readiness path when it
 differs from the catalogue's. A backend with several recipes (llama.cpp: the reference
-``llama-server`` binary, else llama-cpp-python's server) uses the first one installed.
+``llama-server`` binary, else llama-cpp-python's server) uses the first one installed,
+unless the server pins one by its ``engine`` name. Executables are looked up on PATH and
+then beside the running interpreter (the project's own ``.venv/bin``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batuta._util.which import which
 from batuta.catalogue import Backend, lookup
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.runtime.spec import ServerSpec
@@ -41,6 +43,17 @@ class Recipe:
     health_path: str | None = None  # when it differs from the catalogue's
     executable_env: str | None = None  # variable naming the executable, e.g. BATUTA_LLAMA_SERVER
     always_threads: bool = False  # pass the core count even when not asked
+    engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one server is run: the command, its environment, readiness URL and engine."""
+
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str
+    engine: str = ""  # the recipe's engine name, when the backend has several
 
 
 _LLAMACPP_ENV = "BATUTA_LLAMA_SERVER"
@@ -52,9 +65,11 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
     "llamacpp": (
         Recipe(
             "llama-server",
-            ("-m", "{model}", "--port", "{port}", "--host", "{host}"),
+            # --metrics: Prometheus /metrics, for scraping per-server figures.
+            ("-m", "{model}", "--port", "{port}", "--host", "{host}", "--metrics"),
             options=(("-c", "{ctx}"), ("-t", "{threads}")),
             executable_env=_LLAMACPP_ENV,
+            engine="server",
         ),
         # llama-cpp-python has no /health, defaults to a single thread, and by default
         # aborts a running generation when a second request arrives.
@@ -68,6 +83,7 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
             module="llama_cpp.server",
             health_path="/v1/models",
             always_threads=True,
+            engine="python",
         ),
     ),
     "llamafile": (
@@ -185,30 +201,46 @@ def _module_available(module: str) -> bool:
 
 
 def _explicit(executable: str) -> str:
-    found = shutil.which(executable)
+    found = which(executable)
     if found is None:
         raise NotInstalledError(f"server executable {executable!r} not found or not executable")
     return found
 
 
-def _choose(backend: Backend, executable: str | None) -> tuple[Recipe, list[str]]:
+def _choose(
+    backend: Backend, executable: str | None, engine: str | None = None
+) -> tuple[Recipe, list[str]]:
     """The recipe to use and the command prefix that runs it."""
     recipes = RECIPES[backend.key]
+    if engine:
+        pinned = tuple(r for r in recipes if r.engine == engine)
+        if not pinned:
+            known = ", ".join(r.engine for r in recipes if r.engine) or "none"
+            raise RuntimeStartError(
+                f"{backend.display} has no engine {engine!r} (engines: {known})"
+            )
+        recipes = pinned
     if executable:
-        return recipes[0], [_explicit(executable)]
+        # With the Python engine, ``executable`` is the interpreter that has the module.
+        module = recipes[0].module
+        return recipes[0], [_explicit(executable), *(("-m", module) if module else ())]
     for recipe in recipes:
         if recipe.executable_env and os.environ.get(recipe.executable_env):
             return recipe, [_explicit(os.environ[recipe.executable_env])]
         if recipe.module is not None:
             if _module_available(recipe.module):
                 return recipe, [sys.executable, "-m", recipe.module]
-        elif (found := shutil.which(recipe.executable)) is not None:
+        elif (found := which(recipe.executable)) is not None:
             return recipe, [found]
-    first = recipes[0].executable
+    first = recipes[0]
+    if first.module is not None:
+        raise NotInstalledError(
+            f"{first.module} (engine {first.engine}) not installed: pip install 'batuta[llamacpp]'"
+        )
     hint = backend.install_hint
-    if recipes[0].executable_env:
-        hint += f", or set {recipes[0].executable_env}"
-    raise NotInstalledError(f"{first} not installed: {hint}")
+    if first.executable_env:
+        hint += f", or set {first.executable_env}"
+    raise NotInstalledError(f"{first.executable} not installed: {hint}")
 
 
 def _connect_host(host: str) -> str:
@@ -238,8 +270,29 @@ def command_for(
     reference, which only the spawned process sees expanded. Raises NotInstalledError
     (saying how to install it) when the backend is missing.
     """
+    run = launch_for(
+        backend, model_path, host, port, ctx, threads, args, env, executable,
+        api_key_env=api_key_env,
+    )  # fmt: skip
+    return run.argv, run.env, run.health_url
+
+
+def launch_for(
+    backend: str,
+    model_path: str,
+    host: str,
+    port: int,
+    ctx: int | None = None,
+    threads: int | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    executable: str | None = None,
+    engine: str | None = None,
+    api_key_env: str | None = None,
+) -> Launch:
+    """Like :func:`command_for`, with the engine pinned (or chosen) and named."""
     record = _backend(backend)
-    recipe, prefix = _choose(record, executable)
+    recipe, prefix = _choose(record, executable, engine)
     if threads is None and recipe.always_threads:
         threads = cores()
     model = Path(model_path)
@@ -269,7 +322,7 @@ def command_for(
     if api_key_env:
         _pass_key(record, recipe, api_key_env, argv, out_env)
     path = recipe.health_path or record.health_path or "/v1/models"
-    return argv, out_env, f"http://{_connect_host(host)}:{port}{path}"
+    return Launch(argv, out_env, f"http://{_connect_host(host)}:{port}{path}", recipe.engine)
 
 
 def _pass_key(
@@ -318,7 +371,7 @@ def build_spec(
         if "ready_timeout" in explicit or defaults is None
         else defaults.ready_timeout
     )
-    argv, env, health_url = command_for(
+    run = launch_for(
         server.backend,
         model.ref,
         host,
@@ -328,19 +381,21 @@ def build_spec(
         args=server.args,
         env=server.env,
         executable=server.executable,
+        engine=server.engine,
         api_key_env=server.api_key_env,
     )
     key = _backend(server.backend).key
     return ServerSpec(
         name=name,
         backend=key,
-        argv=tuple(argv),
+        argv=tuple(run.argv),
         host=host,
         port=port,
-        health_url=health_url,
+        health_url=run.health_url,
         model_path=model.ref,
         model_digest=model.digest,
-        env=env,
+        env=run.env,
+        engine=run.engine,
         restart=restart,
         origin="manifest" if origin == "manifest" else "adhoc",
         manifest=manifest,

@@ -36,11 +36,20 @@ class ServerSpec:
     manifest: str | None = None  # absolute path of the manifest that declared it
     ready_timeout: float = 120.0
     log_max_size: int = 10 * 2**20
+    engine: str = ""  # which engine of a backend that has several (llama.cpp: server|python)
 
     @property
     def url(self) -> str:
         """Base URL clients use."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def engine_name(self) -> str:
+        """The engine that runs: as recorded or, for records written before engines had
+        names, as the command line tells (llama-cpp-python runs as ``python -m``)."""
+        if self.engine or self.backend != "llamacpp":
+            return self.engine
+        return "python" if "llama_cpp.server" in self.argv[1:3] else "server"
 
     @property
     def config_hash(self) -> str:
@@ -54,6 +63,8 @@ class ServerSpec:
             "model_path": self.model_path,
             "model_digest": self.model_digest,
         }
+        if self.engine:  # absent before engines had names: those hashes stay as they were
+            relevant["engine"] = self.engine
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

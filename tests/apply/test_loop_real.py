@@ -39,13 +39,18 @@ class Workspace:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BATUTA_")}
 
     def write(
-        self, servers: dict[str, int], routes: str | None = None, raw: str | None = None
+        self,
+        servers: dict[str, int],
+        routes: str | None = None,
+        raw: str | None = None,
+        engines: dict[str, str] | None = None,
     ) -> None:
         lines = ["models:", f"  smollm2: {{source: {SOURCE}, quantization: Q4_1}}", "servers:"]
         for name, ctx in servers.items():
+            engine = f", engine: {engines[name]}" if engines and name in engines else ""
             lines.append(
                 f"  {name}: {{backend: llamacpp, model: smollm2, port: {self.ports[name]}, "
-                f"ctx: {ctx}, threads: 1}}"
+                f"ctx: {ctx}, threads: 1{engine}}}"
             )
         route = routes if routes is not None else f"  r: {{targets: [{', '.join(servers)}]}}"
         text = raw if raw is not None else "\n".join([*lines, "routes:", route]) + "\n"
@@ -81,7 +86,11 @@ class Workspace:
             try:
                 if proc.info["status"] == psutil.STATUS_ZOMBIE:
                     continue
-                if "llama_cpp.server" not in " ".join(proc.info["cmdline"] or ()):
+                cmdline = proc.info["cmdline"] or ()
+                if not cmdline or (
+                    os.path.basename(cmdline[0]) != "llama-server"
+                    and "llama_cpp.server" not in cmdline
+                ):
                     continue
                 if any(str(self.root) in f.path for f in proc.open_files()):
                     found.append(proc)
@@ -211,6 +220,22 @@ def test_a_removed_server_is_stopped(ws: Workspace) -> None:
     _wait(lambda: not psutil.pid_exists(before["b"]), 10, "b's process to end")
     assert ws.pids() == {"a": before["a"]}
     assert [p.pid for p in ws.engines()] == [before["a"]]
+
+
+def test_pinning_the_other_engine_replaces_the_server(ws: Workspace) -> None:
+    before = ws.pids()
+    assert "llamacpp (server)" in ws.run("status").stdout  # llama-server is the default
+    ws.write({"a": 1024}, engines={"a": "python"})
+    plan = ws.run("plan")
+    changed = [line for line in plan.stdout.splitlines() if line.lstrip().startswith(("-", "~"))]
+    assert changed == ["-/+ server a: replaced on the same port", "      ~ engine: server → python"]
+    result = ws.run("apply")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ws.pids()["a"] != before["a"] and not psutil.pid_exists(before["a"])
+    status = ws.run("status")
+    assert "llamacpp (python)" in status.stdout and "in sync" in status.stdout
+    assert Runtime(ws.state).status()["a"].spec.health_url.endswith("/v1/models")
+    assert [p.pid for p in ws.engines()] == [ws.pids()["a"]]
 
 
 def test_down_leaves_no_process(ws: Workspace) -> None:

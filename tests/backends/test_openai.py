@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -587,57 +588,17 @@ def test_local_health_uses_health_route_and_falls_back_to_models():
 
 
 @pytest.fixture(scope="module")
-def engine(smollm2_path, tmp_path_factory):
-    """llama-cpp-python's OpenAI server with SmolLM2 on a free port, stopped by pid."""
-    import socket
-    import subprocess
-    import sys
+def engine(smollm2_path, tmp_path_factory, llama_engine):
+    """The real engine (each form in turn) with SmolLM2 on a free port, stopped by pid."""
+    from tests.conftest import _free_port
+    from tests.engines import LlamaProcess
 
-    import httpx
-    import psutil
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path_factory.mktemp("engine") / "server.log").open("wb")
-    argv = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(smollm2_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_threads",
-        "2",
-        "--n_ctx",
-        "1024",
-    ]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("engine") / "server.log"
+    server = LlamaProcess(llama_engine, smollm2_path, log, _free_port(), threads=2, ctx=1024)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "llama_cpp.server exited during start-up"
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not become ready"
-            time.sleep(0.2)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-        assert not psutil.pid_exists(proc.pid)
+        server.stop()
 
 
 def smol(url) -> Target:
@@ -669,7 +630,42 @@ def test_real_llamacpp_stream_and_health(engine):
     assert error is None
     assert len([c for c in chunks if c.text]) >= 2 and text_of(chunks).strip()
     assert chunks[-1].finish_reason in ("stop", "length")
-    assert health(smol(engine)) is True  # no /health here: falls back to /v1/models
+    assert health(smol(engine)) is True  # llama-server: /health; Python: falls back to /v1/models
+
+
+@pytest.mark.engine
+def test_real_llamacpp_stream_usage_is_the_servers_own_count(engine, llama_engine):
+    request = InferenceRequest(prompt="Name three colors.", max_tokens=24, temperature=0.0)
+    chunks, error = drain(smol(engine), request)
+    assert error is None
+    usage = next((c.usage for c in reversed(chunks) if c.usage is not None), None)
+    blocking = complete(smol(engine), dataclasses.replace(request, stream=False))
+    assert text_of(chunks) == blocking.text
+    if llama_engine == "server":  # it sends the include_usage chunk
+        assert usage is not None and usage.output_tokens == blocking.usage.output_tokens
+        assert usage.input_tokens == blocking.usage.input_tokens
+    else:  # llama-cpp-python ignores stream_options: no usage on the stream
+        assert usage is None or usage.output_tokens is None
+
+
+@pytest.mark.engine
+def test_real_llamacpp_honours_stop_sequences(engine):
+    # The greedy answer without a stop sequence, then a piece of its middle as the stop:
+    # the answer must end right before it, streamed or not.
+    request = InferenceRequest(
+        prompt="Describe the sea in two sentences.", max_tokens=40, temperature=0.0
+    )
+    full = complete(smol(engine), dataclasses.replace(request, stream=False)).text
+    assert len(full) > 20, full
+    stop = full[len(full) // 2 : len(full) // 2 + 4]
+    expected = full[: full.index(stop)]
+    request = dataclasses.replace(request, stop=(stop,))
+    done = complete(smol(engine), dataclasses.replace(request, stream=False))
+    chunks, error = drain(smol(engine), request)
+    assert error is None
+    streamed = (text_of(chunks), next(c.finish_reason for c in chunks if c.finish_reason))
+    for text, finish in ((done.text, done.finish_reason), streamed):
+        assert text == expected and finish == "stop", (text, stop, full)
 
 
 @pytest.mark.engine

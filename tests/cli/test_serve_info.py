@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,9 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     fake.write_text("#!/bin/sh\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", str(tmp_path))
+    # executables beside the interpreter count too (make puts llama-server in .venv/bin)
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
     monkeypatch.setenv("GROQ_API_KEY", SECRET)
     return tmp_path
 
@@ -111,6 +115,19 @@ def test_backends_table(capsys) -> None:
     # realizar is not installed; llama-cpp-python (installed here) is what serve start uses
     assert lines[-1].startswith("serve start defaults: --backend llamacpp --port 8080")
     assert err == ""
+
+
+def test_backends_say_which_llama_cpp_engine_runs(capsys, _env: Path) -> None:
+    def row() -> str:
+        code, out, _ = run(["serve", "backends"], capsys)
+        assert code == 0
+        return next(line for line in out.splitlines() if line.startswith("llamacpp "))
+
+    assert row().endswith("✓ python -m llama_cpp.server, from llama-cpp-python (engine: python)")
+    server = _env / "venv" / "bin" / "llama-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    assert row().endswith(f"✓ llama-server at {server} (engine: server)")
 
 
 def test_backends_json(capsys, monkeypatch) -> None:

@@ -78,16 +78,20 @@ def fake_llama_server(directory: Path) -> Path:
 
 
 @pytest.mark.engine
-def test_real_llamacpp_start_query_crash_restart_stop(here, capsys, free_port) -> None:
+def test_real_llamacpp_start_query_crash_restart_stop(
+    here, capsys, free_port, llama_engine
+) -> None:
     code, out, _ = run(capsys, "serve", "start", "--backend", "llamacpp", "--model", PKG,
-                       "--port", str(free_port), "--ctx", "1024")  # fmt: skip
+                       "--port", str(free_port), "--ctx", "1024",
+                       "--engine", llama_engine)  # fmt: skip
     assert code == 0, out
     assert f"llamacpp-{free_port}: llama.cpp ready at http://127.0.0.1:{free_port}" in out
     row = listed(capsys)[f"llamacpp-{free_port}"]
-    assert (row["state"], row["origin"], row["backend"], row["port"]) == (
+    assert (row["state"], row["origin"], row["backend"], row["engine"], row["port"]) == (
         "ready",
         "adhoc",
         "llamacpp",
+        llama_engine,
         free_port,
     )
     first = row["pid"]

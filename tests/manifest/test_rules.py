@@ -413,3 +413,48 @@ def test_check_directly_skips_broken_references() -> None:
     assert [p.loc for p in found] == [("servers", "s", "backend")]
     assert all(p.loc[0] != "routes" for p in check(manifest, {("servers", "*")}).problems)
     assert check(manifest).problems[-1].loc == ("routes", "r", "targets", 0)
+
+
+ENGINE = MODEL.format(source="./m.gguf", format="gguf", quant="Q4_1", backend="{backend}") + (
+    "    engine: {engine}\n"
+)
+
+
+def _no_venv_server(tmp_path, monkeypatch) -> None:
+    # Nothing on PATH, nothing beside the interpreter: llama-server is not installed.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.delenv("BATUTA_LLAMA_SERVER", raising=False)
+
+
+def test_pinned_llama_server_that_is_not_installed(tmp_path, monkeypatch) -> None:
+    _no_venv_server(tmp_path, monkeypatch)
+    text = ENGINE.format(backend="llamacpp", engine="server")
+    issue = str(only_issue(text))
+    assert issue.startswith("batuta.yaml:10:13: servers.s.engine: engine server pinned, but")
+    assert "llama-server not found" in issue and "make install" in issue
+    server = tmp_path / "llama-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    assert issues_of(text) == []
+    # the Python form is installed here: pinning it is fine, and so is not pinning
+    assert issues_of(ENGINE.format(backend="llamacpp", engine="python")) == []
+
+
+def test_pinned_python_engine_that_is_not_installed(monkeypatch) -> None:
+    monkeypatch.setattr("batuta.router.select.llama_python_installed", lambda: False)
+    issue = str(only_issue(ENGINE.format(backend="llamacpp", engine="python")))
+    assert issue == (
+        "batuta.yaml:10:13: servers.s.engine: engine python pinned, but llama-cpp-python"
+        " is not installed (pip install 'batuta[llamacpp]')"
+    )
+
+
+def test_engine_on_a_backend_with_one_engine() -> None:
+    issue = str(only_issue(ENGINE.format(backend="ollama", engine="server")))
+    assert issue.startswith("batuta.yaml:10:5: servers.s.engine: only backend llamacpp has")
+
+
+def test_engine_must_be_server_or_python() -> None:
+    issue = str(only_issue(ENGINE.format(backend="llamacpp", engine="rust")))
+    assert issue == "batuta.yaml:10:5: servers.s.engine: 'rust' is not allowed; use server | python"

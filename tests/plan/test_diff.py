@@ -59,10 +59,33 @@ def spec(*argv: str, **kw: object) -> ServerSpec:
         ),
         (spec(env={"A": "1"}), spec(env={}), ["env.A: 1 → (none)"]),
         (spec(restart="never"), spec(), ["restart: never → on-failure"]),
+        # another engine is another command line: said once, not flag by flag
+        (
+            spec(engine="server"),
+            spec(
+                engine="python",
+                argv=("python", "-m", "llama_cpp.server", "--model", "/m.gguf", "--port", "8101"),
+            ),
+            ["engine: server → python"],
+        ),
+        # records from before engines had names: told by the command line
+        (
+            spec(),
+            spec(engine="python", argv=("python", "-m", "llama_cpp.server", "--model", "/m.gguf")),
+            ["engine: server → python"],
+        ),
     ],
 )
 def test_spec_changes_speak_the_users_terms(before, after, expected) -> None:
     assert [str(c) for c in spec_changes(before, after)] == expected
+
+
+def test_an_engine_change_is_a_replace() -> None:
+    before = spec(engine="server")
+    after = dataclasses.replace(before, engine="python")
+    assert before.config_hash != after.config_hash  # even with the same argv
+    assert spec().config_hash == spec().config_hash != spec(engine="server").config_hash
+    assert spec().engine_name == "server" and spec(backend="ollama").engine_name == ""
 
 
 def test_port_and_model_changes_are_shown_once_not_again_as_argv() -> None:

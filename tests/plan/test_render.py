@@ -147,8 +147,10 @@ def test_status_screen() -> None:
     text = click.unstyle(render_status(server_rows(_plan()), routes, "batuta.yaml"))
     lines = text.splitlines()
     assert lines[0] == "Manifest: batuta.yaml"
-    assert lines[2].split() == ["SERVER", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "DRIFT"]
-    assert "kept       ready      unknown  43" in text
+    assert lines[2].split() == [
+        "SERVER", "BACKEND", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "DRIFT",
+    ]  # fmt: skip
+    assert "kept       llamacpp (server)  ready      unknown  43" in text
     assert "  r → kept (ready), old (down), groq (not probed)" in lines
     assert "  empty → (no targets)" in lines
     empty = click.unstyle(render_status([], [], "batuta.yaml"))

@@ -4,7 +4,7 @@ server dies mid-answer (the provider continues from the text already shown).
 
 The providers are loopback fakes that speak their own protocols (Bedrock event streams
 with SigV4 checked, Replicate predictions, Gemini SSE); the local server is
-llama-cpp-python with SmolLM2, started and stopped by pid.
+llama.cpp's llama-server with SmolLM2, started and stopped by pid.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BEDROCK_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 
 @pytest.fixture
 def local(smollm2_path: Path, tmp_path: Path) -> Iterator[LlamaServer]:
-    server = LlamaServer(smollm2_path, tmp_path / "local.log")
+    server = LlamaServer(smollm2_path, tmp_path / "local.log")  # llama-server
     yield server
     server.stop()
 

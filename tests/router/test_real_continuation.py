@@ -13,9 +13,9 @@ same way, so the servers here are made reproducible: a prompt evaluated in batch
 another order than token-by-token decoding (a near tie then goes the other way), hence
 one token per batch; and llama-cpp-python's repeat penalty remembers only the tokens it
 generated itself, not the prompt (so not the shown text either), hence
-``repeat_penalty`` 1, llama-server's default. Each engine in ``ENGINES`` is launched with
-its own flags for that: add a launcher there to run the same tests on another llama.cpp
-server.
+``repeat_penalty`` 1, llama-server's default. Both forms of the engine (``llama-server``
+and llama-cpp-python's server) run these tests, each with its own flags for that
+(``ENGINES``).
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ from batuta.router.engine import Router
 from batuta.routing.build import template_options
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, write_table
 from batuta.runtime.sources import _gguf_metadata
-from tests.router.test_real_failover import Engine, LlamaServer, llama_cpp_python
+from tests.router.test_real_failover import LlamaServer
 
 pytestmark = pytest.mark.engine
 
 
-def llama_cpp_python_one_token_batches(model: Path, port: int) -> list[str]:
-    return [*llama_cpp_python(model, port), "--n_batch", "1"]
-
-
-ENGINES: dict[str, Engine] = {"llama-cpp-python": llama_cpp_python_one_token_batches}
+# Each engine with one-token batches (see above), so the prompt is evaluated exactly as
+# decoding would have computed it.
+ENGINES: dict[str, tuple[str, ...]] = {
+    "server": ("-b", "1", "-ub", "1"),
+    "python": ("--n_batch", "1"),
+}
 
 PROMPT = "Write a short story about a black cat."
 MAX_TOKENS = 60
@@ -53,8 +54,8 @@ KILL_AFTER = 20  # text chunks (a token each) shown before the first server dies
 
 
 @pytest.fixture(scope="module", params=sorted(ENGINES))
-def engine(request: pytest.FixtureRequest) -> Engine:
-    return ENGINES[request.param]
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +70,17 @@ def template(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 @pytest.fixture(scope="module")
 def second(
-    smollm2_path: Path, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+    smollm2_path: Path, engine: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaServer]:
-    server = LlamaServer(smollm2_path, tmp_path_factory.mktemp("llama") / "b.log", engine)
+    log = tmp_path_factory.mktemp("llama") / "b.log"
+    server = LlamaServer(smollm2_path, log, engine, ENGINES[engine])
     yield server
     server.stop()
 
 
 @pytest.fixture
-def first(smollm2_path: Path, engine: Engine, tmp_path: Path) -> Iterator[LlamaServer]:
-    server = LlamaServer(smollm2_path, tmp_path / "a.log", engine)
+def first(smollm2_path: Path, engine: str, tmp_path: Path) -> Iterator[LlamaServer]:
+    server = LlamaServer(smollm2_path, tmp_path / "a.log", engine, ENGINES[engine])
     yield server
     server.stop()
 

@@ -182,18 +182,27 @@ def test_availability_of_remote_backends_never_shows_the_key() -> None:
 
 def test_availability_of_local_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    venv_bin = tmp_path / "venv" / "bin"  # executables beside the interpreter count too
+    venv_bin.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
     assert availability(CATALOGUE["ollama"], {}).ready is False
     ollama = _executable(tmp_path / "ollama")
     assert availability(CATALOGUE["ollama"], {}).detail == f"ollama at {ollama}"
     assert availability(CATALOGUE["gpt4all"], {}).ready is None
     # llama.cpp: llama-server (BATUTA_LLAMA_SERVER, then PATH), else llama-cpp-python
     assert llama_server_command({}) == (sys.executable, "-m", "llama_cpp.server")
-    assert availability(CATALOGUE["llamacpp"], {}).detail.startswith("python -m llama_cpp.server")
+    detail = availability(CATALOGUE["llamacpp"], {}).detail
+    assert detail.startswith("python -m llama_cpp.server") and detail.endswith("(engine: python)")
+    assert llama_server_command({}, engine="server") is None
+    beside = _executable(venv_bin / "llama-server")
+    assert llama_server_command({}) == (str(beside),)
     server = _executable(tmp_path / "llama-server")
-    assert llama_server_command({}) == (str(server),)
+    assert llama_server_command({}) == (str(server),)  # PATH first
+    assert llama_server_command({}, engine="python") == (sys.executable, "-m", "llama_cpp.server")
     custom = _executable(tmp_path / "custom-server")
     env = {"BATUTA_LLAMA_SERVER": str(custom)}
-    assert availability(CATALOGUE["llamacpp"], env).detail == f"llama-server at {custom}"
+    detail = availability(CATALOGUE["llamacpp"], env).detail
+    assert detail == f"llama-server at {custom} (engine: server)"
     env = {"BATUTA_LLAMA_SERVER": str(tmp_path / "missing")}
     status = availability(CATALOGUE["llamacpp"], env)
     assert status.ready is False and "is not executable" in status.detail
@@ -201,6 +210,7 @@ def test_availability_of_local_backends(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_llama_cpp_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # no venv llama-server
     monkeypatch.setattr(sys, "path", [p for p in sys.path if "site-packages" not in p])
     import importlib
 

@@ -14,7 +14,7 @@ import pytest
 
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.manifest.model import Defaults, Server
-from batuta.runtime.launch import RECIPES, build_spec, command_for, cores
+from batuta.runtime.launch import RECIPES, build_spec, command_for, cores, launch_for
 from batuta.runtime.sources import ResolvedModel
 
 M = "{model_file}"  # placeholder: the path of a real model file made by the fixture
@@ -26,10 +26,11 @@ CASES = [
      ["serve", "--model", M, "--port", "8080", "--host", "127.0.0.1"], {},
      "http://127.0.0.1:8080/health"),
     ("llamacpp", ["llama-server"], M, {"ctx": 4096, "threads": 4},
-     ["-m", M, "--port", "8080", "--host", "127.0.0.1", "-c", "4096", "-t", "4"], {},
-     "http://127.0.0.1:8080/health"),
+     ["-m", M, "--port", "8080", "--host", "127.0.0.1", "--metrics", "-c", "4096", "-t", "4"],
+     {}, "http://127.0.0.1:8080/health"),
     ("llama.cpp", ["llama-server"], M, {},
-     ["-m", M, "--port", "8080", "--host", "127.0.0.1"], {}, "http://127.0.0.1:8080/health"),
+     ["-m", M, "--port", "8080", "--host", "127.0.0.1", "--metrics"], {},
+     "http://127.0.0.1:8080/health"),
     ("llamafile", ["llamafile"], M, {"ctx": 2048, "threads": 2},
      ["--server", "-m", M, "--port", "8080", "--host", "127.0.0.1", "--nobrowser",
       "-c", "2048", "-t", "2"], {}, "http://127.0.0.1:8080/health"),
@@ -72,10 +73,13 @@ CASES = [
 
 @pytest.fixture
 def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty PATH directory; tests add fake executables to it."""
+    """An empty PATH directory; tests add fake executables to it. The interpreter seems to
+    live in another empty one (executables are looked up beside it too: the venv's bin)."""
     path = tmp_path / "bin"
     path.mkdir()
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
     monkeypatch.setenv("PATH", str(path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
     monkeypatch.delenv("BATUTA_LLAMA_SERVER", raising=False)
     return path
 
@@ -146,7 +150,7 @@ def test_explicit_executable_wins(bin_dir, model_file, tmp_path) -> None:
         env={"LLAMA_ARG_FLASH_ATTN": "1"}, executable=str(custom),
     )  # fmt: skip
     assert argv == [str(custom), "-m", str(model_file), "--port", "9000", "--host", "0.0.0.0",
-                    "--n-gpu-layers", "99"]  # fmt: skip
+                    "--metrics", "--n-gpu-layers", "99"]  # fmt: skip
 
 
 def test_extra_args_and_env_are_passed_through(bin_dir, model_file) -> None:
@@ -167,6 +171,43 @@ def test_extra_args_and_env_are_passed_through(bin_dir, model_file) -> None:
 def test_health_url_hosts(bin_dir, model_file, host, url) -> None:
     executable(bin_dir, "llama-server")
     assert command_for("llamacpp", str(model_file), host, 9000)[2] == url
+
+
+def test_llama_server_beside_the_interpreter_is_found(bin_dir, model_file) -> None:
+    # `make install` puts llama-server in .venv/bin, which need not be on PATH
+    venv_bin = Path(sys.executable).parent
+    server = executable(venv_bin, "llama-server")
+    run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081)
+    assert run.argv[0] == str(server) and run.engine == "server"
+    on_path = executable(bin_dir, "llama-server")  # PATH comes first
+    assert command_for("llamacpp", str(model_file), "127.0.0.1", 8081)[0][0] == str(on_path)
+
+
+def test_engine_pins_one_llama_cpp_form(bin_dir, model_file, monkeypatch) -> None:
+    executable(bin_dir, "llama-server")
+    run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="python")
+    assert run.argv[:3] == [sys.executable, "-m", "llama_cpp.server"] and run.engine == "python"
+    assert run.health_url.endswith("/v1/models")
+    run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="server")
+    assert run.argv[0] == str(bin_dir / "llama-server") and run.health_url.endswith("/health")
+    (bin_dir / "llama-server").unlink()
+    with pytest.raises(NotInstalledError, match="llama-server not installed"):
+        launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="server")
+    monkeypatch.setattr("batuta.runtime.launch._module_available", lambda module: False)
+    with pytest.raises(NotInstalledError, match=r"llama_cpp.server \(engine python\) not"):
+        launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="python")
+    with pytest.raises(RuntimeStartError, match="has no engine 'rust'"):
+        launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="rust")
+
+
+def test_python_engine_with_an_executable_runs_the_module_with_it(
+    bin_dir, model_file, tmp_path
+) -> None:
+    python = executable(tmp_path, "python3.12")
+    run = launch_for(
+        "llamacpp", str(model_file), "127.0.0.1", 8081, executable=str(python), engine="python"
+    )
+    assert run.argv[:4] == [str(python), "-m", "llama_cpp.server", "--model"]
 
 
 def test_missing_executable_says_how_to_install(bin_dir, model_file, monkeypatch) -> None:
@@ -227,12 +268,24 @@ def test_build_spec_from_a_manifest_server(bin_dir, model_file) -> None:
     )  # fmt: skip
     assert spec.name == "local" and spec.backend == "llamacpp"
     assert spec.argv == (str(bin_dir / "llama-server"), "-m", str(model_file), "--port", "8091",
-                         "--host", "127.0.0.1", "-c", "2048", "--alias", "s")  # fmt: skip
+                         "--host", "127.0.0.1", "--metrics", "-c", "2048", "--alias", "s")  # fmt: skip
+    assert spec.engine == "server"
     assert spec.env == {"LLAMA_ARG_N_PARALLEL": "2"}
     assert spec.health_url == "http://127.0.0.1:8091/health"
     assert spec.model_path == str(model_file) and spec.model_digest == "ab" * 32
     assert (spec.restart, spec.origin, spec.manifest) == ("always", "manifest", "/p/batuta.yaml")
     assert spec.ready_timeout == 30.0 and spec.log_max_size == 2**20
+
+
+def test_build_spec_with_a_pinned_engine(bin_dir, model_file) -> None:
+    executable(bin_dir, "llama-server")
+    server = Server(backend="llamacpp", model="m", port=8091, engine="python")
+    spec = build_spec("a", server, _resolved(model_file), origin="manifest", manifest=None)
+    assert spec.engine == "python" and spec.argv[:3] == (sys.executable, "-m", "llama_cpp.server")
+    default = build_spec("a", Server(backend="llamacpp", model="m", port=8091),
+                         _resolved(model_file), origin="manifest", manifest=None)  # fmt: skip
+    # the engine is part of what the config hash covers
+    assert default.engine == "server" and default.config_hash != spec.config_hash
 
 
 def test_build_spec_takes_defaults_for_unset_fields(bin_dir, model_file) -> None:

