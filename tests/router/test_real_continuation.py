@@ -41,10 +41,10 @@ from tests.router.test_real_failover import LlamaServer
 pytestmark = pytest.mark.engine
 
 
-# Each engine with one-token batches (see above), so the prompt is evaluated exactly as
+# Each engine with one-token (micro-)batches (see above), so the prompt is evaluated exactly as
 # decoding would have computed it.
 ENGINES: dict[str, tuple[str, ...]] = {
-    "server": ("-b", "1", "-ub", "1"),
+    "server": ("-ub", "1"),
     "python": ("--n_batch", "1"),
 }
 
