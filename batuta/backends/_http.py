@@ -173,7 +173,7 @@ async def send(
     )
     try:
         with anyio.fail_after(budget):
-            response = await client.send(request, stream=True)
+            response = await _send_resending_stale(client, request)
     except TimeoutError:
         raise _first_byte_timeout(provider, budget) from None
     except httpx.HTTPError as exc:
@@ -190,6 +190,32 @@ async def send(
     raise error_from_response(
         response.status_code, response.headers, body, provider=provider, secret=secret
     )
+
+
+# A keep-alive connection the server closed while it sat in the pool fails the next request
+# on it before a byte of answer arrives. llama.cpp's llama-server does this after some
+# streamed answers without saying `Connection: close`; browsers and urllib3 resend such a
+# request on a new connection, since the server answered nothing. Bounded: a server that
+# drops every request still fails after these.
+STALE_RESENDS = 2
+
+
+def _stale(exc: httpx.HTTPError) -> bool:
+    return isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
+        "Server disconnected without sending a response"
+    )
+
+
+async def _send_resending_stale(
+    client: httpx.AsyncClient, request: httpx.Request
+) -> httpx.Response:
+    for _ in range(STALE_RESENDS):
+        try:
+            return await client.send(request, stream=True)
+        except httpx.RemoteProtocolError as exc:
+            if not _stale(exc):
+                raise
+    return await client.send(request, stream=True)
 
 
 async def probe(

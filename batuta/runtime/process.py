@@ -107,13 +107,51 @@ def env_refs(spec: ServerSpec) -> dict[str, bool]:
     return out
 
 
-def spawn(spec: ServerSpec, log_path: Path, values: Mapping[str, str]) -> PopenProcess:
+# Set in every server's environment: which state directory, server and generation started
+# it. A supervisor killed between spawning a server and saving its pid leaves a record
+# without that pid; its successor finds the process by this mark (a session leader
+# carrying it is ours: nothing else sets it) instead of leaving it orphaned.
+SPAWN_MARK = "BATUTA_SPAWNED_BY"
+
+
+def spawn_mark(state_dir: Path, name: str, generation: int) -> str:
+    """The mark of generation ``generation`` of server ``name`` of ``state_dir``."""
+    return f"{spawn_mark_prefix(state_dir, name)}{generation}"
+
+
+def spawn_mark_prefix(state_dir: Path, name: str) -> str:
+    return f"{Path(state_dir).resolve()}|{name}|"
+
+
+def find_marked(prefix: str) -> list[tuple[int, float, str]]:
+    """(pid, create time, mark) of each live session leader whose spawn mark starts with
+    ``prefix``: the servers batuta started under it, found without their recorded pid."""
+    import psutil
+
+    found: list[tuple[int, float, str]] = []
+    for proc in psutil.process_iter(["create_time"]):
+        try:
+            if os.getsid(proc.pid) != proc.pid or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            mark = proc.environ().get(SPAWN_MARK, "")
+        except (psutil.Error, OSError):
+            continue
+        if mark.startswith(prefix):
+            found.append((proc.pid, proc.info["create_time"], mark))
+    return found
+
+
+def spawn(
+    spec: ServerSpec, log_path: Path, values: Mapping[str, str], mark: str = ""
+) -> PopenProcess:
     """Start ``spec`` in a new session, stdout and stderr appended to ``log_path``.
 
     ``${env:VAR}`` references are expanded from ``values``; the rest of the environment
-    is this process's own.
+    is this process's own, plus ``mark`` (:data:`SPAWN_MARK`) when given.
     """
     env = {**os.environ, **{k: expand_env_refs(v, values) for k, v in spec.env.items()}}
+    if mark:
+        env[SPAWN_MARK] = mark
     # O_APPEND: the supervisor may truncate the file to rotate it while the child writes.
     log = logs.open_private(log_path)
     try:

@@ -46,10 +46,13 @@ from batuta.runtime.process import (
     AdoptedProcess,
     Process,
     env_refs,
+    find_marked,
     group_members,
     owned,
     signal_group,
     spawn,
+    spawn_mark,
+    spawn_mark_prefix,
 )
 from batuta.runtime.spec import ServerSpec, ServerState
 
@@ -89,7 +92,8 @@ class Seams:
 
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
-    spawner: Callable[[ServerSpec, Path, Mapping[str, str]], Process] = spawn
+    spawner: Callable[[ServerSpec, Path, Mapping[str, str], str], Process] = spawn
+    marked: Callable[[str], list[tuple[int, float, str]]] = find_marked
     signaller: Callable[[int, int], bool] = signal_group
     prober: Callable[[str], str] = probe
     owned: Callable[[int | None, float | None], bool] = owned
@@ -214,6 +218,13 @@ class Supervisor:
         # A supervisor that starts finds what an earlier one left: live processes are
         # adopted (pid + create time prove they are ours), dead ones count as exits.
         current = rec.pid_generation == rec.generation  # the pid runs this record's spec
+        if not (
+            rec.pid is not None
+            and rec.create_time is not None
+            and self.seams.owned(rec.pid, rec.create_time)
+        ):
+            rec = self._find_unrecorded(rec)
+            current = rec.pid_generation == rec.generation
         if (
             rec.pid is not None
             and rec.create_time is not None
@@ -240,6 +251,22 @@ class Supervisor:
         ):
             # It died while nobody watched: an exit of unknown status.
             self._exited(slot, UNKNOWN_EXIT, now)
+
+    def _find_unrecorded(self, rec: ServerRecord) -> ServerRecord:
+        # An earlier supervisor may have died after spawning the server and before saving
+        # its pid: the process carries the spawn mark, so it is found and adopted (or
+        # stopped, when its generation is outdated) rather than left running unowned.
+        if rec.desired == "stopped" and rec.state in _IDLE_STATES:
+            return rec
+        prefix = spawn_mark_prefix(self.state_dir, rec.name)
+        for pid, create_time, mark in self.seams.marked(prefix):
+            generation = mark.removeprefix(prefix)
+            if generation.isdigit():
+                self.seams.say(f"{rec.name}: found its process (pid {pid}) by its spawn mark")
+                return replace(
+                    rec, pid=pid, create_time=create_time, pid_generation=int(generation)
+                )
+        return rec
 
     def _slot_from(self, rec: ServerRecord) -> _Slot:
         return _Slot(
@@ -373,7 +400,8 @@ class Supervisor:
         slot.await_until = None  # restarts use these very values, never wait for others
         logs.note(self._log(slot), f"starting: {shlex.join(spec.argv)}")
         try:
-            proc = self.seams.spawner(spec, self._log(slot), values)
+            mark = spawn_mark(self.state_dir, spec.name, slot.record.generation)
+            proc = self.seams.spawner(spec, self._log(slot), values, mark)
         except OSError as exc:
             slot.message = f"cannot run {spec.argv[0]}: {exc.strerror or exc}"
             logs.note(self._log(slot), slot.message)

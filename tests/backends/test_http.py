@@ -155,3 +155,106 @@ def test_deadline_already_passed_times_out_at_once():
 def test_error_whose_body_is_cut_is_still_classified():
     _, error = collect(serve([b'{"error": "ha', None], status=500, content_type="application/json"))
     assert error.kind is FailureKind.SERVER and error.status == 500
+
+
+# ------------------------------------------------------------- stale keep-alive connections
+
+
+class DropsKeptAlive:
+    """A raw HTTP/1.1 server on 127.0.0.1 that answers the first request on a connection
+    with keep-alive headers, then reads the next request on that connection and closes it
+    without a byte of answer: what llama-server does after some streamed answers.
+    ``drop_fresh`` closes new connections without answering too (a server that is gone)."""
+
+    def __init__(self, drop_fresh: bool = False) -> None:
+        import socket
+        import threading
+
+        self.requests = 0
+        self.connections = 0
+        self._drop_fresh = drop_fresh
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _read_request(self, conn) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = conn.recv(65536)
+            if not piece:
+                return False
+            data += piece
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+             if line.lower().startswith(b"content-length:")), 0,
+        )  # fmt: skip
+        while len(body) < length:
+            body += conn.recv(65536)
+        self.requests += 1
+        return True
+
+    def _serve(self, conn) -> None:
+        with conn:
+            if not self._read_request(conn) or self._drop_fresh:
+                return
+            answer = b'{"ok": true}'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Keep-Alive: timeout=5, max=100\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+            )
+            self._read_request(conn)  # the next request on this connection: no answer
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _post_twice(url: str) -> list[bytes | BackendError]:
+    async def go() -> list[bytes | BackendError]:
+        out: list[bytes | BackendError] = []
+        async with httpx.AsyncClient() as client:
+            for _ in range(2):
+                try:
+                    response = await _http.send(client, "POST", url, provider="p", json_body={})
+                    out.append(await response.aread())
+                    await response.aclose()
+                except BackendError as exc:
+                    out.append(exc)
+        return out
+
+    return asyncio.run(go())
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_resent_on_a_new_one():
+    server = DropsKeptAlive()
+    try:
+        first, second = _post_twice(server.url + "/v1/chat/completions")
+    finally:
+        server.close()
+    assert first == b'{"ok": true}' and second == b'{"ok": true}'
+    # the second request went out on the pooled connection, was dropped, and was resent
+    assert server.requests == 3 and server.connections == 2
+
+
+def test_a_server_that_drops_every_request_still_fails_as_connect():
+    server = DropsKeptAlive(drop_fresh=True)
+    try:
+        (only, _) = _post_twice(server.url + "/v1/chat/completions")
+    finally:
+        server.close()
+    assert isinstance(only, BackendError) and only.kind is FailureKind.CONNECT
+    assert "disconnected without sending a response" in str(only)
+    assert server.requests == 2 * (1 + _http.STALE_RESENDS)  # bounded, for both requests

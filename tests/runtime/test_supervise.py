@@ -45,6 +45,7 @@ class World:
         self.ignore_term = False
         self.groups: dict[int, dict[int, float]] = {}  # pgid -> other members: pid -> ct
         self.said: list[str] = []
+        self.marks: dict[int, str] = {}  # pid -> the spawn mark in its environment
 
     def seams(self) -> Seams:
         return Seams(
@@ -57,14 +58,25 @@ class World:
             adopt=lambda pid, ct: self.procs[pid],
             members=self.members,
             say=self.said.append,
+            marked=self.marked,
         )
 
-    def spawn(self, spec: ServerSpec, log_path: Path, values: Mapping[str, str]) -> FakeProc:
+    def marked(self, prefix: str) -> list[tuple[int, float, str]]:
+        return [
+            (pid, self.procs[pid].create_time, mark)
+            for pid, mark in self.marks.items()
+            if mark.startswith(prefix) and self.procs[pid].returncode is None
+        ]
+
+    def spawn(
+        self, spec: ServerSpec, log_path: Path, values: Mapping[str, str], mark: str
+    ) -> FakeProc:
         if self.spawn_error is not None:
             raise self.spawn_error
         self.next_pid += 1
         proc = FakeProc(self.next_pid, create_time=self.now, ignores_term=self.ignore_term)
         self.procs[proc.pid] = proc
+        self.marks[proc.pid] = mark
         self.spawned.append(spec)
         self.values.append(dict(values))
         return proc
@@ -666,3 +678,37 @@ def test_a_failing_rotation_is_reported_and_retried(tmp_path, world, sup) -> Non
     world.advance(2.5)
     sup.tick()
     assert rotated.read_text().startswith("x" * 50) and saved(tmp_path).message == ""
+
+
+def forget_pid(state_dir: Path, name: str = "s") -> None:
+    """state.json as it was before the supervisor saved the pid it had just spawned."""
+    with locked_state(state_dir) as state:
+        rec = state.servers[name]
+        assert rec.pid is not None
+        state.servers[name] = replace(rec, pid=None, create_time=None, pid_generation=0)
+
+
+def test_a_server_spawned_by_a_supervisor_that_died_before_saving_is_adopted(
+    tmp_path, world, sup
+) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()  # spawned pid 101 ...
+    forget_pid(tmp_path)  # ... and "died" before saving it
+    successor = Supervisor(tmp_path, world.seams())
+    successor.load()
+    successor.tick()
+    record = saved(tmp_path)
+    assert record.pid == 101 and len(world.spawned) == 1  # found by its mark, not respawned
+    assert any("spawn mark" in line for line in world.said)
+
+
+def test_an_unrecorded_process_of_an_outdated_generation_is_stopped(tmp_path, world, sup) -> None:
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    forget_pid(tmp_path)
+    put(tmp_path, spec(port=9))  # a new spec (generation 2) was asked for meanwhile
+    successor = Supervisor(tmp_path, world.seams())
+    successor.load()
+    assert (101, signal.SIGTERM) in world.signals  # the old generation's process goes
