@@ -45,6 +45,40 @@ def timeline():
         yield url
 
 
+def _first_token_ms(url: str) -> float:
+    """TTFT of one streamed request as the least a client can do sees it: a blocking socket,
+    the request written in one go, the clock stopped at the first content chunk."""
+    port = int(url.rsplit(":", 1)[1])
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}'
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        began = time.perf_counter()
+        sock.sendall(head + body)
+        seen = b""
+        while b'"content": "' not in seen.replace(b'"content": ""', b""):
+            piece = sock.recv(65536)
+            assert piece, "the timeline server closed before the first token"
+            seen += piece
+        elapsed = (time.perf_counter() - began) * 1000
+        while sock.recv(65536):  # read to the end, so the server finishes cleanly
+            pass
+    return elapsed
+
+
+@pytest.fixture(scope="module")
+def delay(timeline) -> float:
+    """What this machine adds to the script's TTFT for a minimal client, in ms (least of
+    five): the baseline the benchmark's own figures are held to, measured in the same run,
+    so a machine whose timers or loopback are a few ms slower does not read as an error of
+    the benchmark's."""
+    return max(0.0, min(_first_token_ms(timeline) for _ in range(5)) - TTFT)
+
+
 def _target(url, model=""):
     return Target(name="bench", backend="llamacpp", protocol="openai", base_url=url, model=model)
 
@@ -55,36 +89,37 @@ def _bench(url, specs, prompts=None, model=""):
 
 
 @pytest.mark.parametrize(("concurrency", "n", "slack_ms"), [(1, 8, 5.0), (16, 48, 20.0)])
-def test_timings_match_the_script(timeline, concurrency, n, slack_ms):
+def test_timings_match_the_script(timeline, delay, concurrency, n, slack_ms):
     """ITL and TPOT are held to 1 ms of the script at both levels, and the least delayed
     TTFT to 3 ms. The median TTFT also carries the client's cost of sending: about 0.7 ms of
     CPU a request (httpx and the adapter, see bench/bench_capacity.py), so when 16 requests
     start together the last is sent ~15 ms after the first (more when other processes take
     the CPU), and the slack at 16 is wider; it stays well under the 40 ms tail, so E2EL
     still proves the tail is excluded. Other processes only ever add latency, so a
-    disturbed run is repeated (up to four times) and the least disturbed is judged."""
+    disturbed run is repeated (up to four times) and the least disturbed is judged. TTFT and
+    E2EL are held to the script plus what a minimal client sees this machine add (``delay``).
+    """
     spec = RunSpec(max_concurrency=concurrency, max_tokens=64, percentiles=(50, 99), warmup=1)
     for _ in range(4):
         model, (result,) = _bench(timeline, [spec], random_prompts(n, 12, seed=2))
         m = result.metrics
         least = min(r.ttft for r in result.records) * 1000
-        if max(m["median_ttft_ms"] - TTFT, m["median_e2el_ms"] - E2EL) <= slack_ms and (
-            least <= TTFT + 3.0
-        ):
+        late = max(m["median_ttft_ms"] - TTFT, m["median_e2el_ms"] - E2EL) - delay
+        if late <= slack_ms and least <= TTFT + delay + 3.0:
             break
     assert model == MODEL  # discovered from /v1/models, as vLLM does without --model
     assert (m["completed"], m["failed"]) == (n, 0)
     assert m["max_concurrent_requests"] == concurrency
     # TTFT: the role chunk sent at once must not count; the script's delay must.
     ttfts = [r.ttft * 1000 for r in result.records]
-    assert TTFT <= min(ttfts) <= TTFT + 3.0
-    assert TTFT <= m["median_ttft_ms"] <= TTFT + slack_ms
+    assert TTFT <= min(ttfts) <= TTFT + delay + 3.0
+    assert TTFT <= m["median_ttft_ms"] <= TTFT + delay + slack_ms
     assert m["mean_itl_ms"] == pytest.approx(ITL, abs=1.0)
     assert m["median_itl_ms"] == pytest.approx(ITL, abs=1.0)
     assert m["mean_tpot_ms"] == pytest.approx(ITL, abs=1.0)
     assert m["median_tpot_ms"] == pytest.approx(ITL, abs=1.0)
     # E2EL ends at the last token: the 40 ms tail before finish/usage/[DONE] is excluded.
-    assert E2EL <= m["median_e2el_ms"] <= E2EL + slack_ms
+    assert E2EL <= m["median_e2el_ms"] <= E2EL + delay + slack_ms
     assert m["total_output_tokens"] == n * TOKENS
     assert m["token_count_source"] == "usage"
     assert m["total_input_tokens"] == n * 11  # the fake's prompt_tokens
@@ -127,7 +162,7 @@ def test_requests_leave_on_the_gamma_schedule(timeline):
     assert result.metrics["duration"] == pytest.approx(last, abs=0.02)
 
 
-def test_a_cap_queues_requests_and_warmup_is_not_measured(timeline):
+def test_a_cap_queues_requests_and_warmup_is_not_measured(timeline, delay):
     before = stats(timeline)["chat"]
     spec = RunSpec(max_concurrency=3, warmup=2, max_tokens=2)
     _, (result,) = _bench(timeline, [spec], random_prompts(12, 5))
@@ -137,7 +172,8 @@ def test_a_cap_queues_requests_and_warmup_is_not_measured(timeline):
     queued = sorted(r.queue_time for r in result.records)
     assert queued[:3] == pytest.approx([0, 0, 0], abs=0.01)  # a round trip is ~0.12 s
     round_trip = (TTFT + ITL + TAIL) / 1000
-    assert 3 * round_trip <= queued[-1] <= 3 * round_trip + 0.04  # waited for three rounds
+    slower = 3 * delay / 1000  # each of the three rounds pays the machine's own delay
+    assert 3 * round_trip <= queued[-1] <= 3 * round_trip + slower + 0.04  # three rounds
 
 
 def test_duration_stops_sending_new_requests(timeline):
