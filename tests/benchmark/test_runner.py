@@ -34,6 +34,10 @@ from batuta.routing.table import RouteEntry, TargetEntry
 from tests.fakes.base import FakeServer, sse
 from tests.fakes.timeline_server import MODEL, stats, timeline_server
 
+# Held to a few ms: `make unit` runs these in a pytest process of their own and without
+# coverage, whose line tracing adds milliseconds to every request the client sends.
+pytestmark = pytest.mark.timing
+
 TTFT, ITL, TOKENS, TAIL = 60.0, 15.0, 10, 40.0
 E2EL = TTFT + (TOKENS - 1) * ITL
 
