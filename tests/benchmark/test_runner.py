@@ -415,10 +415,7 @@ def test_loopback_beyond_127_0_0_1_never_goes_through_the_proxy(monkeypatch):
     fake = OpenAIFake()
     fake.host = "127.0.0.2"
     with RecordingProxy() as proxy, fake:
-        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-            monkeypatch.setenv(var, proxy.url)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        proxy.install(monkeypatch)
         _, (result,) = _bench(fake.url, [RunSpec()], random_prompts(3, 4), model="m")
         assert result.metrics["completed"] == 3 and proxy.seen == []
         _, (away,) = _bench("http://192.0.2.1:9", [RunSpec()], random_prompts(2, 4), model="m")

@@ -26,6 +26,15 @@ class RecordingProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def install(self, monkeypatch: Any) -> None:
+        """Make this the proxy of every scheme for the test (``*_PROXY`` upper and lower
+        case), with no ``NO_PROXY`` exception: only the loopback rule may bypass it."""
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(var, self.url)
+            monkeypatch.setenv(var.lower(), self.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+
     def start(self) -> RecordingProxy:
         proxy = self
 

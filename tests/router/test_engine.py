@@ -813,21 +813,13 @@ def test_environment_proxy_is_never_used_for_loopback(fakes, free_port, monkeypa
     assert ask(Router(), route_of(local("a", a))).text == a.text  # loopback: straight there
 
 
-def _proxy_env(monkeypatch, url: str) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.setenv(var, url)
-        monkeypatch.setenv(var.lower(), url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-
-
 def test_a_sovereign_route_on_any_loopback_address_never_reaches_the_proxy(monkeypatch) -> None:
     """127.0.0.2 and foo.localhost are this machine for the privacy check, so the client
     must not hand them to HTTP_PROXY (httpx mounts only matched 127.0.0.1 and localhost)."""
     near = OpenAIFake(text=ALPHA)
     near.host = "127.0.0.2"
     with RecordingProxy() as proxy, near:
-        _proxy_env(monkeypatch, proxy.url)
+        proxy.install(monkeypatch)
         other = TargetEntry("other", "llamacpp", "openai", "http://127.0.0.2:9", "m", True)
         named = TargetEntry(
             "named", "llamacpp", "openai", f"http://batuta-test.localhost:{near.port}", "m", True

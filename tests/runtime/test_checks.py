@@ -18,10 +18,7 @@ def test_an_endpoint_on_loopback_is_checked_directly_not_through_the_proxy(
     fake = OpenAIFake(api_key="tok-1")
     fake.host = "127.0.0.2"
     with RecordingProxy() as proxy, fake:
-        for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
-            monkeypatch.setenv(var, proxy.url)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        proxy.install(monkeypatch)
         monkeypatch.setenv("GATEWAY_KEY", "tok-1")
         entry = TargetEntry(
             name="gateway", backend="openai", protocol="openai", base_url=f"{fake.url}/v1",
