@@ -17,7 +17,7 @@ strictly inside (0, 1), reasoning models without sampling knobs), plus the targe
   prefix appended, which the model continues token for token (without a template, or with
   one that cannot render the chat, it stays a chat request, and the router splices the
   restarted answer);
-- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: "40"``);
+- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``);
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
 
@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt, templated_prompt
 from batuta.backends.base import Adapter
@@ -115,7 +116,7 @@ class OpenAIAdapter(Adapter):
             ("project", "OpenAI-Project"),
         ):
             if option in self.target.options:
-                headers[header] = self.target.options[option]
+                headers[header] = text(self.target.options, option)
         return headers
 
     def body(self, request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
@@ -317,7 +318,7 @@ class OpenAIAdapter(Adapter):
         except BackendError:
             return False
         models_url = self.url(self.dialect.models_path)
-        health_path = self.target.options.get("health_path") or (
+        health_path = text(self.target.options, "health_path") or (
             record.health_path if record else None
         )
         if self.target.local and health_path:

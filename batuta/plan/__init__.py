@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batuta._util.options import OptionValue
 from batuta.errors import ManifestError, ManifestIssue, ModelSourceError
 from batuta.plan.diff import LIVE_STATES, ModelPull, Plan, diff, owned_by
 from batuta.plan.observe import Observation, observe
@@ -167,7 +168,7 @@ def desired_state(
     ports = _ports(loaded, statuses)
     specs: dict[str, ServerSpec] = {}
     pending: dict[str, str] = {}
-    templates: dict[str, dict[str, str]] = {}
+    templates: dict[str, dict[str, OptionValue]] = {}
     for name, server in sorted(manifest.servers.items()):
         if server.port is None:
             server = server.model_copy(update={"port": ports[name]})
