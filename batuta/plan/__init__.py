@@ -261,9 +261,11 @@ def plan_from(
         state_dir=str(loaded.state_dir),
         secrets=secrets_of(loaded),
     )
+    notes = tuple(f"deprecated: {w}" for w in loaded.warnings)
     if observation.table_error:
-        notes = (*plan.notes, f"{observation.table_error}; apply rewrites it")
-        plan = Plan(**{**plan.__dict__, "notes": notes})
+        notes += (f"{observation.table_error}; apply rewrites it",)
+    if notes:
+        plan = Plan(**{**plan.__dict__, "notes": (*plan.notes, *notes)})
     return plan
 
 
