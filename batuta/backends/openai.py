@@ -19,7 +19,10 @@ strictly inside (0, 1), reasoning models without sampling knobs), plus the targe
   restarted answer);
 - ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``);
 - ``health_path`` overrides the readiness route of a local server;
-- ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
+- ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``;
+- ``proxy_key_env`` / ``proxy_secret_env`` name the variables holding a Modal proxy-auth
+  token (id and secret), sent as ``Modal-Key`` / ``Modal-Secret`` to a web endpoint that
+  requires proxy auth.
 
 Nothing a dialect refuses is sent. Stop sequences a server does not take (beyond its
 ``max_stop``, or all of them for GPT4All and reasoning models) are applied here on the
@@ -29,6 +32,7 @@ answer; what is left out for a reasoning model is logged (logger ``batuta.backen
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -109,7 +113,8 @@ class OpenAIAdapter(Adapter):
         return _http.api_url(self.target.base_url, path)
 
     def headers(self) -> dict[str, str]:
-        """Auth in the dialect's style plus the optional OpenAI organisation/project."""
+        """Auth in the dialect's style plus the optional OpenAI organisation/project and
+        Modal proxy-auth token."""
         headers = _http.auth_headers(self.target, self.api_key(), self.dialect.auth_header)
         for option, header in (
             ("organization", "OpenAI-Organization"),
@@ -117,6 +122,18 @@ class OpenAIAdapter(Adapter):
         ):
             if option in self.target.options:
                 headers[header] = text(self.target.options, option)
+        for option, header in (
+            ("proxy_key_env", "Modal-Key"),
+            ("proxy_secret_env", "Modal-Secret"),
+        ):
+            env = text(self.target.options, option)
+            if env:  # read when the call is made; only the variable's name is ever shown
+                value = os.environ.get(env)
+                if not value:
+                    raise BackendError(
+                        FailureKind.AUTH, f"{self.provider}: set {env} (Modal proxy auth)"
+                    )
+                headers[header] = value
         return headers
 
     def body(self, request: InferenceRequest, *, stream: bool) -> dict[str, Any]:

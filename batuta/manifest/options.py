@@ -197,6 +197,17 @@ class OpenAIOptions(_Template, _AuthHeader, _HealthPath, ProviderOptions):
     project: str | None = Field(default=None, description="sent as OpenAI-Project")
 
 
+class ModalOptions(OpenAIOptions):
+    """A Modal web endpoint speaking the OpenAI wire, optionally behind proxy auth."""
+
+    proxy_key_env: EnvName | None = Field(
+        default=None, description="variable holding the proxy-auth token id (Modal-Key)"
+    )
+    proxy_secret_env: EnvName | None = Field(
+        default=None, description="variable holding the proxy-auth token secret (Modal-Secret)"
+    )
+
+
 class AzureOpenAIOptions(_Template, ProviderOptions):
     """Azure OpenAI: where the deployment is, which API version, how to authenticate."""
 
@@ -373,6 +384,7 @@ _SPECIAL: dict[str, type[ProviderOptions]] = {
     "hf-endpoints": HFEndpointsOptions,
     "ollama": OllamaOptions,
     "realizar": RealizarOptions,
+    "modal": ModalOptions,
 }
 BY_PROVIDER: dict[str, type[ProviderOptions]] = {
     key: _SPECIAL.get(key, OpenAIOptions) for key in CATALOGUE

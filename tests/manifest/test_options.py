@@ -126,9 +126,9 @@ VALID: list[tuple[str, str, str, dict[str, Any]]] = [
     ),
     (
         "modal",
-        "{auth_header: authorization, param.temperature: 0.5}",
+        "{proxy_key_env: MODAL_ID, proxy_secret_env: MODAL_SECRET, param.temperature: 0.5}",
         URL,
-        {"auth_header": "authorization", "param.temperature": 0.5},
+        {"proxy_key_env": "MODAL_ID", "proxy_secret_env": "MODAL_SECRET", "param.temperature": 0.5},
     ),
     (
         "llamacpp",
@@ -372,8 +372,8 @@ def _read_by_adapters() -> set[str]:
         source = path.read_text(encoding="utf-8")
         for pattern in _READS:
             found |= set(re.findall(pattern, source))
-        # headers() reads these two through a loop over (option, header) pairs
-        found |= set(re.findall(r'\("(\w+)", "OpenAI-\w+"\)', source))
+        # headers() reads these through loops over (option, header) pairs
+        found |= set(re.findall(r'\("(\w+)", "(?:OpenAI|Modal)-[\w-]+"\)', source))
         # replicate reads its durations through _float_option("name", ...)
         found |= set(re.findall(r'_float_option\("(\w+)"', source))
     return found
