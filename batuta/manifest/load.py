@@ -356,12 +356,12 @@ def _model_problems(data: Any, hidden: set[Loc]) -> list[Problem]:
         found: list[Problem] = []
         for error in exc.errors(include_url=False):
             problem = _pydantic_problem(data, error, hidden)
-            found += _option_problems(data, problem.loc) or [problem]
+            found += _option_problems(data, problem.loc, hidden) or [problem]
         return found
     return []
 
 
-def _option_problems(data: Any, loc: Loc) -> list[Problem]:
+def _option_problems(data: Any, loc: Loc, hidden: set[Loc]) -> list[Problem]:
     """An endpoint's options that failed, one problem per key: pydantic sees the options
     as one value, the provider's options model says what is wrong with each."""
     from batuta.manifest.options import option_problems
@@ -369,8 +369,12 @@ def _option_problems(data: Any, loc: Loc) -> list[Problem]:
     if len(loc) != 3 or loc[0] != "endpoints" or loc[2] != "options":
         return []
     entry = data["endpoints"][loc[1]]
-    problems = option_problems(entry.get("provider"), entry.get("options"))
-    return [Problem((*loc, key), message) for key, message in problems]
+    found = []
+    for key, message in option_problems(entry.get("provider"), entry.get("options")):
+        if (*loc, key) in hidden:
+            message = "invalid value (taken from the environment, not shown)"
+        found.append(Problem((*loc, key), message))
+    return found
 
 
 def _pydantic_problem(data: Any, error: Any, hidden: set[Loc]) -> Problem:

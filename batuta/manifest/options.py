@@ -430,8 +430,6 @@ def _problems(model: type[ProviderOptions], exc: ValidationError) -> list[tuple[
     for error in exc.errors(include_url=False):
         loc = error["loc"]
         name = str(loc[0]).strip() if loc else ""
-        if name == "params" and len(loc) > 1:
-            name = PARAM + str(loc[1])
         if error["type"] == "extra_forbidden":
             hint = did_you_mean(name, keys)
             listed = ", ".join([*keys, "param.<field>"])

@@ -403,3 +403,26 @@ def test_mixed_case_provider_options_are_still_typed() -> None:
 def test_unknown_provider_is_reported_once_whatever_its_options() -> None:
     found = issues_of(endpoint("nosuch", "{anything: 1}"))
     assert [i.path for i in found] == ["endpoints.e.provider"]
+
+
+def test_the_models_on_their_own() -> None:
+    from pydantic import ValidationError
+
+    from batuta.manifest.options import OpenAIOptions, option_problems
+
+    assert option_problems("openai", {"api": "chat"}) == []
+    assert option_problems("nosuch", {"x": 1}) == option_problems("openai", "x") == []
+    assert option_problems("replicate", {"poll_interval": "0s"}) == [
+        ("poll_interval", "must be longer than 0s")
+    ]
+    with pytest.raises(ValidationError):
+        OpenAIOptions.model_validate("not a mapping")
+    flat = OpenAIOptions.model_validate({"api": "chat", "param.n": 2}).flat()
+    assert flat == {"api": "chat", "param.n": 2}
+
+
+def test_a_bad_option_from_the_environment_is_not_shown() -> None:
+    # Mixed case: the provider's options model (not the editor's schema) reports it.
+    issue = only_issue(endpoint("Replicate", "wait: ${env:WAIT}"), env={"WAIT": "s3cr3t-ish"})
+    assert issue.path == "endpoints.e.options.wait" and "s3cr3t" not in issue.message
+    assert issue.message == "invalid value (taken from the environment, not shown)"
