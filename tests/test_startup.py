@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("pydantic", "httpx", "psutil", "jsonschema", "yaml", "watchfiles", "rich")
+HEAVY = ("pydantic", "httpx", "psutil", "jsonschema", "yaml", "watchfiles", "rich", "uvicorn",
+         "uvloop", "httptools")  # fmt: skip
 PROBE = """
 import sys
 from batuta.cli.main import main
@@ -19,7 +20,14 @@ print("HEAVY:", ",".join(heavy), "CODE:", code)
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["serve", "--help"], ["serve", "tree"], ["serve", "select"]]
+    "args",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["serve", "tree"],
+        ["serve", "select"],
+        ["gateway", "--help"],
+    ],
 )
 def test_fast_commands_import_nothing_heavy(args: list[str]) -> None:
     done = subprocess.run(

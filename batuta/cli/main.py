@@ -22,6 +22,7 @@ _ROOT_COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("batuta.cli.loop_cmds:status", "Desired vs actual for servers and routes."),
     "down": ("batuta.cli.loop_cmds:down", "Stop everything batuta started for this manifest."),
     "logs": ("batuta.cli.loop_cmds:logs", "Show a server's log."),
+    "gateway": ("batuta.cli.gateway:gateway", "Serve routes as OpenAI/Anthropic-compatible HTTP."),
     "supervise": ("batuta.cli.supervise_cmd:supervise", "Run the supervisor (internal)."),
 }
 

@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,6 +86,33 @@ Size = Annotated[
             "description": "bytes, or a size such as 2GiB, 512MB",
         }
     ),
+]
+
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
+
+
+def parse_listen(value: object) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port)."""
+    if not isinstance(value, str):
+        raise ValueError("expected HOST:PORT, such as 127.0.0.1:8080")
+    match = _LISTEN.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not HOST:PORT (such as 127.0.0.1:8080)")
+    port = int(match.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
+    return match.group(1).strip("[]"), port
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+Listen = Annotated[
+    str,
+    AfterValidator(_listen),
+    WithJsonSchema({"type": "string", "description": "HOST:PORT, such as 127.0.0.1:8080"}),
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -199,6 +227,19 @@ class Route(_Strict):
     first_byte_timeout: Duration | None = None
     retries: int = Field(default=1, ge=0, le=10)
     budget: Budget | None = None
+    aliases: list[Name] = Field(
+        default_factory=list,
+        description="other names clients of `batuta gateway` may send as `model` for this route",
+    )
+
+
+class Gateway(_Strict):
+    """The HTTP gateway ``batuta gateway`` runs in front of the routes."""
+
+    listen: Listen = Field(
+        default="127.0.0.1:8080",
+        description="HOST:PORT; a loopback address only (the gateway takes no API keys yet)",
+    )
 
 
 class Defaults(_Strict):
@@ -222,3 +263,4 @@ class Manifest(_Strict):
     endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
     routes: dict[Name, Route] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
+    gateway: Gateway = Field(default_factory=Gateway)

@@ -27,7 +27,7 @@ from batuta.catalogue import (
     local_backends,
     lookup,
 )
-from batuta.manifest.model import Manifest, Route, Server
+from batuta.manifest.model import Manifest, Route, Server, parse_listen
 from batuta.router.select import did_you_mean, llama_server_command, order_targets
 
 Loc = tuple[str | int, ...]
@@ -333,6 +333,38 @@ class _Rules:
             if getattr(self.m.defaults, key) <= 0:
                 yield Problem(("defaults", key), "must be longer than 0s")
 
+    # -- gateway -------------------------------------------------------------------
+    def gateway(self) -> Iterator[Problem]:
+        host, _ = parse_listen(self.m.gateway.listen)  # the model checked its form
+        if not is_loopback(host):
+            yield Problem(
+                ("gateway", "listen"),
+                f"{host!r} is not this machine: the gateway takes no API keys yet, so it may"
+                " listen on a loopback address only (127.0.0.1, ::1 or localhost)",
+                at_value=True,
+            )
+
+    def aliases(self) -> Iterator[Problem]:
+        """A name a client sends as ``model`` must mean one thing: an alias may not repeat a
+        route, server or endpoint name, nor another alias."""
+        owners = {name: f"route {name!r}" for name in self.m.routes}
+        for name in self.m.servers:
+            owners.setdefault(name, f"server {name!r}")
+        for name in self.m.endpoints:
+            owners.setdefault(name, f"endpoint {name!r}")
+        for name, route in self.m.routes.items():
+            for i, alias in enumerate(route.aliases):
+                taken = owners.get(alias)
+                if taken is not None:
+                    yield Problem(
+                        ("routes", name, "aliases", i),
+                        f"{alias!r} is already the name of {taken}; an alias must be a name of"
+                        " its own",
+                        at_value=True,
+                    )
+                    continue
+                owners[alias] = f"an alias of route {name!r}"
+
     # -- routes --------------------------------------------------------------------
     def target_privacy(self, name: str) -> tuple[Privacy, str] | None:
         """Where a target sends prompts, and how to describe it; None when unresolvable."""
@@ -485,5 +517,6 @@ def check(
     rules = _Rules(manifest, broken, dropped)
     checked = Checked()
     checked.problems += [*rules.models(), *rules.servers(), *rules.endpoints(), *rules.defaults()]
+    checked.problems += [*rules.gateway(), *rules.aliases()]
     rules.routes(checked)
     return checked

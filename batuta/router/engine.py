@@ -362,7 +362,7 @@ class Router:
             generated, shown_here = run.chunks, bool(run.text)
             run.attempts.append(
                 Attempt(target.name, str(error), error.kind,
-                        (self._clock() - started) * 1000.0, generated)
+                        (self._clock() - started) * 1000.0, generated, error.retry_after)
             )  # fmt: skip
             # The provider billed what it streamed before dying; a refusal before any
             # output (429, 5xx, auth) is not billed.

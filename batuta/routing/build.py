@@ -170,6 +170,7 @@ def _route_entry(
         daily_usd=route.budget.daily_usd if route.budget else None,
         per_request_usd=route.budget.per_request_usd if route.budget else None,
         reason=reason,
+        aliases=tuple(route.aliases),
     )
 
 

@@ -62,6 +62,7 @@ class RouteEntry:
     daily_usd: float | None = None
     per_request_usd: float | None = None
     reason: str = ""  # why the targets are in this order, when the tier chose them
+    aliases: tuple[str, ...] = ()  # other names gateway clients may send as `model`
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class RoutingTable:
                 TargetEntry(**{**t, "pricing": tuple(t["pricing"]) if t.get("pricing") else None})
                 for t in raw["targets"]
             )
-            routes[name] = RouteEntry(name=name, **{**raw, "targets": targets})
+            aliases = tuple(raw.get("aliases", ()))  # tables written before aliases had none
+            routes[name] = RouteEntry(name=name, **{**raw, "targets": targets, "aliases": aliases})
         return cls(manifest=data["manifest"], routes=routes, version=data["version"])
 
 

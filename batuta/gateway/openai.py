@@ -1,0 +1,171 @@
+"""OpenAI Chat Completions framing: request body in, ``chat.completion`` objects and
+``chat.completion.chunk`` server-sent events out.
+
+A stream is a role chunk, one chunk per piece of text, a chunk carrying ``finish_reason``,
+the ``choices: []`` usage chunk when ``stream_options.include_usage`` asks for it, then
+``data: [DONE]``. Which target answered (and after how many attempts) travels in the last
+chunk as ``x_batuta`` (headers are gone by then), as Groq sends ``x_groq``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from batuta.backends.types import InferenceRequest, InferenceResponse, Message
+from batuta.gateway import _parse
+from batuta.gateway.errors import GatewayError, bad_field, openai_body
+
+_ROLES = {"system", "developer", "user", "assistant"}
+_FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop", "end_turn": "stop",
+           "max_tokens": "length", "content_filter": "content_filter"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """A parsed ``POST /v1/chat/completions``."""
+
+    model: str
+    request: InferenceRequest
+    include_usage: bool = False
+
+
+def parse_chat(raw: Any) -> ChatCall:
+    """The request's fields, checked; a 400 naming the first wrong field."""
+    body = _parse.as_object(raw)
+    model = _parse.text(body, "model", required=True)
+    assert model is not None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_field("messages", "must be a non-empty list of messages")
+    system: list[str] = []
+    turns: list[Message] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad_field(where, "must be an object")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise bad_field(f"{where}.role", f"must be one of {', '.join(sorted(_ROLES))}")
+        content = _parse.content_text(message.get("content"), f"{where}.content")
+        if role in ("system", "developer"):
+            system.append(content)
+        else:
+            turns.append(Message(role, content))
+    prompt, history, prefill = _parse.split_turns(turns, "messages")
+    if body.get("tools"):
+        raise bad_field("tools", "tool calling is not supported by the gateway")
+    n = _parse.integer(body, "n")
+    if n not in (None, 1):
+        raise bad_field("n", "only one choice (n: 1) is supported")
+    max_tokens = _parse.integer(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _parse.integer(body, "max_tokens")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_field("stream_options", "must be an object")
+    include_usage = _parse.flag(options or {}, "include_usage")
+    request = InferenceRequest(
+        prompt=prompt,
+        system="\n\n".join(system) or None,
+        history=history,
+        assistant_prefix=prefill,
+        max_tokens=max_tokens,
+        temperature=_parse.number(body, "temperature", 0.0, 2.0),
+        top_p=_parse.number(body, "top_p", 0.0, 1.0),
+        stop=_parse.strings(body, "stop"),
+        seed=_parse.integer(body, "seed", minimum=-(2**63)),
+        stream=_parse.flag(body, "stream"),
+    )
+    return ChatCall(model, request, include_usage)
+
+
+def finish(reason: str | None) -> str:
+    return _FINISH.get(reason or "stop", reason or "stop")
+
+
+def _usage(resp: InferenceResponse) -> dict[str, int]:
+    prompt = resp.input_tokens or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": resp.tokens_generated,
+        "total_tokens": prompt + resp.tokens_generated,
+    }
+
+
+def facts(resp: InferenceResponse) -> dict[str, Any]:
+    """Routing facts of an answer, for ``x_batuta``."""
+    return {
+        "target": resp.target,
+        "attempts": resp.attempts,
+        "fallbacks": resp.fallbacks,
+        "failed_over_from": resp.failed_over_from,
+    }
+
+
+def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
+    """The ``chat.completion`` object of a blocking answer."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": resp.text},
+                "logprobs": None,
+                "finish_reason": finish(resp.finish_reason),
+            }
+        ],
+        "usage": _usage(resp),
+    }
+
+
+def event(data: Any) -> bytes:
+    """One ``data:`` event."""
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+
+class ChatStream:
+    """The events of one streamed answer, in order."""
+
+    KEEPALIVE = b": keep-alive\n\n"
+    DONE = b"data: [DONE]\n\n"
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                      "model": self.model, "choices": choices, **extra})  # fmt: skip
+
+    def start(self) -> bytes:
+        delta = {"role": "assistant", "content": ""}
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def text(self, piece: str) -> bytes:
+        delta = {"content": piece}
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def end(self, resp: InferenceResponse) -> bytes:
+        last = {
+            "index": 0,
+            "delta": {},
+            "logprobs": None,
+            "finish_reason": finish(resp.finish_reason),
+        }
+        out = self._chunk([last], x_batuta=facts(resp))
+        if self.include_usage:
+            out += self._chunk([], usage=_usage(resp))
+        return out + self.DONE
+
+    def error(self, error: GatewayError) -> bytes:
+        """The in-band error of a stream that had already begun."""
+        return event(openai_body(error))

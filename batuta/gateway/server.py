@@ -1,0 +1,124 @@
+"""Running the gateway: uvicorn (uvloop + httptools) in the foreground, drained on a signal.
+
+SIGTERM or SIGINT stops accepting connections and lets the answers in flight finish, for
+at most ``drain_timeout`` seconds, then the process returns normally (exit status 0).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batuta.errors import BatutaError
+from batuta.gateway.app import KEEPALIVE_SECONDS, Gateway
+
+if TYPE_CHECKING:
+    import uvicorn
+
+DRAIN_SECONDS = 30.0
+DEFAULT_LISTEN = "127.0.0.1:8080"  # as the manifest's gateway.listen defaults
+
+
+class GatewaySetupError(BatutaError):
+    """The gateway cannot start: no routing table, or an address it may not listen on."""
+
+
+def listen_address(value: str, where: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` on this machine; a GatewaySetupError saying why not."""
+    from batuta._util.net import is_localhost_name, is_loopback
+    from batuta.manifest.model import parse_listen
+
+    try:
+        host, port = parse_listen(value)
+    except ValueError as exc:
+        raise GatewaySetupError(f"{where}: {exc}") from None
+    if not (is_localhost_name(host) or is_loopback(host)):
+        raise GatewaySetupError(f"{where}: {host!r} is not this machine; {LOOPBACK_ONLY}")
+    return host, port
+
+
+LOOPBACK_ONLY = (
+    "the gateway takes no API keys yet, so it listens on a loopback address only"
+    " (127.0.0.1, ::1 or localhost)"
+)
+
+
+def _manifest_listen(manifest: str | None) -> str | None:
+    """``gateway.listen`` of the manifest, when it exists (None: the default applies)."""
+    from batuta._util.paths import manifest_path
+    from batuta.manifest import load_manifest
+
+    file, _ = manifest_path(manifest)
+    if not file.exists():
+        return None
+    return load_manifest(manifest).manifest.gateway.listen
+
+
+def make_server(
+    app: Gateway, host: str, port: int, *, drain_timeout: float = DRAIN_SECONDS
+) -> uvicorn.Server:
+    """The uvicorn server for ``app`` (not yet running)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        log_level="warning", access_log=False, timeout_graceful_shutdown=math.ceil(drain_timeout),
+    )  # fmt: skip
+    return uvicorn.Server(config)
+
+
+def serve(
+    manifest: str | None = None,
+    *,
+    listen: str | None = None,
+    state_dir: Path | None = None,
+    keepalive: float = KEEPALIVE_SECONDS,
+    drain_timeout: float = DRAIN_SECONDS,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the routing table that the last ``apply`` of ``manifest`` wrote, on ``listen``
+    (default: the manifest's ``gateway.listen``), until SIGTERM or SIGINT. ``announce`` is
+    told, in one line, where it listens and what it serves."""
+    from batuta._util.paths import state_dir_for
+    from batuta.errors import RoutingError
+    from batuta.routing.build import table_path
+    from batuta.routing.table import read_table
+
+    state = state_dir or state_dir_for(manifest)
+    path = table_path(state)
+    where = "--listen"
+    if listen is None:
+        listen, where = _manifest_listen(manifest) or DEFAULT_LISTEN, "gateway.listen"
+    host, port = listen_address(listen, where)
+    try:
+        table = read_table(path)
+    except RoutingError as exc:
+        named = f" (with -f {manifest})" if manifest else ""
+        raise GatewaySetupError(f"{exc}{named}") from None
+    server = make_server(Gateway(path, state_dir=state, keepalive=keepalive), host, port,
+                         drain_timeout=drain_timeout)  # fmt: skip
+    if announce is not None:
+        shown = f"[{host}]" if ":" in host else host
+        routes = ", ".join(sorted(table.routes)) or "none"
+        announce(f"batuta gateway: listening on http://{shown}:{port} (routes: {routes})")
+    # uvicorn re-raises the signal that stopped it once it has drained; answered by a
+    # handler that does nothing, the drain then ends in a normal return (exit status 0).
+    previous = {s: signal.signal(s, _ignore) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's answer to an address it cannot bind
+        if server.started:
+            raise
+        raise GatewaySetupError(
+            f"{where}: cannot listen on {host}:{port} (in use, or not an address here)"
+        ) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    return
