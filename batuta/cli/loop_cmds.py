@@ -72,7 +72,7 @@ def plan(manifest_file: str | None, as_json: bool, detailed_exitcode: bool, out:
     else:
         click.echo(render_plan(result))
     if out:
-        from batuta.apply.state import atomic_write
+        from batuta._util.files import atomic_write
 
         atomic_write(Path(out), json.dumps(plan_json(result), indent=2) + "\n")
         if not as_json:

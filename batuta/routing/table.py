@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batuta._util.files import atomic_write
 from batuta.backends.types import Target
 from batuta.errors import RoutingError
 
@@ -97,8 +98,6 @@ class RoutingTable:
 
 def write_table(path: Path, table: RoutingTable) -> None:
     """Write atomically: a concurrent reader sees the old file or the new one, never half."""
-    from batuta.apply.state import atomic_write
-
     atomic_write(path, json.dumps(table.to_json(), indent=2, sort_keys=True) + "\n")
 
 

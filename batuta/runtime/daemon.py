@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from batuta.apply.state import STATE_FILE, STATE_LOCK, atomic_write, flocked
+from batuta._util.files import atomic_write, flocked
+from batuta.apply.state import STATE_FILE, STATE_LOCK
 from batuta.errors import StateError
 from batuta.runtime import handoff, logs
 from batuta.runtime.process import create_time_of, owned

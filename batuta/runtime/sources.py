@@ -230,7 +230,7 @@ def _gguf_metadata(path: Path, cache_dir: Path | None) -> dict[str, Any]:
         "quantization": info.quantization,
     }
     if cache_dir is not None:
-        from batuta.apply.state import atomic_write
+        from batuta._util.files import atomic_write
 
         cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "metadata": metadata}
         with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
@@ -401,7 +401,7 @@ def _load_cache(cache_dir: Path | None, name: str = _DIGESTS) -> dict[str, dict[
 def _remember(path: Path, digest: str, cache_dir: Path | None) -> None:
     if cache_dir is None:
         return
-    from batuta.apply.state import atomic_write
+    from batuta._util.files import atomic_write
 
     path = Path(path).resolve()
     stat = path.stat()

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from batuta.apply.state import ServerRecord, flocked, locked_state, read_state
+from batuta._util.files import flocked
+from batuta.apply.state import ServerRecord, locked_state, read_state
 from batuta.runtime import daemon
 from batuta.runtime.process import create_time_of
 from batuta.runtime.supervise import Seams
