@@ -1,7 +1,8 @@
 """Apply: make what runs match the manifest (``execute``), again on every edit (``watch``).
 
-``state`` (the ``.batuta/`` files and the apply lock) is imported by the runtime, so this
-package imports nothing eagerly; the names below load on first use::
+The ``.batuta/`` state files and the apply lock are the runtime's record
+(:mod:`batuta.runtime.state`). This package imports nothing eagerly; the names below load
+on first use::
 
     from batuta.apply import apply
     result = apply("batuta.yaml")        # ApplyResult: added, changed, destroyed, ...

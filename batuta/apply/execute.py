@@ -323,7 +323,7 @@ def apply_loaded(
     probe_timeout: float = PROBE_TIMEOUT,
 ) -> ApplyResult:
     """Apply ``loaded`` (or exactly ``saved``, when the state has not moved since)."""
-    from batuta.apply.state import apply_lock
+    from batuta.runtime.state import apply_lock
 
     if runtime is None:
         from batuta.runtime import Runtime

@@ -228,11 +228,11 @@ def down(manifest_file: str | None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from batuta._util.paths import same_manifest
-    from batuta.apply.state import apply_lock
     from batuta.plan.diff import owned_by
     from batuta.plan.observe import read_current_table
     from batuta.routing.build import table_path
     from batuta.runtime import Runtime
+    from batuta.runtime.state import apply_lock
 
     path, state_dir = _state_dir(manifest_file)
     if not state_dir.is_dir():
@@ -299,8 +299,8 @@ def follow(
 @click.option("--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
 def logs(name: str, following: bool, lines: int, manifest_file: str | None) -> int:
     """Show the log of server NAME (like tail; -f follows it)."""
-    from batuta.apply.state import read_state
     from batuta.runtime.logs import log_path, tail
+    from batuta.runtime.state import read_state
 
     _, state_dir = _state_dir(manifest_file)
     path = log_path(state_dir, name)

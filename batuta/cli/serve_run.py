@@ -116,12 +116,12 @@ def start(
 
     Arguments after `--` are passed to the server unchanged.
     """
-    from batuta.apply.state import apply_lock
     from batuta.catalogue import lookup
     from batuta.router.select import default_backend
     from batuta.runtime.launch import launch_for
     from batuta.runtime.manager import Runtime
     from batuta.runtime.spec import ServerSpec
+    from batuta.runtime.state import apply_lock
 
     began = time.monotonic()
     if backend is None:
@@ -326,9 +326,9 @@ def health(
 def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str | None) -> int:
     """Fetch a model: into Ollama, or into batuta's cache for file sources."""
     from batuta._util.ollama_host import ollama_base_url
-    from batuta.apply.state import apply_lock
     from batuta.runtime import ollama
     from batuta.runtime.sources import default_cache_dir, resolve_source
+    from batuta.runtime.state import apply_lock
 
     if (backend or "").lower() == "ollama" or model.startswith("ollama://"):
         base = ollama_base_url()

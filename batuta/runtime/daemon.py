@@ -33,10 +33,10 @@ from pathlib import Path
 from types import FrameType
 
 from batuta._util.files import atomic_write, flocked
-from batuta.apply.state import STATE_FILE, STATE_LOCK
 from batuta.errors import StateError
 from batuta.runtime import handoff, logs
 from batuta.runtime.process import create_time_of, owned
+from batuta.runtime.state import STATE_FILE, STATE_LOCK
 from batuta.runtime.supervise import Seams, Supervisor
 
 PID_FILE = "supervisor.pid"

@@ -159,7 +159,7 @@ def test_down_leaves_other_manifests_alone(work: Path, capsys, monkeypatch) -> N
 
 
 def test_logs_for_a_recorded_server_without_a_log(work: Path, capsys) -> None:
-    from batuta.apply.state import ServerRecord, locked_state
+    from batuta.runtime.state import ServerRecord, locked_state
     from tests.plan.test_diff import spec
 
     with locked_state(work / ".batuta") as state:

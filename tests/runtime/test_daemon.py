@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from batuta._util.files import flocked
-from batuta.apply.state import ServerRecord, locked_state, read_state
 from batuta.runtime import daemon
 from batuta.runtime.process import create_time_of
+from batuta.runtime.state import ServerRecord, locked_state, read_state
 from batuta.runtime.supervise import Seams
 from tests.runtime.test_supervise import World, spec
 

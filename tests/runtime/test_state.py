@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from batuta._util.files import flocked
-from batuta.apply.state import (
+from batuta.errors import StateError
+from batuta.runtime.spec import ServerSpec
+from batuta.runtime.state import (
     APPLY_LOCK,
     STATE_FILE,
     ServerRecord,
@@ -24,8 +26,6 @@ from batuta.apply.state import (
     read_state,
     write_state,
 )
-from batuta.errors import StateError
-from batuta.runtime.spec import ServerSpec
 
 
 def _spec(name: str = "local", port: int = 8081, **env: str) -> ServerSpec:
@@ -160,7 +160,7 @@ def test_apply_lock_is_exclusive_and_names_the_holder(tmp_path: Path) -> None:
 
 def test_apply_lock_held_by_another_process(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from batuta.apply.state import apply_lock\n"
+        "import sys, time; from pathlib import Path; from batuta.runtime.state import apply_lock\n"
         "with apply_lock(Path(sys.argv[1])):\n"
         "    print('held', flush=True); time.sleep(30)\n"
     )
