@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     "RoutingTable": "batuta.routing.table",
     "read_table": "batuta.routing.table",
     "Router": "batuta.router.engine",
-    "BackendSelector": "batuta.router.select",
+    "BackendSelector": "batuta.selection",
     "query": "batuta.api",
     "adapter_for": "batuta.backends.registry",
     "InferenceRequest": "batuta.backends.types",
@@ -75,9 +75,9 @@ if TYPE_CHECKING:
     from batuta.manifest import LoadedManifest, load_manifest, validate_file
     from batuta.plan import Plan, make_plan
     from batuta.router.engine import Router
-    from batuta.router.select import BackendSelector
     from batuta.routing.table import RoutingTable, read_table
     from batuta.runtime import Runtime
+    from batuta.selection import BackendSelector
 
 
 def __getattr__(name: str) -> Any:

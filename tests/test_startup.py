@@ -50,7 +50,7 @@ def test_importtime_of_serve_tree_stays_small() -> None:
         timeout=60,
     )
     modules = [line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]]
-    assert "batuta.router.select" in modules  # imported by serve_info for the tree
+    assert "batuta.selection" in modules  # imported by serve_info for the tree
     assert not [m for m in modules if m.split(".")[0] in HEAVY]
     # the whole import graph of a tree rendering: click, the catalogue and the selector
     assert len(modules) < 150, len(modules)

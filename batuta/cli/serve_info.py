@@ -14,7 +14,7 @@ import click
 from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import CATALOGUE, TREE_GROUPS, Backend
 from batuta.errors import BatutaError
-from batuta.router.select import (
+from batuta.selection import (
     COST_TIERS,
     LATENCY_TIERS,
     PRIVACY_TIERS,
@@ -27,7 +27,7 @@ from batuta.router.select import (
 )
 
 if TYPE_CHECKING:
-    from batuta.router.select import CostTier, LatencyTier, PrivacyTier, ThroughputTier
+    from batuta.selection import CostTier, LatencyTier, PrivacyTier, ThroughputTier
 
 LEGEND = "✓ installed  ✗ not installed  ? cannot tell  ● key set  ○ key not set"
 _FORMAT_SHORT = {"gguf": "GGUF", "safetensors": "ST", "pytorch": "PT", "exl2": "EXL2", "mlc": "MLC"}

@@ -117,11 +117,11 @@ def start(
     Arguments after `--` are passed to the server unchanged.
     """
     from batuta.catalogue import lookup
-    from batuta.router.select import default_backend
     from batuta.runtime.launch import launch_for
     from batuta.runtime.manager import Runtime
     from batuta.runtime.spec import ServerSpec
     from batuta.runtime.state import apply_lock
+    from batuta.selection import default_backend
 
     began = time.monotonic()
     if backend is None:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.net import host_of, is_localhost_name, is_loopback, resolves_to_loopback
 from batuta.catalogue import (
     ALIASES,
@@ -28,7 +29,7 @@ from batuta.catalogue import (
     lookup,
 )
 from batuta.manifest.model import Manifest, Route, Server
-from batuta.router.select import did_you_mean, llama_server_command, order_targets
+from batuta.selection import llama_server_command, order_targets
 
 Loc = tuple[str | int, ...]
 SECTIONS = ("models", "servers", "endpoints", "routes")

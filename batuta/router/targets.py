@@ -13,11 +13,11 @@ hand-edited ``routes.json`` cannot make a sovereign route send a byte off the ma
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from urllib.parse import urlsplit
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.net import is_loopback
 from batuta._util.ollama_host import ollama_base_url
 from batuta.backends.types import Target
@@ -73,8 +73,7 @@ def require_key(target: Target) -> None:
 def _known(name: str) -> Backend:
     backend = lookup(name)
     if backend is None:
-        close = difflib.get_close_matches(name.lower(), list(CATALOGUE), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name.lower(), CATALOGUE, cutoff=0.6)
         raise RoutingError(f"unknown backend {name!r}{hint}; see `batuta serve backends`")
     return backend
 
@@ -163,8 +162,7 @@ def resolve_endpoint(
     if record is not None:
         return backend_target(record.key, model=model)
     names = sorted({e.name for r in (table.routes.values() if table else ()) for e in r.targets})
-    close = difflib.get_close_matches(spec, [*names, *CATALOGUE], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(spec, [*names, *CATALOGUE], cutoff=0.6)
     raise RoutingError(
         f"unknown endpoint {spec!r}{hint}: not a target in the routing table, a URL, "
         "HOST:PORT, or a backend from `batuta serve backends`"

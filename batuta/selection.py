@@ -13,18 +13,21 @@ whatever the privacy tier forbids, removes disabled backends and puts preferred 
 ``order_targets`` uses the same ranking to order a route's targets when the manifest leaves
 them out. This module also answers "is this backend usable here?" (installed / key set)
 without importing any backend. Only the standard library and the catalogue are imported,
-so ``batuta serve tree`` and ``serve select`` stay fast.
+so ``batuta serve tree`` and ``serve select`` stay fast, and so this module sits at the
+catalogue's level: the manifest's rules (which order a route's targets) and the router may
+both use it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.which import which as _which
 from batuta.catalogue import ALIASES, CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import BatutaError
@@ -94,14 +97,6 @@ _GENERAL_ALT: tuple[_Pick, ...] = (
     ("groq", "fast hosted inference"),
     ("fireworks", "fast hosted inference with function calling"),
 )
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
-    import difflib  # only needed when something is wrong
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def backend_key(name: str) -> str:

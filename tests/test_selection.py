@@ -13,7 +13,7 @@ import pytest
 
 from batuta.catalogue import CATALOGUE, allowed_in_tier
 from batuta.errors import BatutaError
-from batuta.router.select import (
+from batuta.selection import (
     COST_TIERS,
     LATENCY_TIERS,
     PRIVACY_TIERS,
@@ -24,7 +24,6 @@ from batuta.router.select import (
     backend_key,
     default_backend,
     default_port,
-    did_you_mean,
     llama_server_command,
     order_targets,
 )
@@ -112,7 +111,6 @@ def test_invalid_requirements() -> None:
     with pytest.raises(BatutaError, match=r"unknown backend 'olama' \(did you mean 'ollama'\?\)"):
         BackendSelector(preferred=("olama",))
     assert backend_key("LLAMA-CPP") == "llamacpp"
-    assert did_you_mean("zzz", ["port"]) == ""
 
 
 def test_order_targets_follows_the_tier() -> None:
@@ -224,7 +222,7 @@ def test_llama_cpp_missing_everywhere(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_tools_in_the_interpreters_directory_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", os.devnull)
     # pytest is installed next to the interpreter, as a backend's CLI would be
-    from batuta.router import select
+    from batuta import selection as select
 
     assert select._which("pytest") == str(Path(sys.executable).parent / "pytest")
     assert select._which("no-such-tool-here") is None
