@@ -62,6 +62,20 @@ def entry_for(target: Target, pricing: tuple[float, float] | None = None) -> Tar
     )  # fmt: skip
 
 
+def target_of(entry: TargetEntry) -> Target:
+    """The adapter-facing view of a routing-table entry."""
+    return Target(
+        name=entry.name,
+        backend=entry.backend,
+        protocol=entry.protocol,
+        base_url=entry.base_url,
+        model=entry.model,
+        api_key_env=entry.api_key_env,
+        options=dict(entry.options),
+        local=entry.local,
+    )
+
+
 def require_key(target: Target) -> None:
     """Fail before sending when the target's backend needs a key that is not set."""
     backend = lookup(target.backend)
@@ -146,7 +160,7 @@ def resolve_endpoint(
     """Turn an ``--endpoint`` value into a target (see the module docstring for the order)."""
     entry = table_target(table, spec)
     if entry is not None:
-        target = entry.target()
+        target = target_of(entry)
         if model:
             target = dataclasses.replace(target, model=model)
         require_key(target)

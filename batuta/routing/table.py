@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from batuta._util.files import atomic_write
-from batuta.backends.types import Target
 from batuta.errors import RoutingError
 
 TABLE_VERSION = 1
@@ -32,19 +31,6 @@ class TargetEntry:
     options: dict[str, str] = field(default_factory=dict)
     pricing: tuple[float, float] | None = None
     health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
-
-    def target(self) -> Target:
-        """The adapter-facing view of this entry."""
-        return Target(
-            name=self.name,
-            backend=self.backend,
-            protocol=self.protocol,
-            base_url=self.base_url,
-            model=self.model,
-            api_key_env=self.api_key_env,
-            options=dict(self.options),
-            local=self.local,
-        )
 
 
 @dataclass(frozen=True)

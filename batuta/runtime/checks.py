@@ -104,6 +104,7 @@ def check_health(
 def _declared_endpoints(state_dir: Path) -> dict[str, Target]:
     """Remote targets of the routing table ``apply`` wrote (none when there is no table)."""
     from batuta.errors import RoutingError
+    from batuta.router.targets import target_of
     from batuta.routing.table import read_table
 
     path = state_dir / "routes.json"
@@ -117,7 +118,7 @@ def _declared_endpoints(state_dir: Path) -> dict[str, Target]:
     for route in table.routes.values():
         for entry in route.targets:
             if not entry.local:
-                found.setdefault(entry.name, entry.target())
+                found.setdefault(entry.name, target_of(entry))
     return found
 
 

@@ -15,6 +15,7 @@ from batuta.router.targets import (
     is_loopback,
     require_key,
     resolve_endpoint,
+    target_of,
 )
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 
@@ -76,7 +77,7 @@ def test_privacy_tiers() -> None:
 
 def test_entry_for_round_trips() -> None:
     target = Target("t", "groq", "openai", "https://x/v1", "m", "K", {"a": "b"}, False)
-    assert entry_for(target, (1.0, 2.0)).target() == target
+    assert target_of(entry_for(target, (1.0, 2.0))) == target
     assert entry_for(target).pricing is None
 
 
@@ -163,9 +164,9 @@ def test_table_targets_win(monkeypatch) -> None:
 
 def test_require_key(monkeypatch) -> None:
     monkeypatch.delenv("LLAMA_API_KEY", raising=False)
-    require_key(LOCAL.target())  # optional key
+    require_key(target_of(LOCAL))  # optional key
     require_key(Target("x", "unknown", "openai", "http://h", "m", "NOPE_KEY"))
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     with pytest.raises(RoutingError, match="GROQ_API_KEY") as info:
-        require_key(GROQ.target())
+        require_key(target_of(GROQ))
     assert "groq" in str(info.value)
