@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from batuta.catalogue import lookup
 from batuta.errors import RoutingError
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
-from batuta.runtime.spec import ServerSpec
 
 if TYPE_CHECKING:
     from batuta.manifest.model import Endpoint, Manifest, Route, Server
@@ -51,12 +50,32 @@ class ManifestView(Protocol):
     def route_reasons(self) -> dict[str, str]: ...
 
 
+class LaunchedServer(Protocol):
+    """What the table needs from a server's launch spec (``batuta.runtime.spec.ServerSpec``).
+
+    A view, not the type itself: the runtime and the routing table are siblings, and
+    ``plan``/``apply`` (above both) hand one's specs to the other.
+    """
+
+    @property
+    def argv(self) -> tuple[str, ...]: ...
+
+    @property
+    def model_path(self) -> str: ...
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    @property
+    def url(self) -> str: ...
+
+
 def table_path(state_dir: Path) -> Path:
     """Where the routing table of a state directory lives."""
     return state_dir / TABLE_FILE
 
 
-def served_model_id(spec: ServerSpec) -> str:
+def served_model_id(spec: LaunchedServer) -> str:
     """The model id a launched server reports in ``/v1/models`` and accepts in requests.
 
     An alias flag wins; otherwise llama.cpp, vLLM and friends report the model path they
@@ -99,7 +118,7 @@ def template_options(metadata: Mapping[str, Any]) -> dict[str, str]:
 def server_target(
     name: str,
     server: Server,
-    spec: ServerSpec,
+    spec: LaunchedServer,
     health: str,
     template: Mapping[str, str] | None = None,
 ) -> TargetEntry:
@@ -174,7 +193,7 @@ def _route_entry(
 
 def build_table(
     loaded: ManifestView,
-    specs: Mapping[str, ServerSpec],
+    specs: Mapping[str, LaunchedServer],
     health: Mapping[str, str] | None = None,
     templates: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RoutingTable:
