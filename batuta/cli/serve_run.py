@@ -302,7 +302,7 @@ def health(
     import json
     from dataclasses import asdict
 
-    from batuta.runtime.checks import check_health
+    from batuta.health import check_health
 
     if name and backend:
         raise click.UsageError("give NAME or --backend, not both")
