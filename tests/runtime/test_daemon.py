@@ -125,6 +125,28 @@ def test_the_hidden_cli_command_runs_the_supervisor(tmp_path, handlers, capsys) 
     assert "supervise" not in capsys.readouterr().out  # hidden
 
 
+def test_the_supervisors_own_entry_runs_it(tmp_path, handlers, capsys) -> None:
+    assert daemon.main(["supervise", "--state-dir", str(tmp_path / "s")]) == 0
+    assert "nothing left to supervise" in capsys.readouterr().out
+    assert daemon.main(["supervise"]) == 2
+    assert "usage: python -m batuta.runtime supervise" in capsys.readouterr().err
+
+
+def test_the_supervisor_boots_without_the_cli(tmp_path) -> None:
+    # The command line spawn_supervisor runs, in a real process: no click, no batuta.cli.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *daemon._BOOT, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing left to supervise" in done.stdout
+    modules = {line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]}
+    assert "batuta.runtime.daemon" in modules
+    assert not {m for m in modules if m.startswith(("batuta.cli", "click"))}
+
+
 def test_runtime_is_exported_lazily() -> None:
     import batuta.runtime as runtime
     from batuta.runtime.manager import Runtime
