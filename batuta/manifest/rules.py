@@ -27,6 +27,7 @@ from batuta.catalogue import (
     Privacy,
     local_backends,
     lookup,
+    tier_allows,
 )
 from batuta.manifest.model import Manifest, Route, Server
 from batuta.selection import llama_server_command, order_targets
@@ -378,7 +379,7 @@ class _Rules:
         declared += [(t, e.provider) for t, e in self.m.endpoints.items()]
         for target, backend in declared:
             where = self.target_privacy(target)
-            if where is not None and _allowed(where[0], privacy):
+            if where is not None and tier_allows(privacy, where[0]):
                 candidates.append((target, backend))
             elif where is not None:
                 excluded += 1
@@ -428,7 +429,7 @@ class _Rules:
                     )
                 continue
             where = self.target_privacy(target)
-            if where is not None and not _allowed(where[0], route.tier.privacy):
+            if where is not None and not tier_allows(route.tier.privacy, where[0]):
                 allowed = "local servers"
                 if route.tier.privacy == "private":
                     allowed += " and dedicated deployments"
@@ -467,14 +468,6 @@ class _Rules:
             return False
         pricing = endpoint.pricing if endpoint.pricing is not None else backend.pricing
         return pricing is not None and max(pricing) > 0
-
-
-def _allowed(privacy: Privacy, tier: str) -> bool:
-    if tier == "sovereign":
-        return privacy is Privacy.LOCAL
-    if tier == "private":
-        return privacy is not Privacy.PUBLIC
-    return True
 
 
 def check(

@@ -24,8 +24,8 @@ from batuta.backends.types import Target
 from batuta.catalogue import CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import RoutingError
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
+from batuta.selection import PRIVACY_TIERS
 
-TIERS = ("sovereign", "private", "standard")
 BARE_BACKEND = "llamacpp"  # what a bare URL or HOST:PORT speaks unless --backend says
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 
@@ -33,7 +33,7 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 def check_privacy(route: RouteEntry) -> None:
     """Refuse a route whose targets break its privacy tier, naming the first such target."""
     tier = route.privacy
-    if tier not in TIERS:
+    if tier not in PRIVACY_TIERS:
         raise RoutingError(f"route {route.name!r} has an unknown privacy tier {tier!r}")
     if tier == "standard":
         return
