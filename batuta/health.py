@@ -23,8 +23,7 @@ from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import Backend, lookup, remote_backends
 from batuta.errors import BatutaError, RoutingError, StateError
 from batuta.router.targets import target_of
-from batuta.routing.build import table_path
-from batuta.routing.table import read_table
+from batuta.routing.table import read_table, table_path
 from batuta.runtime.health import probe
 from batuta.runtime.manager import Runtime
 

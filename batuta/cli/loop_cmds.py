@@ -230,7 +230,7 @@ def down(manifest_file: str | None) -> int:
     from batuta._util.paths import same_manifest
     from batuta.plan.diff import owned_by
     from batuta.plan.observe import read_current_table
-    from batuta.routing.build import table_path
+    from batuta.routing.table import table_path
     from batuta.runtime import Runtime
     from batuta.runtime.state import apply_lock
 

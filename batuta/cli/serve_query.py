@@ -39,17 +39,6 @@ def _table(path: Path, *, required: bool) -> RoutingTable | None:
         return None  # a broken table must not stop a query to an explicit endpoint
 
 
-def _route(table: RoutingTable | None, name: str, path: Path) -> RouteEntry:
-    from batuta.errors import RoutingError
-
-    assert table is not None
-    route = table.routes.get(name)
-    if route is None:
-        known = ", ".join(sorted(table.routes)) or "none"
-        raise RoutingError(f"no route {name!r} in {path} (routes: {known})")
-    return route
-
-
 def _read_prompt(prompt: str) -> str:
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -258,7 +247,7 @@ def query(
 
     from batuta.backends.types import InferenceRequest
     from batuta.router.targets import backend_target, resolve_endpoint
-    from batuta.routing.build import table_path
+    from batuta.routing.table import table_path
 
     if route_name is not None and (endpoint is not None or backend is not None):
         raise click.UsageError("give either --route or --endpoint/--backend, not both")
@@ -281,7 +270,9 @@ def query(
             raise click.UsageError(f"BATUTA_SERVE_PORT={port!r} is not a port number")
         target = backend_target(backend, model=model, port=int(port) if port else None)
     else:
-        route = _route(_table(path, required=True), route_name or DEFAULT_ROUTE, path)
+        table = _table(path, required=True)
+        assert table is not None
+        route = table.route(route_name or DEFAULT_ROUTE, path)
     request = InferenceRequest(
         prompt=text, system=system, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, stop=stop, stream=stream, seed=seed,

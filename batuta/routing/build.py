@@ -25,8 +25,6 @@ from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 if TYPE_CHECKING:
     from batuta.manifest.model import Endpoint, Manifest, Route, Server
 
-TABLE_FILE = "routes.json"
-
 # Flags through which a local server is told which model id to report.
 _ALIAS_FLAGS = ("--model_alias", "--alias", "-a", "--served-model-name")
 
@@ -68,11 +66,6 @@ class LaunchedServer(Protocol):
 
     @property
     def url(self) -> str: ...
-
-
-def table_path(state_dir: Path) -> Path:
-    """Where the routing table of a state directory lives."""
-    return state_dir / TABLE_FILE
 
 
 def served_model_id(spec: LaunchedServer) -> str:

@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from batuta._util.files import atomic_write
+from batuta._util.fuzzy import did_you_mean
 from batuta.errors import RoutingError
 
 TABLE_VERSION = 1
+TABLE_FILE = "routes.json"
+
+
+def table_path(state_dir: Path) -> Path:
+    """Where the routing table of a state directory lives."""
+    return state_dir / TABLE_FILE
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,16 @@ class RoutingTable:
     manifest: str
     routes: dict[str, RouteEntry]
     version: int = TABLE_VERSION
+
+    def route(self, name: str, where: Path | str = "the routing table") -> RouteEntry:
+        """The route called ``name``; RoutingError naming ``where`` (the table's file) and
+        the routes there are, with the closest one, when there is no such route."""
+        route = self.routes.get(name)
+        if route is None:
+            known = ", ".join(sorted(self.routes)) or "none"
+            hint = did_you_mean(name, self.routes)
+            raise RoutingError(f"no route {name!r}{hint} in {where} (routes: {known})")
+        return route
 
     def to_json(self) -> dict[str, Any]:
         """The file's JSON form (see schemas/routes.schema.json)."""
