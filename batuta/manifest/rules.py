@@ -30,11 +30,11 @@ from batuta.catalogue import (
     tier_allows,
 )
 from batuta.manifest.model import Manifest, Route, Server
+from batuta.manifest.schemes import SOURCE_HINT, SOURCE_SCHEMES
 from batuta.selection import llama_server_command, order_targets
 
 Loc = tuple[str | int, ...]
 SECTIONS = ("models", "servers", "endpoints", "routes")
-SOURCE_SCHEMES = ("pkg", "hf", "ollama", "http", "https", "file")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -135,7 +135,7 @@ class _Rules:
                 yield Problem(
                     (*loc, "source"),
                     f"unsupported source scheme {scheme}://{did_you_mean(scheme, SOURCE_SCHEMES)};"
-                    " use pkg://, hf://, ollama://, https://, file:// or a path",
+                    f" {SOURCE_HINT}",
                 )
             elif scheme == "pkg" and rest.count("/") < 1:
                 yield Problem((*loc, "source"), "pkg:// sources are pkg://PACKAGE/PATH/IN/PACKAGE")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from batuta._util.ollama_host import ollama_base_url
 from batuta.errors import ModelSourceError
+from batuta.manifest.schemes import SOURCE_HINT, SOURCE_SCHEMES
 from batuta.runtime import ollama
 from batuta.runtime.download import fetch_hf, fetch_https, https_target
 from batuta.runtime.gguf import MAGIC, read_gguf, same_quantization
@@ -93,13 +94,11 @@ def scheme(source: str) -> str:
     if not sep:
         return "file"
     head = head.lower()
-    if head in ("pkg", "hf", "https", "ollama", "file"):
-        return head
     if head == "http":
         return "https"  # same code path; the pin is what protects it
-    raise ModelSourceError(
-        f"unknown model source {source!r}: use pkg://, hf://, https://, ollama:// or a path"
-    )
+    if head in SOURCE_SCHEMES:
+        return head
+    raise ModelSourceError(f"unknown model source {source!r}: {SOURCE_HINT}")
 
 
 def _pkg_path(source: str) -> Path:
