@@ -292,12 +292,23 @@ def default_backend(env: Mapping[str, str] | None = None) -> Backend:
     return realizar
 
 
-def default_port(env: Mapping[str, str] | None = None) -> int:
-    """The port ``serve start`` uses without ``--port`` (BATUTA_SERVE_PORT, else 8080)."""
-    raw = (os.environ if env is None else env).get("BATUTA_SERVE_PORT") or "8080"
+def env_port(env: Mapping[str, str] | None = None) -> int | None:
+    """$BATUTA_SERVE_PORT as a port number, or None when it is not set."""
+    raw = (os.environ if env is None else env).get("BATUTA_SERVE_PORT")
+    if not raw:
+        return None
     if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
         raise BatutaError(f"BATUTA_SERVE_PORT must be a port number 1-65535, not {raw!r}")
     return int(raw)
+
+
+def default_port(env: Mapping[str, str] | None = None, backend: Backend | None = None) -> int:
+    """The port ``serve start`` uses without ``--port``: BATUTA_SERVE_PORT, else the
+    backend's own default port, else 8080."""
+    port = env_port(env)
+    if port is not None:
+        return port
+    return (backend.default_port if backend is not None else None) or 8080
 
 
 # -- what is usable on this machine --------------------------------------------------

@@ -24,6 +24,7 @@ from batuta.selection import (
     backend_key,
     default_backend,
     default_port,
+    env_port,
     llama_server_command,
     order_targets,
 )
@@ -139,6 +140,9 @@ def test_environment_defaults() -> None:
     with pytest.raises(BatutaError, match="BATUTA_SERVE_BACKEND: unknown backend 'lamacpp'"):
         default_backend({"BATUTA_SERVE_BACKEND": "lamacpp"})
     assert default_port({}) == 8080
+    assert default_port({}, CATALOGUE["ollama"]) == 11434  # the backend's own port
+    assert default_port({"BATUTA_SERVE_PORT": "9000"}, CATALOGUE["ollama"]) == 9000
+    assert env_port({}) is None and env_port({"BATUTA_SERVE_PORT": ""}) is None
     assert default_port({"BATUTA_SERVE_PORT": "9000"}) == 9000
     for bad in ("http", "0", "70000"):
         with pytest.raises(BatutaError, match="BATUTA_SERVE_PORT must be a port number"):

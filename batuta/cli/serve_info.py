@@ -96,9 +96,10 @@ def backends(as_json: bool) -> None:
         click.echo("  ".join([*cells, r[-1]]).rstrip())
     click.echo(f"\n{LEGEND}")
     try:
-        chosen, port = default_backend().key, default_port()
+        chosen = default_backend()
+        port = default_port(backend=chosen)
         env = "BATUTA_SERVE_BACKEND, BATUTA_SERVE_PORT"
-        click.echo(f"serve start defaults: --backend {chosen} --port {port} ({env})")
+        click.echo(f"serve start defaults: --backend {chosen.key} --port {port} ({env})")
     except BatutaError as exc:
         click.echo(f"warning: {exc}", err=True)
 

@@ -9,7 +9,6 @@ itself is not parsed here.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -246,8 +245,10 @@ def query(
     import asyncio
 
     from batuta.backends.types import InferenceRequest
+    from batuta.errors import BatutaError
     from batuta.router.targets import backend_target, resolve_endpoint
     from batuta.routing.table import table_path
+    from batuta.selection import env_port
 
     if route_name is not None and (endpoint is not None or backend is not None):
         raise click.UsageError("give either --route or --endpoint/--backend, not both")
@@ -265,10 +266,11 @@ def query(
             endpoint, model=model, backend=backend, table=_table(path, required=False)
         )
     elif backend is not None:
-        port = os.environ.get("BATUTA_SERVE_PORT")
-        if port is not None and not port.isdigit():
-            raise click.UsageError(f"BATUTA_SERVE_PORT={port!r} is not a port number")
-        target = backend_target(backend, model=model, port=int(port) if port else None)
+        try:
+            port = env_port()
+        except BatutaError as exc:
+            raise click.UsageError(str(exc)) from None
+        target = backend_target(backend, model=model, port=port)
     else:
         table = _table(path, required=True)
         assert table is not None

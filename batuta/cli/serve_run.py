@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from batuta._util.paths import state_dir_for
-from batuta.errors import ModelSourceError
+from batuta.errors import BatutaError, ModelSourceError
 
 if TYPE_CHECKING:
+    from batuta.catalogue import Backend
     from batuta.runtime.ollama import Progress
     from batuta.runtime.sources import ResolvedModel
     from batuta.runtime.spec import ServerStatus
@@ -44,18 +45,15 @@ def state_dir(manifest_file: str | None = None) -> Path:
     return state_dir_for(manifest_file, adhoc=True)
 
 
-def _port_default(option: int | None, default_port: int | None) -> int:
+def _port_default(option: int | None, backend: Backend) -> int:
+    from batuta.selection import default_port
+
     if option is not None:
         return option
-    raw = os.environ.get("BATUTA_SERVE_PORT")
-    if raw:
-        try:
-            return int(raw)
-        except ValueError:
-            raise click.BadParameter(
-                f"BATUTA_SERVE_PORT={raw!r} is not a port number", param_hint="--port"
-            ) from None
-    return default_port or 8080
+    try:
+        return default_port(backend=backend)
+    except BatutaError as exc:
+        raise click.BadParameter(str(exc), param_hint="--port") from None
 
 
 def _adhoc_model(backend: str, model: str, progress: Progress | None) -> ResolvedModel:
@@ -140,7 +138,7 @@ def start(
             f"{record.key!r} is not a local backend (see `batuta serve backends`)",
             param_hint="--backend",
         )
-    port = _port_default(port, record.default_port)
+    port = _port_default(port, record)
     name = name or f"{record.key}-{port}"
     state = state_dir(manifest_file)
     runtime = Runtime(state)

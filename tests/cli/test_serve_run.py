@@ -199,7 +199,7 @@ def test_defaults_from_the_environment(here, capsys, free_port, monkeypatch) -> 
     assert code == 0 and f"stopped llamacpp-{free_port}" in out
     monkeypatch.setenv("BATUTA_SERVE_PORT", "eighty")
     code, _, err = run(capsys, "serve", "start", "--model", str(model))
-    assert code == 2 and "BATUTA_SERVE_PORT='eighty' is not a port number" in err
+    assert code == 2 and "BATUTA_SERVE_PORT must be a port number 1-65535, not 'eighty'" in err
 
 
 def test_usage_errors(here, capsys) -> None:
