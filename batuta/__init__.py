@@ -20,7 +20,11 @@ _EXPORTS: dict[str, str] = {
     "make_plan": "batuta.plan",
     "Plan": "batuta.plan",
     "apply_manifest": "batuta.apply.execute:apply",
+    "destroy": "batuta.apply.teardown",
+    "DestroyResult": "batuta.apply.teardown",
     "Runtime": "batuta.runtime",
+    "check_health": "batuta.health",
+    "HealthRow": "batuta.health",
     "RoutingTable": "batuta.routing.table",
     "read_table": "batuta.routing.table",
     "Router": "batuta.router.engine",
@@ -45,6 +49,8 @@ __all__ = [
     "BackendError",
     "BackendSelector",
     "BatutaError",
+    "DestroyResult",
+    "HealthRow",
     "InferenceRequest",
     "InferenceResponse",
     "LoadedManifest",
@@ -58,6 +64,8 @@ __all__ = [
     "ServingBackend",
     "adapter_for",
     "apply_manifest",
+    "check_health",
+    "destroy",
     "load_manifest",
     "make_plan",
     "query",
@@ -68,10 +76,12 @@ __all__ = [
 if TYPE_CHECKING:
     from batuta.api import query
     from batuta.apply.execute import apply as apply_manifest
+    from batuta.apply.teardown import DestroyResult, destroy
     from batuta.backends.registry import adapter_for
     from batuta.backends.types import InferenceRequest, InferenceResponse
     from batuta.catalogue import CATALOGUE, BackendCapabilities, ModelFormat, ServingBackend
     from batuta.errors import BackendError, BatutaError, ManifestError, RoutingError
+    from batuta.health import HealthRow, check_health
     from batuta.manifest import LoadedManifest, load_manifest, validate_file
     from batuta.plan import Plan, make_plan
     from batuta.router.engine import Router

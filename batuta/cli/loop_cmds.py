@@ -203,60 +203,19 @@ def status(manifest_file: str | None, as_json: bool) -> int:
 # --- down ---------------------------------------------------------------------------------
 
 
-def _gone(pid: int | None) -> bool:
-    import psutil
-
-    if pid is None:
-        return True
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
-def _wait_supervisor_gone(runtime: Any, pid: int | None, timeout: float = 10.0) -> None:
-    """The supervisor exits once it has nothing left to run: wait until its process ends."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (runtime.supervisor_pid() is None and _gone(pid)):
-        time.sleep(0.02)
-
-
 @click.command()
 @_file_option("-f", "--file")
 def down(manifest_file: str | None) -> int:
     """Stop every server batuta started for this manifest and remove its routing table."""
-    from concurrent.futures import ThreadPoolExecutor
+    from batuta.apply.teardown import destroy
 
-    from batuta._util.paths import same_manifest
-    from batuta.plan.diff import owned_by
-    from batuta.plan.observe import read_current_table
-    from batuta.routing.table import table_path
-    from batuta.runtime import Runtime
-    from batuta.runtime.state import apply_lock
-
-    path, state_dir = _state_dir(manifest_file)
-    if not state_dir.is_dir():
+    result = destroy(manifest_file, echo=click.echo)
+    if not result.started:
         click.echo("Nothing to stop: batuta has not started anything for this manifest.")
         return 0
-    runtime = Runtime(state_dir)
-    with apply_lock(state_dir):
-        supervisor = runtime.supervisor_pid()
-        statuses = runtime.status()
-        names = sorted(n for n, s in statuses.items() if owned_by(s, str(path)))
-        for name in names:
-            pid = statuses[name].pid
-            click.echo(f"server.{name}: Destroying..." + (f" [pid {pid}]" if pid else ""))
-        if names:
-            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-                list(pool.map(runtime.stop, names))
-        table, raw, _ = read_current_table(state_dir)
-        removed_table = raw is not None and (table is None or same_manifest(table.manifest, path))
-        if removed_table:
-            table_path(state_dir).unlink(missing_ok=True)
-            click.echo("routes: Removed the routing table")
-        if not runtime.status():
-            _wait_supervisor_gone(runtime, supervisor)
-    click.echo(f"Destroy complete! Resources: {len(names)} destroyed.")
+    if result.removed_table:
+        click.echo("routes: Removed the routing table")
+    click.echo(f"Destroy complete! Resources: {len(result.destroyed)} destroyed.")
     return 0
 
 

@@ -256,20 +256,6 @@ def test_logs_follow_runs_until_ctrl_c(work: Path, capsys) -> None:
     assert (code, out) == (0, "two\nthree\n")
 
 
-def test_gone() -> None:
-    import os
-
-    from batuta.cli.loop_cmds import _gone
-
-    assert _gone(None) and not _gone(os.getpid())
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # exited and reaped: no process has this pid now
-    assert _gone(proc.pid)
-
-
 def test_down_finds_what_apply_started_through_dotdot_and_symlinks(
     work: Path, capsys, monkeypatch
 ) -> None:
