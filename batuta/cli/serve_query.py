@@ -104,21 +104,18 @@ def _summary(resp: InferenceResponse) -> str:
 
 
 async def _discover_model(router: Router, target: Target) -> Target:
-    """A bare server queried without --model: ask it which model it serves (vLLM and
-    Ollama need the name; llama.cpp ignores it)."""
+    """A bare server queried without --model: ask it which model it serves."""
     import asyncio
     import dataclasses
 
     from batuta.errors import BatutaError
+    from batuta.router.targets import served_model
 
-    models = getattr(router.adapter(target), "models", None)
-    if target.model or models is None:
-        return target
     try:
-        names = await asyncio.wait_for(models(), 5.0)
+        name = await served_model(router.adapter(target), timeout=5.0)
     except (BatutaError, asyncio.TimeoutError):
         return target  # the query itself will report what is wrong
-    return dataclasses.replace(target, model=names[0]) if names else target
+    return dataclasses.replace(target, model=name) if name and not target.model else target
 
 
 async def _answer(

@@ -12,9 +12,11 @@ hand-edited ``routes.json`` cannot make a sovereign route send a byte off the ma
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from batuta._util.fuzzy import did_you_mean
@@ -25,6 +27,9 @@ from batuta.catalogue import CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import RoutingError
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 from batuta.selection import PRIVACY_TIERS
+
+if TYPE_CHECKING:
+    from batuta.backends.base import Adapter
 
 BARE_BACKEND = "llamacpp"  # what a bare URL or HOST:PORT speaks unless --backend says
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
@@ -181,3 +186,17 @@ def resolve_endpoint(
         f"unknown endpoint {spec!r}{hint}: not a target in the routing table, a URL, "
         "HOST:PORT, or a backend from `batuta serve backends`"
     )
+
+
+async def served_model(adapter: Adapter, timeout: float | None = None) -> str | None:
+    """The model to ask ``adapter``'s target for: its own, else the first one its server
+    lists (vLLM and Ollama need the name; llama.cpp ignores it). None when the adapter
+    cannot list models or the server lists none; an error while asking propagates (a
+    TimeoutError after ``timeout`` seconds)."""
+    if adapter.target.model:
+        return adapter.target.model
+    lister = getattr(adapter, "models", None)
+    if not callable(lister):
+        return None
+    names = await asyncio.wait_for(lister(), timeout)
+    return str(names[0]) if names else None
