@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -222,35 +221,6 @@ def down(manifest_file: str | None) -> int:
 # --- logs ---------------------------------------------------------------------------------
 
 
-def follow(
-    path: Path,
-    out: IO[str],
-    *,
-    stop: Callable[[], bool] = lambda: False,
-    interval: float = 0.2,
-    start: int | None = None,
-) -> None:
-    """Print what is appended to ``path`` until ``stop()`` (or Ctrl-C); survives the
-    copy-truncate rotation of server logs by starting over when the file shrinks."""
-    position = path.stat().st_size if start is None and path.exists() else (start or 0)
-    while not stop():
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < position:
-            position = 0  # rotated: the file was truncated in place
-        if size > position:
-            with open(path, "rb") as fh:
-                fh.seek(position)
-                data = fh.read(size - position)
-            position += len(data)
-            out.write(data.decode("utf-8", errors="replace"))
-            out.flush()
-        else:
-            time.sleep(interval)
-
-
 @click.command()
 @click.argument("name")
 @click.option("-f", "--follow", "following", is_flag=True, help="Keep printing new lines.")
@@ -258,7 +228,7 @@ def follow(
 @click.option("--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
 def logs(name: str, following: bool, lines: int, manifest_file: str | None) -> int:
     """Show the log of server NAME (like tail; -f follows it)."""
-    from batuta.runtime.logs import log_path, tail
+    from batuta.runtime.logs import follow, log_path, tail
     from batuta.runtime.state import read_state
 
     _, state_dir = _state_dir(manifest_file)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batuta.cli.loop_cmds import _PullBar, follow
+from batuta.cli.loop_cmds import _PullBar
 from batuta.cli.main import main
 from batuta.runtime import Runtime
 from tests.apply.test_execute import (
@@ -168,45 +167,6 @@ def test_logs_for_a_recorded_server_without_a_log(work: Path, capsys) -> None:
     assert code == 0 and "has not written a log yet" in err
     with locked_state(work / ".batuta") as state:
         state.servers.clear()
-
-
-def test_follow_prints_appended_lines_and_survives_rotation(tmp_path: Path) -> None:
-    log = tmp_path / "a.log"
-    log.write_text("old line\n")
-    out = io.StringIO()
-    done = threading.Event()
-
-    def writer() -> None:
-        time.sleep(0.1)
-        with open(log, "a") as f:
-            f.write("first\n")
-        time.sleep(0.2)
-        log.write_text("")  # copy-truncate rotation
-        time.sleep(0.2)
-        with open(log, "a") as f:
-            f.write("after rotation\n")
-        time.sleep(0.2)
-        done.set()
-
-    threading.Thread(target=writer).start()
-    follow(log, out, stop=done.is_set, interval=0.02)
-    assert out.getvalue() == "first\nafter rotation\n"
-
-
-def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
-    log = tmp_path / "later.log"
-    out = io.StringIO()
-    done = threading.Event()
-
-    def writer() -> None:
-        time.sleep(0.1)
-        log.write_text("hello\n")
-        time.sleep(0.15)
-        done.set()
-
-    threading.Thread(target=writer).start()
-    follow(log, out, stop=done.is_set, interval=0.02)
-    assert out.getvalue() == "hello\n"
 
 
 def test_pull_bar_tracks_each_download(capsys) -> None:
