@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from batuta.cli.progress import DownloadBar
 from batuta.errors import StateError
 
 if TYPE_CHECKING:
@@ -97,41 +98,6 @@ def _read_plan(path: str) -> Plan:
     return plan_from_json(data)
 
 
-class _PullBar:
-    """A rich progress bar per model download, shown only while something downloads."""
-
-    def __init__(self) -> None:
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __call__(self, what: str, done: int, total: int | None) -> None:
-        if self._progress is None:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-            )
-            self._progress.start()
-        if what not in self._tasks:
-            self._tasks[what] = self._progress.add_task(what, total=total)
-        self._progress.update(self._tasks[what], completed=done, total=total)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(dir_okay=False))
 @_file_option("-f", "--file")
@@ -155,7 +121,7 @@ def apply(plan_file: str | None, manifest_file: str | None, watch: bool) -> int:
     saved = _read_plan(plan_file) if plan_file else None
     target = manifest_file if manifest_file or saved is None else saved.manifest
     loaded = load_manifest(target)
-    bar = _PullBar()
+    bar = DownloadBar(transient=False)
     try:
         apply_loaded(loaded, saved=saved, echo=_echo, progress=bar)
     finally:

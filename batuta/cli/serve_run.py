@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from batuta._util.paths import state_dir_for
+from batuta.cli.progress import DownloadBar
 from batuta.errors import BatutaError, ModelSourceError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def start(
     state = state_dir(manifest_file)
     runtime = Runtime(state)
     runtime.check_adhoc_name(name)  # before any download
-    with apply_lock(state), _progress() as progress:
+    with apply_lock(state), DownloadBar() as progress:
         resolved = _adhoc_model(record.key, model, progress)
         run = launch_for(
             record.key, resolved.ref, host, port, ctx, threads, extra, None, executable, engine
@@ -331,7 +332,7 @@ def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str
     if (backend or "").lower() == "ollama" or model.startswith("ollama://"):
         base = ollama_base_url()
         name = ollama.normalize(model)
-        with apply_lock(state_dir(manifest_file)), _progress() as progress:
+        with apply_lock(state_dir(manifest_file)), DownloadBar() as progress:
             ollama.pull(base, name, progress)
         click.echo(f"pulled {name} into Ollama at {base}")
         return 0
@@ -340,7 +341,7 @@ def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str
             f"{model}: an http:// download is not authenticated; give --sha256 of the file "
             "(or use https://)"
         )
-    with apply_lock(state_dir(manifest_file)), _progress() as progress:
+    with apply_lock(state_dir(manifest_file)), DownloadBar() as progress:
         resolved = resolve_source(
             model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), sha256=sha256,
             progress=progress,
@@ -349,49 +350,3 @@ def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str
     click.echo(f"{resolved.path} ({resolved.path.stat().st_size:,} bytes{quant})")
     click.echo(f"sha256 {resolved.digest}")
     return 0
-
-
-class _progress:  # lower case: reads like a function, `with _progress() as progress`
-    """A rich progress display on stderr, fed by (label, completed, total) callbacks."""
-
-    def __enter__(self) -> Progress:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        console = Console(stderr=True)
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            transient=not console.is_terminal,
-        )
-        self._tasks: dict[str, Any] = {}
-        self._said: set[str] = set()
-        self._started = False
-        return self.update
-
-    def update(self, label: str, completed: int, total: int | None) -> None:
-        if not self._started:
-            self._bar.start()
-            self._started = True
-        short = label.replace("sha256:", "")[:32]
-        if total:
-            task = self._tasks.get(label)
-            if task is None:
-                task = self._tasks[label] = self._bar.add_task(short, total=total)
-            self._bar.update(task, completed=completed)
-        elif label not in self._said:
-            self._said.add(label)
-            self._bar.console.print(short)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._started:
-            self._bar.stop()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from batuta.cli.loop_cmds import _PullBar
 from batuta.cli.main import main
 from batuta.runtime import Runtime
 from tests.apply.test_execute import (
@@ -167,17 +166,6 @@ def test_logs_for_a_recorded_server_without_a_log(work: Path, capsys) -> None:
     assert code == 0 and "has not written a log yet" in err
     with locked_state(work / ".batuta") as state:
         state.servers.clear()
-
-
-def test_pull_bar_tracks_each_download(capsys) -> None:
-    bar = _PullBar()
-    bar.close()  # nothing shown when nothing downloads
-    bar("model.gguf", 0, 100)
-    bar("model.gguf", 100, 100)
-    bar("other.gguf", 5, None)
-    assert set(bar._tasks) == {"model.gguf", "other.gguf"}
-    bar.close()
-    assert "model.gguf" in capsys.readouterr().err
 
 
 def _interrupt_after(seconds: float) -> threading.Timer:
