@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "destroy": "batuta.apply.teardown",
     "DestroyResult": "batuta.apply.teardown",
     "Runtime": "batuta.runtime",
+    "start_adhoc": "batuta.runtime.adhoc",
     "check_health": "batuta.health",
     "HealthRow": "batuta.health",
     "RoutingTable": "batuta.routing.table",
@@ -70,6 +71,7 @@ __all__ = [
     "make_plan",
     "query",
     "read_table",
+    "start_adhoc",
     "validate_file",
 ]
 
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
     from batuta.router.engine import Router
     from batuta.routing.table import RoutingTable, read_table
     from batuta.runtime import Runtime
+    from batuta.runtime.adhoc import start_adhoc
     from batuta.selection import BackendSelector
 
 

@@ -19,16 +19,13 @@ import click
 
 from batuta._util.paths import state_dir_for
 from batuta.cli.progress import DownloadBar
-from batuta.errors import BatutaError, ModelSourceError
+from batuta.errors import BatutaError
 
 if TYPE_CHECKING:
     from batuta.catalogue import Backend
-    from batuta.runtime.ollama import Progress
-    from batuta.runtime.sources import ResolvedModel
     from batuta.runtime.spec import ServerStatus
 
 # Backends that take a Hub repo id (not a local file) as their model.
-_HUB_MODELS = ("vllm", "tgi", "mlc", "candle", "exllamav2")
 _RESTART = click.Choice(["always", "on-failure", "never"])
 
 
@@ -55,23 +52,6 @@ def _port_default(option: int | None, backend: Backend) -> int:
         return default_port(backend=backend)
     except BatutaError as exc:
         raise click.BadParameter(str(exc), param_hint="--port") from None
-
-
-def _adhoc_model(backend: str, model: str, progress: Progress | None) -> ResolvedModel:
-    from batuta.runtime import ollama
-    from batuta.runtime.sources import ResolvedModel, default_cache_dir, resolve_source, scheme
-
-    if backend == "ollama":
-        return ResolvedModel(path=Path(ollama.normalize(model)), registry="ollama", source=model)
-    kind = scheme(model)
-    repo_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if kind == "file" and backend in _HUB_MODELS and repo_id and not Path(model).exists():
-        return ResolvedModel(path=Path(model), registry="hf", source=model)
-    if kind == "ollama":
-        raise ModelSourceError(f"{model}: ollama:// models are served by --backend ollama")
-    return resolve_source(
-        model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), progress=progress
-    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,10 +96,7 @@ def start(
     Arguments after `--` are passed to the server unchanged.
     """
     from batuta.catalogue import lookup
-    from batuta.runtime.launch import launch_for
-    from batuta.runtime.manager import Runtime
-    from batuta.runtime.spec import ServerSpec
-    from batuta.runtime.state import apply_lock
+    from batuta.runtime.adhoc import start_adhoc
     from batuta.selection import default_backend
 
     began = time.monotonic()
@@ -140,31 +117,15 @@ def start(
             param_hint="--backend",
         )
     port = _port_default(port, record)
-    name = name or f"{record.key}-{port}"
-    state = state_dir(manifest_file)
-    runtime = Runtime(state)
-    runtime.check_adhoc_name(name)  # before any download
-    with apply_lock(state), DownloadBar() as progress:
-        resolved = _adhoc_model(record.key, model, progress)
-        run = launch_for(
-            record.key, resolved.ref, host, port, ctx, threads, extra, None, executable, engine
-        )
-        argv, env, health_url = run.argv, run.env, run.health_url
-        spec = ServerSpec(
-            name=name,
-            backend=record.key,
-            argv=tuple(argv),
-            host=host,
-            port=port,
-            health_url=health_url,
-            model_path=resolved.ref,
-            env=env,
-            restart=restart,  # type: ignore[arg-type]
-            origin="adhoc",
-            ready_timeout=timeout,
-            engine=run.engine,
-        )
-        status = runtime.start(spec, progress=progress)
+    with DownloadBar() as progress:
+        status = start_adhoc(
+            record, model, state_dir=state_dir(manifest_file), port=port, host=host, name=name,
+            ctx=ctx, threads=threads, restart=restart,  # type: ignore[arg-type]
+            executable=executable, engine=engine, ready_timeout=timeout, extra=extra,
+            progress=progress,
+        )  # fmt: skip
+    health_url = status.spec.health_url
+    name = status.name
     url = f"http://{health_url.split('://', 1)[1].split('/', 1)[0]}"
     click.echo(
         f"{name}: {record.display} ready at {url} "

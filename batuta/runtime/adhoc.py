@@ -1,0 +1,90 @@
+"""Ad-hoc servers: ``batuta serve start`` without a manifest, as a library call.
+
+:func:`start_adhoc` resolves the model (a file, a cached download, a hub id the engine
+fetches itself, or an Ollama name), builds the launch spec, records it under the apply
+lock and returns once the server is ready, exactly as a manifest server would start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from batuta.errors import ModelSourceError
+
+if TYPE_CHECKING:
+    from batuta.catalogue import Backend
+    from batuta.runtime.ollama import Progress
+    from batuta.runtime.sources import ResolvedModel
+    from batuta.runtime.spec import ServerStatus
+
+# Engines that download a Hugging Face repo id (org/name) themselves.
+HUB_MODELS = ("vllm", "tgi", "mlc", "candle", "exllamav2")
+Restart = Literal["always", "on-failure", "never"]
+
+
+def adhoc_model(backend: str, model: str, progress: Progress | None = None) -> ResolvedModel:
+    """What ``backend`` is to serve for the ``--model`` of an ad-hoc start."""
+    from batuta.runtime import ollama
+    from batuta.runtime.sources import ResolvedModel, default_cache_dir, resolve_source, scheme
+
+    if backend == "ollama":
+        return ResolvedModel(path=Path(ollama.normalize(model)), registry="ollama", source=model)
+    kind = scheme(model)
+    repo_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if kind == "file" and backend in HUB_MODELS and repo_id and not Path(model).exists():
+        return ResolvedModel(path=Path(model), registry="hf", source=model)
+    if kind == "ollama":
+        raise ModelSourceError(f"{model}: ollama:// models are served by --backend ollama")
+    return resolve_source(
+        model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), progress=progress
+    )
+
+
+def start_adhoc(
+    backend: Backend,
+    model: str,
+    *,
+    state_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    name: str | None = None,
+    ctx: int | None = None,
+    threads: int | None = None,
+    restart: Restart = "on-failure",
+    executable: str | None = None,
+    engine: str | None = None,
+    ready_timeout: float = 120.0,
+    extra: tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> ServerStatus:
+    """Start a local ``backend`` server for ``model`` on ``port`` (named BACKEND-PORT by
+    default) and return its status once it is ready. ``extra`` goes to the server as is."""
+    from batuta.runtime.launch import launch_for
+    from batuta.runtime.manager import Runtime
+    from batuta.runtime.spec import ServerSpec
+    from batuta.runtime.state import apply_lock
+
+    name = name or f"{backend.key}-{port}"
+    runtime = Runtime(state_dir)
+    runtime.check_adhoc_name(name)  # before any download
+    with apply_lock(state_dir):
+        resolved = adhoc_model(backend.key, model, progress)
+        run = launch_for(
+            backend.key, resolved.ref, host, port, ctx, threads, extra, None, executable, engine
+        )
+        spec = ServerSpec(
+            name=name,
+            backend=backend.key,
+            argv=tuple(run.argv),
+            host=host,
+            port=port,
+            health_url=run.health_url,
+            model_path=resolved.ref,
+            env=run.env,
+            restart=restart,
+            origin="adhoc",
+            ready_timeout=ready_timeout,
+            engine=run.engine,
+        )
+        return runtime.start(spec, progress=progress)
