@@ -60,9 +60,8 @@ def start_adhoc(
 ) -> ServerStatus:
     """Start a local ``backend`` server for ``model`` on ``port`` (named BACKEND-PORT by
     default) and return its status once it is ready. ``extra`` goes to the server as is."""
-    from batuta.runtime.launch import launch_for
+    from batuta.runtime.launch import launch_for, spec_for
     from batuta.runtime.manager import Runtime
-    from batuta.runtime.spec import ServerSpec
     from batuta.runtime.state import apply_lock
 
     name = name or f"{backend.key}-{port}"
@@ -73,18 +72,8 @@ def start_adhoc(
         run = launch_for(
             backend.key, resolved.ref, host, port, ctx, threads, extra, None, executable, engine
         )
-        spec = ServerSpec(
-            name=name,
-            backend=backend.key,
-            argv=tuple(run.argv),
-            host=host,
-            port=port,
-            health_url=run.health_url,
-            model_path=resolved.ref,
-            env=run.env,
-            restart=restart,
-            origin="adhoc",
-            ready_timeout=ready_timeout,
-            engine=run.engine,
-        )
+        spec = spec_for(
+            name, backend.key, resolved, run, host=host, port=port, restart=restart,
+            origin="adhoc", ready_timeout=ready_timeout,
+        )  # fmt: skip
         return runtime.start(spec, progress=progress)

@@ -32,6 +32,7 @@ def test_start_adhoc_returns_the_ready_server(here: Path, free_port: int, monkey
         )
         assert status.spec.restart == "never" and status.spec.url.endswith(f":{free_port}")
         assert status.spec.model_path == str(here / "m.gguf")
+        assert len(status.spec.model_digest) == 64  # the one spec builder records it too
     finally:
         Runtime(here / ".batuta").stop(status.name)
     assert status.name not in Runtime(here / ".batuta").status()  # an ad-hoc stop forgets it
