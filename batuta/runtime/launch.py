@@ -23,6 +23,7 @@ from batuta._util.which import which
 from batuta.catalogue import Backend, lookup
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.runtime.spec import ServerSpec
+from batuta.selection import LLAMA_SERVER_ENV as _LLAMACPP_ENV
 
 if TYPE_CHECKING:
     from batuta.manifest.model import Defaults, Server
@@ -55,8 +56,6 @@ class Launch:
     health_url: str
     engine: str = ""  # the recipe's engine name, when the backend has several
 
-
-_LLAMACPP_ENV = "BATUTA_LLAMA_SERVER"
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "realizar": (
