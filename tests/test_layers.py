@@ -19,16 +19,20 @@ PACKAGE = Path(batuta.__file__).parent
 # ``batuta/api.py`` are the api).
 _BELOW_DATA_PATH = {"selection", "catalogue", "errors", "_util"}
 ALLOWED: dict[str, frozenset[str]] = {
-    "api": frozenset({"benchmark", "health", "apply", "plan", "runtime", "router"})
+    "api": frozenset({"benchmark", "gateway", "health", "apply", "plan", "runtime", "router"})
     | {"routing", "backends", "manifest"}
     | _BELOW_DATA_PATH,
-    "cli": frozenset({"api", "benchmark", "health", "apply", "plan", "runtime", "router"})
+    "cli": frozenset(
+        {"api", "benchmark", "gateway", "health", "apply", "plan", "runtime", "router"}
+    )
     | {"routing", "backends", "manifest"}
     | _BELOW_DATA_PATH,
     "benchmark": frozenset({"router", "routing", "runtime", "manifest", "backends"})
     | _BELOW_DATA_PATH,
     "health": frozenset({"router", "routing", "runtime", "manifest", "backends"})
     | _BELOW_DATA_PATH,
+    "gateway": frozenset({"router", "routing", "runtime", "manifest", "backends"})
+    | _BELOW_DATA_PATH,  # to come: an HTTP front for the routes
     "apply": frozenset({"plan", "runtime", "routing", "manifest"}) | _BELOW_DATA_PATH,
     "plan": frozenset({"runtime", "routing", "manifest"}) | _BELOW_DATA_PATH,
     "runtime": frozenset({"manifest"}) | _BELOW_DATA_PATH,
