@@ -403,8 +403,9 @@ def test_the_package_exports_load_lazily() -> None:
 
     assert batuta.apply.apply is execute.apply
     assert batuta.apply.WatchLoop is watch.WatchLoop
-    assert sorted(batuta.apply.__all__) == sorted(
-        ["ApplyFailed", "ApplyResult", "WatchLoop", "apply", "apply_loaded"]
-    )
+    assert sorted(batuta.apply.__all__) == [
+        *("ApplyFailed", "ApplyResult", "DestroyResult", "WatchLoop"),
+        *("apply", "apply_loaded", "destroy"),
+    ]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         batuta.apply.nope  # noqa: B018
