@@ -132,6 +132,16 @@ def test_the_supervisors_own_entry_runs_it(tmp_path, handlers, capsys) -> None:
     assert "usage: python -m batuta.runtime supervise" in capsys.readouterr().err
 
 
+def test_python_m_batuta_runtime_is_that_entry(monkeypatch, capsys) -> None:
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["batuta.runtime", "supervise"])  # usage error: no run
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("batuta.runtime", run_name="__main__")
+    assert info.value.code == 2
+    assert "usage: python -m batuta.runtime supervise --state-dir DIR" in capsys.readouterr().err
+
+
 def test_the_supervisor_boots_without_the_cli(tmp_path) -> None:
     # The command line spawn_supervisor runs, in a real process: no click, no batuta.cli.
     done = subprocess.run(
