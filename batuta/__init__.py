@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "DestroyResult": "batuta.apply.teardown",
     "Runtime": "batuta.runtime",
     "start_adhoc": "batuta.runtime.adhoc",
+    "pull_model": "batuta.runtime.adhoc",
     "check_health": "batuta.health",
     "HealthRow": "batuta.health",
     "RoutingTable": "batuta.routing.table",
@@ -69,6 +70,7 @@ __all__ = [
     "destroy",
     "load_manifest",
     "make_plan",
+    "pull_model",
     "query",
     "read_table",
     "start_adhoc",
@@ -89,7 +91,7 @@ if TYPE_CHECKING:
     from batuta.router.engine import Router
     from batuta.routing.table import RoutingTable, read_table
     from batuta.runtime import Runtime
-    from batuta.runtime.adhoc import start_adhoc
+    from batuta.runtime.adhoc import pull_model, start_adhoc
     from batuta.selection import BackendSelector
 
 

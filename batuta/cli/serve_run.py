@@ -286,27 +286,22 @@ def health(
 def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str | None) -> int:
     """Fetch a model: into Ollama, or into batuta's cache for file sources."""
     from batuta._util.ollama_host import ollama_base_url
-    from batuta.runtime import ollama
-    from batuta.runtime.sources import default_cache_dir, resolve_source
-    from batuta.runtime.state import apply_lock
+    from batuta.runtime.adhoc import pull_model
 
-    if (backend or "").lower() == "ollama" or model.startswith("ollama://"):
-        base = ollama_base_url()
-        name = ollama.normalize(model)
-        with apply_lock(state_dir(manifest_file)), DownloadBar() as progress:
-            ollama.pull(base, name, progress)
-        click.echo(f"pulled {name} into Ollama at {base}")
-        return 0
-    if model.lower().startswith("http://") and not sha256:
+    ollama = (backend or "").lower() == "ollama" or model.startswith("ollama://")
+    if not ollama and model.lower().startswith("http://") and not sha256:
         raise click.UsageError(
             f"{model}: an http:// download is not authenticated; give --sha256 of the file "
             "(or use https://)"
         )
-    with apply_lock(state_dir(manifest_file)), DownloadBar() as progress:
-        resolved = resolve_source(
-            model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), sha256=sha256,
+    with DownloadBar() as progress:
+        resolved = pull_model(
+            model, state_dir=state_dir(manifest_file), backend=backend, sha256=sha256,
             progress=progress,
         )  # fmt: skip
+    if ollama:
+        click.echo(f"pulled {resolved.ref} into Ollama at {ollama_base_url()}")
+        return 0
     quant = f", {resolved.quantization}" if resolved.quantization else ""
     click.echo(f"{resolved.path} ({resolved.path.stat().st_size:,} bytes{quant})")
     click.echo(f"sha256 {resolved.digest}")

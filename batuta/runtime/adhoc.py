@@ -1,4 +1,5 @@
-"""Ad-hoc servers: ``batuta serve start`` without a manifest, as a library call.
+"""Ad-hoc servers: ``batuta serve start`` and ``serve pull`` without a manifest, as
+library calls.
 
 :func:`start_adhoc` resolves the model (a file, a cached download, a hub id the engine
 fetches itself, or an Ollama name), builds the launch spec, records it under the apply
@@ -39,6 +40,33 @@ def adhoc_model(backend: str, model: str, progress: Progress | None = None) -> R
     return resolve_source(
         model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), progress=progress
     )
+
+
+def pull_model(
+    model: str,
+    *,
+    state_dir: Path,
+    backend: str | None = None,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+) -> ResolvedModel:
+    """Fetch ``model`` ahead of a start, under the apply lock: into Ollama (``backend``
+    ollama, or an ``ollama://`` name), else into batuta's cache (``sha256`` pins a
+    download)."""
+    from batuta._util.ollama_host import ollama_base_url
+    from batuta.runtime import ollama
+    from batuta.runtime.sources import ResolvedModel, default_cache_dir, resolve_source
+    from batuta.runtime.state import apply_lock
+
+    with apply_lock(state_dir):
+        if (backend or "").lower() == "ollama" or model.startswith("ollama://"):
+            name = ollama.normalize(model)
+            ollama.pull(ollama_base_url(), name, progress)
+            return ResolvedModel(path=Path(name), registry="ollama", source=model)
+        return resolve_source(
+            model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), sha256=sha256,
+            progress=progress,
+        )  # fmt: skip
 
 
 def start_adhoc(

@@ -1,4 +1,4 @@
-"""An ad-hoc start as a library call: what ``batuta serve start`` runs."""
+"""Ad-hoc starts and pulls as library calls: what ``batuta serve start`` and ``serve pull`` run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import batuta
 from batuta.catalogue import CATALOGUE
 from batuta.errors import ModelSourceError
 from batuta.runtime import Runtime
-from batuta.runtime.adhoc import adhoc_model
+from batuta.runtime.adhoc import adhoc_model, pull_model
 from tests.cli.test_serve_run import fake_llama_server, here  # noqa: F401  (the fixture)
 from tests.runtime.conftest import no_leftover_processes  # noqa: F401 - autouse guard
 from tests.runtime.test_gguf import write_gguf
@@ -44,3 +44,12 @@ def test_adhoc_model_of_each_kind(here: Path) -> None:  # noqa: F811
     assert (hub.registry, str(hub.path)) == ("hf", "Qwen/Qwen2.5-0.5B")
     with pytest.raises(ModelSourceError, match="served by --backend ollama"):
         adhoc_model("llamacpp", "ollama://llama3")
+
+
+def test_pull_model_of_a_file_resolves_it_under_the_lock(here: Path) -> None:  # noqa: F811
+    path = write_gguf(here / "m.gguf", [("general.file_type", 4, 2)])
+    resolved = batuta.pull_model("m.gguf", state_dir=here / ".batuta")
+    assert resolved.path == path and len(resolved.digest) == 64
+    assert (here / ".batuta" / "apply.lock").exists()  # taken, and let go
+    resolved = pull_model("m.gguf", state_dir=here / ".batuta")  # again: no lock left held
+    assert resolved.path == path
