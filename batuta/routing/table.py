@@ -13,6 +13,7 @@ from typing import Any
 
 from batuta._util.files import atomic_write
 from batuta._util.fuzzy import did_you_mean
+from batuta._util.options import OptionValue
 from batuta.errors import RoutingError
 
 TABLE_VERSION = 1
@@ -35,7 +36,7 @@ class TargetEntry:
     model: str
     local: bool
     api_key_env: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, OptionValue] = field(default_factory=dict)  # JSON values
     pricing: tuple[float, float] | None = None
     health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
 
