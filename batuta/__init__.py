@@ -20,11 +20,17 @@ _EXPORTS: dict[str, str] = {
     "make_plan": "batuta.plan",
     "Plan": "batuta.plan",
     "apply_manifest": "batuta.apply.execute:apply",
+    "destroy": "batuta.apply.teardown",
+    "DestroyResult": "batuta.apply.teardown",
     "Runtime": "batuta.runtime",
+    "start_adhoc": "batuta.runtime.adhoc",
+    "pull_model": "batuta.runtime.adhoc",
+    "check_health": "batuta.health",
+    "HealthRow": "batuta.health",
     "RoutingTable": "batuta.routing.table",
     "read_table": "batuta.routing.table",
     "Router": "batuta.router.engine",
-    "BackendSelector": "batuta.router.select",
+    "BackendSelector": "batuta.selection",
     "query": "batuta.api",
     "adapter_for": "batuta.backends.registry",
     "InferenceRequest": "batuta.backends.types",
@@ -45,6 +51,8 @@ __all__ = [
     "BackendError",
     "BackendSelector",
     "BatutaError",
+    "DestroyResult",
+    "HealthRow",
     "InferenceRequest",
     "InferenceResponse",
     "LoadedManifest",
@@ -58,26 +66,33 @@ __all__ = [
     "ServingBackend",
     "adapter_for",
     "apply_manifest",
+    "check_health",
+    "destroy",
     "load_manifest",
     "make_plan",
+    "pull_model",
     "query",
     "read_table",
+    "start_adhoc",
     "validate_file",
 ]
 
 if TYPE_CHECKING:
     from batuta.api import query
     from batuta.apply.execute import apply as apply_manifest
+    from batuta.apply.teardown import DestroyResult, destroy
     from batuta.backends.registry import adapter_for
     from batuta.backends.types import InferenceRequest, InferenceResponse
     from batuta.catalogue import CATALOGUE, BackendCapabilities, ModelFormat, ServingBackend
     from batuta.errors import BackendError, BatutaError, ManifestError, RoutingError
+    from batuta.health import HealthRow, check_health
     from batuta.manifest import LoadedManifest, load_manifest, validate_file
     from batuta.plan import Plan, make_plan
     from batuta.router.engine import Router
-    from batuta.router.select import BackendSelector
     from batuta.routing.table import RoutingTable, read_table
     from batuta.runtime import Runtime
+    from batuta.runtime.adhoc import pull_model, start_adhoc
+    from batuta.selection import BackendSelector
 
 
 def __getattr__(name: str) -> Any:

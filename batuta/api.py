@@ -33,16 +33,12 @@ def query(
     (system, max_tokens, temperature, top_p, stop, seed, stream).
     """
     from batuta.backends.types import InferenceRequest
-    from batuta.errors import RoutingError
     from batuta.router.engine import run_query
-    from batuta.routing.table import read_table
+    from batuta.routing.table import read_table, table_path
 
     state = state_dir_for(manifest)
-    table = read_table(state / "routes.json")
-    entry = table.routes.get(route)
-    if entry is None:
-        known = ", ".join(sorted(table.routes)) or "none"
-        raise RoutingError(f"no route {route!r} in the routing table (routes: {known})")
+    path = table_path(state)
+    entry = read_table(path).route(route, path)
     if "stop" in options:
         options["stop"] = tuple(options["stop"])
     return run_query(entry, InferenceRequest(prompt=prompt, **options), state_dir=state)

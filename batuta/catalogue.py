@@ -498,10 +498,16 @@ def remote_backends() -> list[Backend]:
     return [b for b in CATALOGUE.values() if not b.local]
 
 
-def allowed_in_tier(backend: Backend, privacy_tier: str) -> bool:
-    """Whether a route of ``privacy_tier`` (sovereign|private|standard) may use ``backend``."""
+def tier_allows(privacy_tier: str, privacy: Privacy) -> bool:
+    """Whether a route of ``privacy_tier`` (sovereign|private|standard) may send a prompt
+    where ``privacy`` says it goes: the one rule of tier membership."""
     if privacy_tier == "sovereign":
-        return backend.privacy is Privacy.LOCAL
+        return privacy is Privacy.LOCAL
     if privacy_tier == "private":
-        return backend.privacy in (Privacy.LOCAL, Privacy.DEDICATED)
+        return privacy in (Privacy.LOCAL, Privacy.DEDICATED)
     return True
+
+
+def allowed_in_tier(backend: Backend, privacy_tier: str) -> bool:
+    """Whether a route of ``privacy_tier`` may use ``backend`` (by the backend's privacy)."""
+    return tier_allows(privacy_tier, backend.privacy)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from batuta.router.select import llama_server_command
+from batuta.selection import llama_server_command
 
 ENGINES = ("server", "python")
 

@@ -18,6 +18,7 @@ from batuta.catalogue import (
     local_backends,
     lookup,
     remote_backends,
+    tier_allows,
 )
 
 F = ModelFormat
@@ -119,6 +120,14 @@ def test_allowed_in_tier(key: str, sovereign: bool, private: bool, standard: boo
     b = CATALOGUE[key]
     assert (allowed_in_tier(b, "sovereign"), allowed_in_tier(b, "private")) == (sovereign, private)
     assert allowed_in_tier(b, "standard") is standard
+
+
+def test_tier_allows_by_where_the_prompt_goes() -> None:
+    # The manifest's rules ask it of a server's own privacy (a llama.cpp server on another
+    # machine is dedicated, though llama.cpp is a local backend).
+    table = {tier: [tier_allows(tier, p) for p in Privacy] for tier in ("sovereign", "private")}
+    assert table == {"sovereign": [True, False, False], "private": [True, True, False]}
+    assert all(tier_allows("standard", p) for p in Privacy)
 
 
 def test_key_is_set_reports_presence_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ import batuta
 
 EXPECTED = {
     "BackendCapabilities", "BackendError", "BackendSelector", "BatutaError", "CATALOGUE",
-    "InferenceRequest", "InferenceResponse", "LoadedManifest", "ManifestError", "ModelFormat",
-    "Plan", "Router", "RoutingError", "RoutingTable", "Runtime", "ServingBackend",
-    "adapter_for", "apply_manifest", "load_manifest", "make_plan", "query", "read_table",
-    "validate_file",
+    "DestroyResult", "HealthRow", "InferenceRequest", "InferenceResponse", "LoadedManifest",
+    "ManifestError", "ModelFormat", "Plan", "Router", "RoutingError", "RoutingTable", "Runtime",
+    "ServingBackend", "adapter_for", "apply_manifest", "check_health", "destroy",
+    "load_manifest", "make_plan", "pull_model", "query", "read_table", "start_adhoc", "validate_file",
 }  # fmt: skip
 
 

@@ -58,7 +58,41 @@ def test_importtime_of_serve_tree_stays_small() -> None:
         timeout=60,
     )
     modules = [line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]]
-    assert "batuta.router.select" in modules  # imported by serve_info for the tree
+    assert "batuta.selection" in modules  # imported by serve_info for the tree
     assert not [m for m in modules if m.split(".")[0] in HEAVY]
     # the whole import graph of a tree rendering: click, the catalogue and the selector
     assert len(modules) < 150, len(modules)
+
+
+BATUTA_PROBE = """
+import sys
+from batuta.cli.main import main
+main({args!r})
+print("BATUTA:", ",".join(sorted(m for m in sys.modules if m.split(".")[0] == "batuta")))
+"""
+_HELP_MODULES = ["batuta", "batuta.cli", "batuta.cli.main", "batuta.errors"]
+_TREE_MODULES = [
+    *("batuta", "batuta._util", "batuta._util.fuzzy", "batuta._util.ollama_host"),
+    *("batuta._util.which", "batuta.catalogue", "batuta.cli", "batuta.cli.main"),
+    *("batuta.cli.serve_info", "batuta.errors", "batuta.selection"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--help"], _HELP_MODULES),
+        (["serve", "--help"], _HELP_MODULES),
+        (["serve", "tree"], _TREE_MODULES),
+    ],
+)
+def test_fast_commands_import_only_what_they_show(args: list[str], expected: list[str]) -> None:
+    # The whole of batuta a fast command loads: a new import at start-up shows up here.
+    done = subprocess.run(
+        [sys.executable, "-c", BATUTA_PROBE.format(args=args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "BATUTA: " + ",".join(expected)

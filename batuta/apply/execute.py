@@ -27,8 +27,8 @@ from batuta.plan import Desired, desired_state, plan_from, resolve_models
 from batuta.plan.diff import LIVE_STATES, Plan, ServerChange
 from batuta.plan.observe import PROBE_TIMEOUT, observe, probe_all
 from batuta.plan.render import NO_CHANGES
-from batuta.routing.build import table_path, with_health
-from batuta.routing.table import write_table
+from batuta.routing.build import with_health
+from batuta.routing.table import table_path, write_table
 from batuta.runtime.spec import ServerSpec, ServerStatus
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ def apply_loaded(
     probe_timeout: float = PROBE_TIMEOUT,
 ) -> ApplyResult:
     """Apply ``loaded`` (or exactly ``saved``, when the state has not moved since)."""
-    from batuta.apply.state import apply_lock
+    from batuta.runtime.state import apply_lock
 
     if runtime is None:
         from batuta.runtime import Runtime

@@ -338,14 +338,13 @@ def _client() -> httpx.AsyncClient:
 
 async def discover_model(adapter: Adapter) -> str:
     """The target's model, or the first one the server lists (as vLLM does without
-    --model)."""
-    if adapter.target.model:
-        return adapter.target.model
-    lister = getattr(adapter, "models", None)
-    models = await lister() if callable(lister) else []
-    if not models:
+    --model); a benchmark cannot go on without one."""
+    from batuta.router.targets import served_model
+
+    model = await served_model(adapter)
+    if not model:
         raise BenchOptionError(f"{adapter.target.name}: the server lists no model; pass --model")
-    return str(models[0])
+    return model
 
 
 async def run_all(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from batuta.cli.progress import DownloadBar
 from batuta.errors import StateError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def plan(manifest_file: str | None, as_json: bool, detailed_exitcode: bool, out:
     else:
         click.echo(render_plan(result))
     if out:
-        from batuta.apply.state import atomic_write
+        from batuta._util.files import atomic_write
 
         atomic_write(Path(out), json.dumps(plan_json(result), indent=2) + "\n")
         if not as_json:
@@ -98,41 +98,6 @@ def _read_plan(path: str) -> Plan:
     return plan_from_json(data)
 
 
-class _PullBar:
-    """A rich progress bar per model download, shown only while something downloads."""
-
-    def __init__(self) -> None:
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __call__(self, what: str, done: int, total: int | None) -> None:
-        if self._progress is None:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-            )
-            self._progress.start()
-        if what not in self._tasks:
-            self._tasks[what] = self._progress.add_task(what, total=total)
-        self._progress.update(self._tasks[what], completed=done, total=total)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(dir_okay=False))
 @_file_option("-f", "--file")
@@ -156,7 +121,7 @@ def apply(plan_file: str | None, manifest_file: str | None, watch: bool) -> int:
     saved = _read_plan(plan_file) if plan_file else None
     target = manifest_file if manifest_file or saved is None else saved.manifest
     loaded = load_manifest(target)
-    bar = _PullBar()
+    bar = DownloadBar(transient=False)
     try:
         apply_loaded(loaded, saved=saved, echo=_echo, progress=bar)
     finally:
@@ -203,93 +168,23 @@ def status(manifest_file: str | None, as_json: bool) -> int:
 # --- down ---------------------------------------------------------------------------------
 
 
-def _gone(pid: int | None) -> bool:
-    import psutil
-
-    if pid is None:
-        return True
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
-def _wait_supervisor_gone(runtime: Any, pid: int | None, timeout: float = 10.0) -> None:
-    """The supervisor exits once it has nothing left to run: wait until its process ends."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (runtime.supervisor_pid() is None and _gone(pid)):
-        time.sleep(0.02)
-
-
 @click.command()
 @_file_option("-f", "--file")
 def down(manifest_file: str | None) -> int:
     """Stop every server batuta started for this manifest and remove its routing table."""
-    from concurrent.futures import ThreadPoolExecutor
+    from batuta.apply.teardown import destroy
 
-    from batuta._util.paths import same_manifest
-    from batuta.apply.state import apply_lock
-    from batuta.plan.diff import owned_by
-    from batuta.plan.observe import read_current_table
-    from batuta.routing.build import table_path
-    from batuta.runtime import Runtime
-
-    path, state_dir = _state_dir(manifest_file)
-    if not state_dir.is_dir():
+    result = destroy(manifest_file, echo=click.echo)
+    if not result.started:
         click.echo("Nothing to stop: batuta has not started anything for this manifest.")
         return 0
-    runtime = Runtime(state_dir)
-    with apply_lock(state_dir):
-        supervisor = runtime.supervisor_pid()
-        statuses = runtime.status()
-        names = sorted(n for n, s in statuses.items() if owned_by(s, str(path)))
-        for name in names:
-            pid = statuses[name].pid
-            click.echo(f"server.{name}: Destroying..." + (f" [pid {pid}]" if pid else ""))
-        if names:
-            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-                list(pool.map(runtime.stop, names))
-        table, raw, _ = read_current_table(state_dir)
-        removed_table = raw is not None and (table is None or same_manifest(table.manifest, path))
-        if removed_table:
-            table_path(state_dir).unlink(missing_ok=True)
-            click.echo("routes: Removed the routing table")
-        if not runtime.status():
-            _wait_supervisor_gone(runtime, supervisor)
-    click.echo(f"Destroy complete! Resources: {len(names)} destroyed.")
+    if result.removed_table:
+        click.echo("routes: Removed the routing table")
+    click.echo(f"Destroy complete! Resources: {len(result.destroyed)} destroyed.")
     return 0
 
 
 # --- logs ---------------------------------------------------------------------------------
-
-
-def follow(
-    path: Path,
-    out: IO[str],
-    *,
-    stop: Callable[[], bool] = lambda: False,
-    interval: float = 0.2,
-    start: int | None = None,
-) -> None:
-    """Print what is appended to ``path`` until ``stop()`` (or Ctrl-C); survives the
-    copy-truncate rotation of server logs by starting over when the file shrinks."""
-    position = path.stat().st_size if start is None and path.exists() else (start or 0)
-    while not stop():
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < position:
-            position = 0  # rotated: the file was truncated in place
-        if size > position:
-            with open(path, "rb") as fh:
-                fh.seek(position)
-                data = fh.read(size - position)
-            position += len(data)
-            out.write(data.decode("utf-8", errors="replace"))
-            out.flush()
-        else:
-            time.sleep(interval)
 
 
 @click.command()
@@ -299,8 +194,8 @@ def follow(
 @click.option("--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
 def logs(name: str, following: bool, lines: int, manifest_file: str | None) -> int:
     """Show the log of server NAME (like tail; -f follows it)."""
-    from batuta.apply.state import read_state
-    from batuta.runtime.logs import log_path, tail
+    from batuta.runtime.logs import follow, log_path, tail
+    from batuta.runtime.state import read_state
 
     _, state_dir = _state_dir(manifest_file)
     path = log_path(state_dir, name)

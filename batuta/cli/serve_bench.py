@@ -154,10 +154,8 @@ def _run(opts: dict[str, Any]) -> int:
     from batuta.benchmark import report
     from batuta.benchmark.metrics import BenchOptionError
     from batuta.benchmark.runner import bench_route, bench_target
-    from batuta.errors import RoutingError
     from batuta.router.targets import resolve_endpoint
-    from batuta.routing.build import table_path
-    from batuta.routing.table import RoutingTable, read_table
+    from batuta.routing.table import RoutingTable, read_table, table_path
 
     if (opts["endpoint"] is None) == (opts["route"] is None):
         raise BenchOptionError("give --endpoint HOST:PORT (or URL, or target) or --route NAME")
@@ -199,10 +197,7 @@ def _run(opts: dict[str, Any]) -> int:
     async def go() -> tuple[str, str, list[RunResult]]:
         if opts["route"] is not None:
             assert routes is not None
-            route = routes.routes.get(opts["route"])
-            if route is None:
-                known = ", ".join(sorted(routes.routes)) or "none"
-                raise RoutingError(f"no route {opts['route']!r} in {table_file} (routes: {known})")
+            route = routes.route(opts["route"], table_file)
             runs = await bench_route(route, prompts, specs, state_dir=state_dir, on_run=on_run)
             model = opts["model"] or (route.targets[0].model if route.targets else "")
             return f"route:{route.name}", model, runs

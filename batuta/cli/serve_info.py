@@ -14,7 +14,7 @@ import click
 from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import CATALOGUE, TREE_GROUPS, Backend
 from batuta.errors import BatutaError
-from batuta.router.select import (
+from batuta.selection import (
     COST_TIERS,
     LATENCY_TIERS,
     PRIVACY_TIERS,
@@ -27,7 +27,7 @@ from batuta.router.select import (
 )
 
 if TYPE_CHECKING:
-    from batuta.router.select import CostTier, LatencyTier, PrivacyTier, ThroughputTier
+    from batuta.selection import CostTier, LatencyTier, PrivacyTier, ThroughputTier
 
 LEGEND = "✓ installed  ✗ not installed  ? cannot tell  ● key set  ○ key not set"
 _FORMAT_SHORT = {"gguf": "GGUF", "safetensors": "ST", "pytorch": "PT", "exl2": "EXL2", "mlc": "MLC"}
@@ -96,9 +96,10 @@ def backends(as_json: bool) -> None:
         click.echo("  ".join([*cells, r[-1]]).rstrip())
     click.echo(f"\n{LEGEND}")
     try:
-        chosen, port = default_backend().key, default_port()
+        chosen = default_backend()
+        port = default_port(backend=chosen)
         env = "BATUTA_SERVE_BACKEND, BATUTA_SERVE_PORT"
-        click.echo(f"serve start defaults: --backend {chosen} --port {port} ({env})")
+        click.echo(f"serve start defaults: --backend {chosen.key} --port {port} ({env})")
     except BatutaError as exc:
         click.echo(f"warning: {exc}", err=True)
 

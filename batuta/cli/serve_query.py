@@ -9,7 +9,6 @@ itself is not parsed here.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -37,17 +36,6 @@ def _table(path: Path, *, required: bool) -> RoutingTable | None:
         if required:
             raise RoutingError(f"{exc} (or name a server with --endpoint HOST:PORT)") from None
         return None  # a broken table must not stop a query to an explicit endpoint
-
-
-def _route(table: RoutingTable | None, name: str, path: Path) -> RouteEntry:
-    from batuta.errors import RoutingError
-
-    assert table is not None
-    route = table.routes.get(name)
-    if route is None:
-        known = ", ".join(sorted(table.routes)) or "none"
-        raise RoutingError(f"no route {name!r} in {path} (routes: {known})")
-    return route
 
 
 def _read_prompt(prompt: str) -> str:
@@ -116,21 +104,18 @@ def _summary(resp: InferenceResponse) -> str:
 
 
 async def _discover_model(router: Router, target: Target) -> Target:
-    """A bare server queried without --model: ask it which model it serves (vLLM and
-    Ollama need the name; llama.cpp ignores it)."""
+    """A bare server queried without --model: ask it which model it serves."""
     import asyncio
     import dataclasses
 
     from batuta.errors import BatutaError
+    from batuta.router.targets import served_model
 
-    models = getattr(router.adapter(target), "models", None)
-    if target.model or models is None:
-        return target
     try:
-        names = await asyncio.wait_for(models(), 5.0)
+        name = await served_model(router.adapter(target), timeout=5.0)
     except (BatutaError, asyncio.TimeoutError):
         return target  # the query itself will report what is wrong
-    return dataclasses.replace(target, model=names[0]) if names else target
+    return dataclasses.replace(target, model=name) if name and not target.model else target
 
 
 async def _answer(
@@ -257,8 +242,10 @@ def query(
     import asyncio
 
     from batuta.backends.types import InferenceRequest
+    from batuta.errors import BatutaError
     from batuta.router.targets import backend_target, resolve_endpoint
-    from batuta.routing.build import table_path
+    from batuta.routing.table import table_path
+    from batuta.selection import env_port
 
     if route_name is not None and (endpoint is not None or backend is not None):
         raise click.UsageError("give either --route or --endpoint/--backend, not both")
@@ -276,12 +263,15 @@ def query(
             endpoint, model=model, backend=backend, table=_table(path, required=False)
         )
     elif backend is not None:
-        port = os.environ.get("BATUTA_SERVE_PORT")
-        if port is not None and not port.isdigit():
-            raise click.UsageError(f"BATUTA_SERVE_PORT={port!r} is not a port number")
-        target = backend_target(backend, model=model, port=int(port) if port else None)
+        try:
+            port = env_port()
+        except BatutaError as exc:
+            raise click.UsageError(str(exc)) from None
+        target = backend_target(backend, model=model, port=port)
     else:
-        route = _route(_table(path, required=True), route_name or DEFAULT_ROUTE, path)
+        table = _table(path, required=True)
+        assert table is not None
+        route = table.route(route_name or DEFAULT_ROUTE, path)
     request = InferenceRequest(
         prompt=text, system=system, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, stop=stop, stream=stream, seed=seed,

@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from batuta._util.paths import state_dir_for
-from batuta.errors import ModelSourceError
+from batuta.cli.progress import DownloadBar
+from batuta.errors import BatutaError
 
 if TYPE_CHECKING:
-    from batuta.runtime.ollama import Progress
-    from batuta.runtime.sources import ResolvedModel
+    from batuta.catalogue import Backend
     from batuta.runtime.spec import ServerStatus
 
 # Backends that take a Hub repo id (not a local file) as their model.
-_HUB_MODELS = ("vllm", "tgi", "mlc", "candle", "exllamav2")
 _RESTART = click.Choice(["always", "on-failure", "never"])
 
 
@@ -44,35 +43,15 @@ def state_dir(manifest_file: str | None = None) -> Path:
     return state_dir_for(manifest_file, adhoc=True)
 
 
-def _port_default(option: int | None, default_port: int | None) -> int:
+def _port_default(option: int | None, backend: Backend) -> int:
+    from batuta.selection import default_port
+
     if option is not None:
         return option
-    raw = os.environ.get("BATUTA_SERVE_PORT")
-    if raw:
-        try:
-            return int(raw)
-        except ValueError:
-            raise click.BadParameter(
-                f"BATUTA_SERVE_PORT={raw!r} is not a port number", param_hint="--port"
-            ) from None
-    return default_port or 8080
-
-
-def _adhoc_model(backend: str, model: str, progress: Progress | None) -> ResolvedModel:
-    from batuta.runtime import ollama
-    from batuta.runtime.sources import ResolvedModel, default_cache_dir, resolve_source, scheme
-
-    if backend == "ollama":
-        return ResolvedModel(path=Path(ollama.normalize(model)), registry="ollama", source=model)
-    kind = scheme(model)
-    repo_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if kind == "file" and backend in _HUB_MODELS and repo_id and not Path(model).exists():
-        return ResolvedModel(path=Path(model), registry="hf", source=model)
-    if kind == "ollama":
-        raise ModelSourceError(f"{model}: ollama:// models are served by --backend ollama")
-    return resolve_source(
-        model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), progress=progress
-    )
+    try:
+        return default_port(backend=backend)
+    except BatutaError as exc:
+        raise click.BadParameter(str(exc), param_hint="--port") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,12 +95,9 @@ def start(
 
     Arguments after `--` are passed to the server unchanged.
     """
-    from batuta.apply.state import apply_lock
     from batuta.catalogue import lookup
-    from batuta.router.select import default_backend
-    from batuta.runtime.launch import launch_for
-    from batuta.runtime.manager import Runtime
-    from batuta.runtime.spec import ServerSpec
+    from batuta.runtime.adhoc import start_adhoc
+    from batuta.selection import default_backend
 
     began = time.monotonic()
     if backend is None:
@@ -140,32 +116,16 @@ def start(
             f"{record.key!r} is not a local backend (see `batuta serve backends`)",
             param_hint="--backend",
         )
-    port = _port_default(port, record.default_port)
-    name = name or f"{record.key}-{port}"
-    state = state_dir(manifest_file)
-    runtime = Runtime(state)
-    runtime.check_adhoc_name(name)  # before any download
-    with apply_lock(state), _progress() as progress:
-        resolved = _adhoc_model(record.key, model, progress)
-        run = launch_for(
-            record.key, resolved.ref, host, port, ctx, threads, extra, None, executable, engine
-        )
-        argv, env, health_url = run.argv, run.env, run.health_url
-        spec = ServerSpec(
-            name=name,
-            backend=record.key,
-            argv=tuple(argv),
-            host=host,
-            port=port,
-            health_url=health_url,
-            model_path=resolved.ref,
-            env=env,
-            restart=restart,  # type: ignore[arg-type]
-            origin="adhoc",
-            ready_timeout=timeout,
-            engine=run.engine,
-        )
-        status = runtime.start(spec, progress=progress)
+    port = _port_default(port, record)
+    with DownloadBar() as progress:
+        status = start_adhoc(
+            record, model, state_dir=state_dir(manifest_file), port=port, host=host, name=name,
+            ctx=ctx, threads=threads, restart=restart,  # type: ignore[arg-type]
+            executable=executable, engine=engine, ready_timeout=timeout, extra=extra,
+            progress=progress,
+        )  # fmt: skip
+    health_url = status.spec.health_url
+    name = status.name
     url = f"http://{health_url.split('://', 1)[1].split('/', 1)[0]}"
     click.echo(
         f"{name}: {record.display} ready at {url} "
@@ -302,7 +262,7 @@ def health(
     import json
     from dataclasses import asdict
 
-    from batuta.runtime.checks import check_health
+    from batuta.health import check_health
 
     if name and backend:
         raise click.UsageError("give NAME or --backend, not both")
@@ -326,74 +286,23 @@ def health(
 def pull(backend: str | None, model: str, sha256: str | None, manifest_file: str | None) -> int:
     """Fetch a model: into Ollama, or into batuta's cache for file sources."""
     from batuta._util.ollama_host import ollama_base_url
-    from batuta.apply.state import apply_lock
-    from batuta.runtime import ollama
-    from batuta.runtime.sources import default_cache_dir, resolve_source
+    from batuta.runtime.adhoc import pull_model
 
-    if (backend or "").lower() == "ollama" or model.startswith("ollama://"):
-        base = ollama_base_url()
-        name = ollama.normalize(model)
-        with apply_lock(state_dir(manifest_file)), _progress() as progress:
-            ollama.pull(base, name, progress)
-        click.echo(f"pulled {name} into Ollama at {base}")
-        return 0
-    if model.lower().startswith("http://") and not sha256:
+    ollama = (backend or "").lower() == "ollama" or model.startswith("ollama://")
+    if not ollama and model.lower().startswith("http://") and not sha256:
         raise click.UsageError(
             f"{model}: an http:// download is not authenticated; give --sha256 of the file "
             "(or use https://)"
         )
-    with apply_lock(state_dir(manifest_file)), _progress() as progress:
-        resolved = resolve_source(
-            model, base_dir=Path.cwd(), cache_dir=default_cache_dir(), sha256=sha256,
+    with DownloadBar() as progress:
+        resolved = pull_model(
+            model, state_dir=state_dir(manifest_file), backend=backend, sha256=sha256,
             progress=progress,
         )  # fmt: skip
+    if ollama:
+        click.echo(f"pulled {resolved.ref} into Ollama at {ollama_base_url()}")
+        return 0
     quant = f", {resolved.quantization}" if resolved.quantization else ""
     click.echo(f"{resolved.path} ({resolved.path.stat().st_size:,} bytes{quant})")
     click.echo(f"sha256 {resolved.digest}")
     return 0
-
-
-class _progress:  # lower case: reads like a function, `with _progress() as progress`
-    """A rich progress display on stderr, fed by (label, completed, total) callbacks."""
-
-    def __enter__(self) -> Progress:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        console = Console(stderr=True)
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            transient=not console.is_terminal,
-        )
-        self._tasks: dict[str, Any] = {}
-        self._said: set[str] = set()
-        self._started = False
-        return self.update
-
-    def update(self, label: str, completed: int, total: int | None) -> None:
-        if not self._started:
-            self._bar.start()
-            self._started = True
-        short = label.replace("sha256:", "")[:32]
-        if total:
-            task = self._tasks.get(label)
-            if task is None:
-                task = self._tasks[label] = self._bar.add_task(short, total=total)
-            self._bar.update(task, completed=completed)
-        elif label not in self._said:
-            self._said.add(label)
-            self._bar.console.print(short)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._started:
-            self._bar.stop()

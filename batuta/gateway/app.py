@@ -29,6 +29,7 @@ from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
 from batuta.gateway.select import Selected, model_ids, select
+from batuta.router.targets import target_of
 from batuta.routing.table import RoutingTable, read_table
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ class Gateway:
             name: [
                 e.name
                 for e in route.targets
-                if self.router.breakers.state(e.target()) is not BreakerState.OPEN
+                if self.router.breakers.state(target_of(e)) is not BreakerState.OPEN
             ]
             for name, route in table.routes.items()
         }
@@ -302,7 +303,7 @@ class Gateway:
     ) -> Awaitable[InferenceResponse]:
         route = selected.route
         if selected.bare:
-            target = route.targets[0].target()
+            target = target_of(route.targets[0])
             return self.router.query_target(
                 target, request, on_text=on_text, timeout=route.timeout, retries=route.retries
             )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batuta._util.fuzzy import did_you_mean
 from batuta.gateway.errors import GatewayError
-from batuta.router.select import did_you_mean
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 
 # A server or endpoint asked for by name has no route to say how long it may take.

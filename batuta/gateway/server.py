@@ -84,8 +84,7 @@ def serve(
     told, in one line, where it listens and what it serves."""
     from batuta._util.paths import state_dir_for
     from batuta.errors import RoutingError
-    from batuta.routing.build import table_path
-    from batuta.routing.table import read_table
+    from batuta.routing.table import read_table, table_path
 
     state = state_dir or state_dir_for(manifest)
     path = table_path(state)

@@ -37,10 +37,10 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.options import OptionValue
 from batuta.catalogue import ALIASES, CATALOGUE, lookup
 from batuta.manifest.model import Duration, parse_duration
-from batuta.router.select import did_you_mean
 
 PARAM = "param."
 PARAM_PATTERN = r"^param\..+$"

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.net import host_of, is_localhost_name, is_loopback, resolves_to_loopback
 from batuta.catalogue import (
     ALIASES,
@@ -26,13 +27,14 @@ from batuta.catalogue import (
     Privacy,
     local_backends,
     lookup,
+    tier_allows,
 )
 from batuta.manifest.model import Manifest, Route, Server, parse_listen
-from batuta.router.select import did_you_mean, llama_server_command, order_targets
+from batuta.manifest.schemes import SOURCE_HINT, SOURCE_SCHEMES
+from batuta.selection import llama_server_command, order_targets
 
 Loc = tuple[str | int, ...]
 SECTIONS = ("models", "servers", "endpoints", "routes")
-SOURCE_SCHEMES = ("pkg", "hf", "ollama", "http", "https", "file")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -133,7 +135,7 @@ class _Rules:
                 yield Problem(
                     (*loc, "source"),
                     f"unsupported source scheme {scheme}://{did_you_mean(scheme, SOURCE_SCHEMES)};"
-                    " use pkg://, hf://, ollama://, https://, file:// or a path",
+                    f" {SOURCE_HINT}",
                 )
             elif scheme == "pkg" and rest.count("/") < 1:
                 yield Problem((*loc, "source"), "pkg:// sources are pkg://PACKAGE/PATH/IN/PACKAGE")
@@ -409,7 +411,7 @@ class _Rules:
         declared += [(t, e.provider) for t, e in self.m.endpoints.items()]
         for target, backend in declared:
             where = self.target_privacy(target)
-            if where is not None and _allowed(where[0], privacy):
+            if where is not None and tier_allows(privacy, where[0]):
                 candidates.append((target, backend))
             elif where is not None:
                 excluded += 1
@@ -459,7 +461,7 @@ class _Rules:
                     )
                 continue
             where = self.target_privacy(target)
-            if where is not None and not _allowed(where[0], route.tier.privacy):
+            if where is not None and not tier_allows(route.tier.privacy, where[0]):
                 allowed = "local servers"
                 if route.tier.privacy == "private":
                     allowed += " and dedicated deployments"
@@ -498,14 +500,6 @@ class _Rules:
             return False
         pricing = endpoint.pricing if endpoint.pricing is not None else backend.pricing
         return pricing is not None and max(pricing) > 0
-
-
-def _allowed(privacy: Privacy, tier: str) -> bool:
-    if tier == "sovereign":
-        return privacy is Privacy.LOCAL
-    if tier == "private":
-        return privacy is not Privacy.PUBLIC
-    return True
 
 
 def check(

@@ -17,10 +17,10 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from batuta._util.fuzzy import did_you_mean
 from batuta.manifest.model import DURATION_PATTERN, SIZE_PATTERN
 from batuta.manifest.options import PARAM_PATTERN, PATTERN_HINTS
 from batuta.manifest.rules import Loc, Problem, looks_like_secret
-from batuta.router.select import did_you_mean
 
 # jsonschema ships no type information; its errors are handled as Any.
 ValidationError = Any

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from batuta.errors import RoutingError
 from batuta.plan.diff import LIVE_STATES
-from batuta.routing.build import table_path
-from batuta.routing.table import RoutingTable, read_table
+from batuta.routing.table import RoutingTable, read_table, table_path
 from batuta.runtime.spec import ServerStatus
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 Reads never block and never fail: a missing or corrupt file reads as empty, because
 losing breaker or spend history must not stop a query. Writes take an exclusive
 ``fcntl`` lock on a sibling ``.lock`` file, re-read, change, and replace the file
-atomically (:func:`batuta.apply.state.atomic_write`), so two processes never lose each
+atomically (:func:`batuta._util.files.atomic_write`), so two processes never lose each
 other's updates.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batuta._util.files import atomic_write, flocked
 from batuta._util.paths import ensure_state_dir
-from batuta.apply.state import atomic_write, flocked
 from batuta.errors import StateError
 
 

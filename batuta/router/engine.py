@@ -57,7 +57,7 @@ from batuta.router.failover import (
     continuation,
     decide,
 )
-from batuta.router.targets import check_privacy, entry_for
+from batuta.router.targets import check_privacy, entry_for, target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class Router:
         pricing: Pricing | None = None
         try:
             for index, entry in enumerate(route.targets):
-                target = entry.target()
+                target = target_of(entry)
                 pricing = pricing_for(entry)
                 reason = self._skip_reason(run, entry, target, pricing, managed)
                 if reason is not None:

@@ -12,20 +12,25 @@ hand-edited ``routes.json`` cannot make a sovereign route send a byte off the ma
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import difflib
 import os
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.net import is_loopback
 from batuta._util.ollama_host import ollama_base_url
 from batuta.backends.types import Target
 from batuta.catalogue import CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import RoutingError
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
+from batuta.selection import PRIVACY_TIERS
 
-TIERS = ("sovereign", "private", "standard")
+if TYPE_CHECKING:
+    from batuta.backends.base import Adapter
+
 BARE_BACKEND = "llamacpp"  # what a bare URL or HOST:PORT speaks unless --backend says
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 
@@ -33,7 +38,7 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 def check_privacy(route: RouteEntry) -> None:
     """Refuse a route whose targets break its privacy tier, naming the first such target."""
     tier = route.privacy
-    if tier not in TIERS:
+    if tier not in PRIVACY_TIERS:
         raise RoutingError(f"route {route.name!r} has an unknown privacy tier {tier!r}")
     if tier == "standard":
         return
@@ -62,6 +67,20 @@ def entry_for(target: Target, pricing: tuple[float, float] | None = None) -> Tar
     )  # fmt: skip
 
 
+def target_of(entry: TargetEntry) -> Target:
+    """The adapter-facing view of a routing-table entry."""
+    return Target(
+        name=entry.name,
+        backend=entry.backend,
+        protocol=entry.protocol,
+        base_url=entry.base_url,
+        model=entry.model,
+        api_key_env=entry.api_key_env,
+        options=dict(entry.options),
+        local=entry.local,
+    )
+
+
 def require_key(target: Target) -> None:
     """Fail before sending when the target's backend needs a key that is not set."""
     backend = lookup(target.backend)
@@ -73,8 +92,7 @@ def require_key(target: Target) -> None:
 def _known(name: str) -> Backend:
     backend = lookup(name)
     if backend is None:
-        close = difflib.get_close_matches(name.lower(), list(CATALOGUE), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name.lower(), CATALOGUE, cutoff=0.6)
         raise RoutingError(f"unknown backend {name!r}{hint}; see `batuta serve backends`")
     return backend
 
@@ -147,7 +165,7 @@ def resolve_endpoint(
     """Turn an ``--endpoint`` value into a target (see the module docstring for the order)."""
     entry = table_target(table, spec)
     if entry is not None:
-        target = entry.target()
+        target = target_of(entry)
         if model:
             target = dataclasses.replace(target, model=model)
         require_key(target)
@@ -163,9 +181,22 @@ def resolve_endpoint(
     if record is not None:
         return backend_target(record.key, model=model)
     names = sorted({e.name for r in (table.routes.values() if table else ()) for e in r.targets})
-    close = difflib.get_close_matches(spec, [*names, *CATALOGUE], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(spec, [*names, *CATALOGUE], cutoff=0.6)
     raise RoutingError(
         f"unknown endpoint {spec!r}{hint}: not a target in the routing table, a URL, "
         "HOST:PORT, or a backend from `batuta serve backends`"
     )
+
+
+async def served_model(adapter: Adapter, timeout: float | None = None) -> str | None:
+    """The model to ask ``adapter``'s target for: its own, else the first one its server
+    lists (vLLM and Ollama need the name; llama.cpp ignores it). None when the adapter
+    cannot list models or the server lists none; an error while asking propagates (a
+    TimeoutError after ``timeout`` seconds)."""
+    if adapter.target.model:
+        return adapter.target.model
+    lister = getattr(adapter, "models", None)
+    if not callable(lister):
+        return None
+    names = await asyncio.wait_for(lister(), timeout)
+    return str(names[0]) if names else None

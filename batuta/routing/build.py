@@ -22,12 +22,9 @@ from batuta._util.options import OptionValue
 from batuta.catalogue import lookup
 from batuta.errors import RoutingError
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
-from batuta.runtime.spec import ServerSpec
 
 if TYPE_CHECKING:
     from batuta.manifest.model import Endpoint, Manifest, Route, Server
-
-TABLE_FILE = "routes.json"
 
 # Flags through which a local server is told which model id to report.
 _ALIAS_FLAGS = ("--model_alias", "--alias", "-a", "--served-model-name")
@@ -52,12 +49,27 @@ class ManifestView(Protocol):
     def route_reasons(self) -> dict[str, str]: ...
 
 
-def table_path(state_dir: Path) -> Path:
-    """Where the routing table of a state directory lives."""
-    return state_dir / TABLE_FILE
+class LaunchedServer(Protocol):
+    """What the table needs from a server's launch spec (``batuta.runtime.spec.ServerSpec``).
+
+    A view, not the type itself: the runtime and the routing table are siblings, and
+    ``plan``/``apply`` (above both) hand one's specs to the other.
+    """
+
+    @property
+    def argv(self) -> tuple[str, ...]: ...
+
+    @property
+    def model_path(self) -> str: ...
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    @property
+    def url(self) -> str: ...
 
 
-def served_model_id(spec: ServerSpec) -> str:
+def served_model_id(spec: LaunchedServer) -> str:
     """The model id a launched server reports in ``/v1/models`` and accepts in requests.
 
     An alias flag wins; otherwise llama.cpp, vLLM and friends report the model path they
@@ -100,7 +112,7 @@ def template_options(metadata: Mapping[str, Any]) -> dict[str, OptionValue]:
 def server_target(
     name: str,
     server: Server,
-    spec: ServerSpec,
+    spec: LaunchedServer,
     health: str,
     template: Mapping[str, OptionValue] | None = None,
 ) -> TargetEntry:
@@ -176,7 +188,7 @@ def _route_entry(
 
 def build_table(
     loaded: ManifestView,
-    specs: Mapping[str, ServerSpec],
+    specs: Mapping[str, LaunchedServer],
     health: Mapping[str, str] | None = None,
     templates: Mapping[str, Mapping[str, OptionValue]] | None = None,
 ) -> RoutingTable:

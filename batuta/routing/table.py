@@ -11,11 +11,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batuta._util.files import atomic_write
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.options import OptionValue
-from batuta.backends.types import Target
 from batuta.errors import RoutingError
 
 TABLE_VERSION = 1
+TABLE_FILE = "routes.json"
+
+
+def table_path(state_dir: Path) -> Path:
+    """Where the routing table of a state directory lives."""
+    return state_dir / TABLE_FILE
 
 
 @dataclass(frozen=True)
@@ -32,19 +39,6 @@ class TargetEntry:
     options: dict[str, OptionValue] = field(default_factory=dict)  # JSON values
     pricing: tuple[float, float] | None = None
     health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
-
-    def target(self) -> Target:
-        """The adapter-facing view of this entry."""
-        return Target(
-            name=self.name,
-            backend=self.backend,
-            protocol=self.protocol,
-            base_url=self.base_url,
-            model=self.model,
-            api_key_env=self.api_key_env,
-            options=dict(self.options),
-            local=self.local,
-        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +67,16 @@ class RoutingTable:
     routes: dict[str, RouteEntry]
     version: int = TABLE_VERSION
 
+    def route(self, name: str, where: Path | str = "the routing table") -> RouteEntry:
+        """The route called ``name``; RoutingError naming ``where`` (the table's file) and
+        the routes there are, with the closest one, when there is no such route."""
+        route = self.routes.get(name)
+        if route is None:
+            known = ", ".join(sorted(self.routes)) or "none"
+            hint = did_you_mean(name, self.routes)
+            raise RoutingError(f"no route {name!r}{hint} in {where} (routes: {known})")
+        return route
+
     def to_json(self) -> dict[str, Any]:
         """The file's JSON form (see schemas/routes.schema.json)."""
         routes: dict[str, Any] = {}
@@ -100,8 +104,6 @@ class RoutingTable:
 
 def write_table(path: Path, table: RoutingTable) -> None:
     """Write atomically: a concurrent reader sees the old file or the new one, never half."""
-    from batuta.apply.state import atomic_write
-
     atomic_write(path, json.dumps(table.to_json(), indent=2, sort_keys=True) + "\n")
 
 

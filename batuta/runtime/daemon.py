@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from batuta.apply.state import STATE_FILE, STATE_LOCK, atomic_write, flocked
+from batuta._util.files import atomic_write, flocked
 from batuta.errors import StateError
 from batuta.runtime import handoff, logs
 from batuta.runtime.process import create_time_of, owned
+from batuta.runtime.state import STATE_FILE, STATE_LOCK
 from batuta.runtime.supervise import Seams, Supervisor
 
 PID_FILE = "supervisor.pid"
@@ -44,7 +45,9 @@ LOG_FILE = "supervisor.log"
 _LOCK_RETRY = 2.0  # a command may hold the lock for an instant to test liveness
 _USER_PATH = "_BATUTA_USER_PYTHONPATH"  # the user's PYTHONPATH before spawn_supervisor's
 
-_BOOT = "import sys; from batuta.cli.main import run; sys.argv[0] = 'batuta'; run()"
+# The supervisor's own entry (batuta/runtime/__main__.py): it boots without the CLI. The
+# word "supervise" names the process in `ps`.
+_BOOT = ("-m", "batuta.runtime", "supervise", "--state-dir")
 _children: list[subprocess.Popen[bytes]] = []
 
 
@@ -84,7 +87,8 @@ def nudge(state_dir: Path) -> int | None:
 
 
 def spawn_supervisor(state_dir: Path) -> subprocess.Popen[bytes]:
-    """Start ``batuta supervise --state-dir DIR`` detached (own session, no terminal)."""
+    """Start ``python -m batuta.runtime supervise --state-dir DIR`` detached (own session,
+    no terminal)."""
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -96,7 +100,7 @@ def spawn_supervisor(state_dir: Path) -> subprocess.Popen[bytes]:
     log = logs.open_private(state_dir / LOG_FILE)
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, "supervise", "--state-dir", str(state_dir)],
+            [sys.executable, *_BOOT, str(state_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -148,6 +152,14 @@ def _acquire_lock(path: Path) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.01)
+
+
+def main(argv: list[str]) -> int:
+    """``supervise --state-dir DIR``: run the supervisor of DIR (exit code 2 on bad usage)."""
+    if len(argv) != 3 or argv[:2] != ["supervise", "--state-dir"] or not argv[2]:
+        print("usage: python -m batuta.runtime supervise --state-dir DIR", file=sys.stderr)
+        return 2
+    return run(Path(argv[2]))
 
 
 def run(state_dir: Path, seams: Seams | None = None) -> int:

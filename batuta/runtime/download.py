@@ -43,7 +43,7 @@ def fetch_https(
     Holds ``NAME.lock`` while downloading: a concurrent download of the same URL waits
     and then takes the finished file.
     """
-    from batuta.apply.state import flocked
+    from batuta._util.files import flocked
 
     if urlsplit(url).scheme.lower() == "http" and not sha256:
         raise ModelSourceError(

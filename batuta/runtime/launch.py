@@ -17,12 +17,13 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from batuta._util.which import which
 from batuta.catalogue import Backend, lookup
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.runtime.spec import ServerSpec
+from batuta.selection import LLAMA_SERVER_ENV as _LLAMACPP_ENV
 
 if TYPE_CHECKING:
     from batuta.manifest.model import Defaults, Server
@@ -55,8 +56,6 @@ class Launch:
     health_url: str
     engine: str = ""  # the recipe's engine name, when the backend has several
 
-
-_LLAMACPP_ENV = "BATUTA_LLAMA_SERVER"
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "realizar": (
@@ -384,10 +383,41 @@ def build_spec(
         engine=server.engine,
         api_key_env=server.api_key_env,
     )
-    key = _backend(server.backend).key
+    return spec_for(
+        name,
+        _backend(server.backend).key,
+        model,
+        run,
+        host=host,
+        port=port,
+        restart=restart,
+        origin=origin,
+        manifest=manifest,
+        ready_timeout=ready_timeout,
+        log_max_size=defaults.log_max_size if defaults else ServerSpec.log_max_size,
+    )
+
+
+def spec_for(
+    name: str,
+    backend: str,
+    model: ResolvedModel,
+    run: Launch,
+    *,
+    host: str,
+    port: int,
+    restart: Literal["always", "on-failure", "never"],
+    origin: str,
+    manifest: str | None = None,
+    ready_timeout: float = 120.0,
+    log_max_size: int = ServerSpec.log_max_size,
+) -> ServerSpec:
+    """The launch spec of server ``name``: ``run`` (see :func:`launch_for`) serving
+    ``model``. Both a manifest's servers (:func:`build_spec`) and ad-hoc starts
+    (:func:`batuta.runtime.adhoc.start_adhoc`) are built here."""
     return ServerSpec(
         name=name,
-        backend=key,
+        backend=backend,
         argv=tuple(run.argv),
         host=host,
         port=port,
@@ -400,7 +430,7 @@ def build_spec(
         origin="manifest" if origin == "manifest" else "adhoc",
         manifest=manifest,
         ready_timeout=ready_timeout,
-        log_max_size=defaults.log_max_size if defaults else ServerSpec.log_max_size,
+        log_max_size=log_max_size,
     )
 
 

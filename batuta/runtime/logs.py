@@ -15,7 +15,9 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 LOG_DIR = "logs"
 PRIVATE = 0o600
@@ -87,3 +89,32 @@ def note(path: Path, message: str) -> None:
 def say(message: str) -> None:
     """A line of the supervisor's own log (its stdout is ``supervisor.log``)."""
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)
+
+
+def follow(
+    path: Path,
+    out: IO[str],
+    *,
+    stop: Callable[[], bool] = lambda: False,
+    interval: float = 0.2,
+    start: int | None = None,
+) -> None:
+    """Print what is appended to ``path`` until ``stop()`` (or Ctrl-C); survives the
+    copy-truncate rotation of server logs by starting over when the file shrinks."""
+    position = path.stat().st_size if start is None and path.exists() else (start or 0)
+    while not stop():
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < position:
+            position = 0  # rotated: the file was truncated in place
+        if size > position:
+            with open(path, "rb") as fh:
+                fh.seek(position)
+                data = fh.read(size - position)
+            position += len(data)
+            out.write(data.decode("utf-8", errors="replace"))
+            out.flush()
+        else:
+            time.sleep(interval)

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from batuta.apply.state import ServerRecord, State, locked_state, read_state, write_state
 from batuta.errors import ModelSourceError, RuntimeStartError, StateError
 from batuta.runtime import daemon, handoff, logs, ollama
 from batuta.runtime.ports import holder, port_free
 from batuta.runtime.process import env_refs, owned
 from batuta.runtime.spec import ServerSpec, ServerStatus
+from batuta.runtime.state import ServerRecord, State, locked_state, read_state, write_state
 from batuta.runtime.stop import terminate
 from batuta.runtime.supervise import describe_exit
 

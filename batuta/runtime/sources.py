@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from batuta._util.ollama_host import ollama_base_url
 from batuta.errors import ModelSourceError
+from batuta.manifest.schemes import SOURCE_HINT, SOURCE_SCHEMES
 from batuta.runtime import ollama
 from batuta.runtime.download import fetch_hf, fetch_https, https_target
 from batuta.runtime.gguf import MAGIC, read_gguf, same_quantization
@@ -93,13 +94,11 @@ def scheme(source: str) -> str:
     if not sep:
         return "file"
     head = head.lower()
-    if head in ("pkg", "hf", "https", "ollama", "file"):
-        return head
     if head == "http":
         return "https"  # same code path; the pin is what protects it
-    raise ModelSourceError(
-        f"unknown model source {source!r}: use pkg://, hf://, https://, ollama:// or a path"
-    )
+    if head in SOURCE_SCHEMES:
+        return head
+    raise ModelSourceError(f"unknown model source {source!r}: {SOURCE_HINT}")
 
 
 def _pkg_path(source: str) -> Path:
@@ -230,7 +229,7 @@ def _gguf_metadata(path: Path, cache_dir: Path | None) -> dict[str, Any]:
         "quantization": info.quantization,
     }
     if cache_dir is not None:
-        from batuta.apply.state import atomic_write
+        from batuta._util.files import atomic_write
 
         cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "metadata": metadata}
         with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
@@ -401,7 +400,7 @@ def _load_cache(cache_dir: Path | None, name: str = _DIGESTS) -> dict[str, dict[
 def _remember(path: Path, digest: str, cache_dir: Path | None) -> None:
     if cache_dir is None:
         return
-    from batuta.apply.state import atomic_write
+    from batuta._util.files import atomic_write
 
     path = Path(path).resolve()
     stat = path.stat()

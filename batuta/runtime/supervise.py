@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from batuta.apply.state import ServerRecord, locked_state, read_state
 from batuta.errors import StateError
 from batuta.runtime import logs
 from batuta.runtime.health import probe
@@ -55,6 +54,7 @@ from batuta.runtime.process import (
     spawn_mark_prefix,
 )
 from batuta.runtime.spec import ServerSpec, ServerState
+from batuta.runtime.state import ServerRecord, locked_state, read_state
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0

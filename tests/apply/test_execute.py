@@ -19,7 +19,6 @@ import psutil
 import pytest
 
 from batuta.apply.execute import ApplyFailed, apply, apply_loaded, check_saved
-from batuta.apply.state import apply_lock
 from batuta.errors import StateError
 from batuta.manifest import load_manifest
 from batuta.plan import desired_state, make_plan
@@ -27,6 +26,7 @@ from batuta.plan.diff import Plan, ServerChange
 from batuta.plan.render import plan_from_json, plan_json
 from batuta.routing.table import read_table
 from batuta.runtime import Runtime
+from batuta.runtime.state import apply_lock
 from tests.conftest import _free_port
 from tests.fakes.base import FakeServer
 
@@ -403,8 +403,9 @@ def test_the_package_exports_load_lazily() -> None:
 
     assert batuta.apply.apply is execute.apply
     assert batuta.apply.WatchLoop is watch.WatchLoop
-    assert sorted(batuta.apply.__all__) == sorted(
-        ["ApplyFailed", "ApplyResult", "WatchLoop", "apply", "apply_loaded"]
-    )
+    assert sorted(batuta.apply.__all__) == [
+        *("ApplyFailed", "ApplyResult", "DestroyResult", "WatchLoop"),
+        *("apply", "apply_loaded", "destroy"),
+    ]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         batuta.apply.nope  # noqa: B018

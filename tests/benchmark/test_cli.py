@@ -11,8 +11,7 @@ import pytest
 
 from batuta.cli.main import main
 from batuta.cli.serve_bench import _spread_values
-from batuta.routing.build import table_path
-from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, write_table
+from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, table_path, write_table
 from tests.benchmark.test_report import assert_png, shadow_matplotlib
 from tests.fakes.timeline_server import MODEL, ROOT, stats, timeline_server
 

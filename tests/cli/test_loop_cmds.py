@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from batuta.cli.loop_cmds import _PullBar, follow
 from batuta.cli.main import main
 from batuta.runtime import Runtime
 from tests.apply.test_execute import (
@@ -159,7 +157,7 @@ def test_down_leaves_other_manifests_alone(work: Path, capsys, monkeypatch) -> N
 
 
 def test_logs_for_a_recorded_server_without_a_log(work: Path, capsys) -> None:
-    from batuta.apply.state import ServerRecord, locked_state
+    from batuta.runtime.state import ServerRecord, locked_state
     from tests.plan.test_diff import spec
 
     with locked_state(work / ".batuta") as state:
@@ -168,56 +166,6 @@ def test_logs_for_a_recorded_server_without_a_log(work: Path, capsys) -> None:
     assert code == 0 and "has not written a log yet" in err
     with locked_state(work / ".batuta") as state:
         state.servers.clear()
-
-
-def test_follow_prints_appended_lines_and_survives_rotation(tmp_path: Path) -> None:
-    log = tmp_path / "a.log"
-    log.write_text("old line\n")
-    out = io.StringIO()
-    done = threading.Event()
-
-    def writer() -> None:
-        time.sleep(0.1)
-        with open(log, "a") as f:
-            f.write("first\n")
-        time.sleep(0.2)
-        log.write_text("")  # copy-truncate rotation
-        time.sleep(0.2)
-        with open(log, "a") as f:
-            f.write("after rotation\n")
-        time.sleep(0.2)
-        done.set()
-
-    threading.Thread(target=writer).start()
-    follow(log, out, stop=done.is_set, interval=0.02)
-    assert out.getvalue() == "first\nafter rotation\n"
-
-
-def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
-    log = tmp_path / "later.log"
-    out = io.StringIO()
-    done = threading.Event()
-
-    def writer() -> None:
-        time.sleep(0.1)
-        log.write_text("hello\n")
-        time.sleep(0.15)
-        done.set()
-
-    threading.Thread(target=writer).start()
-    follow(log, out, stop=done.is_set, interval=0.02)
-    assert out.getvalue() == "hello\n"
-
-
-def test_pull_bar_tracks_each_download(capsys) -> None:
-    bar = _PullBar()
-    bar.close()  # nothing shown when nothing downloads
-    bar("model.gguf", 0, 100)
-    bar("model.gguf", 100, 100)
-    bar("other.gguf", 5, None)
-    assert set(bar._tasks) == {"model.gguf", "other.gguf"}
-    bar.close()
-    assert "model.gguf" in capsys.readouterr().err
 
 
 def _interrupt_after(seconds: float) -> threading.Timer:
@@ -254,20 +202,6 @@ def test_logs_follow_runs_until_ctrl_c(work: Path, capsys) -> None:
     _interrupt_after(0.8)
     code, out, _ = run(capsys, "logs", "a", "-f", "-n", "1")
     assert (code, out) == (0, "two\nthree\n")
-
-
-def test_gone() -> None:
-    import os
-
-    from batuta.cli.loop_cmds import _gone
-
-    assert _gone(None) and not _gone(os.getpid())
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # exited and reaped: no process has this pid now
-    assert _gone(proc.pid)
 
 
 def test_down_finds_what_apply_started_through_dotdot_and_symlinks(

@@ -167,6 +167,17 @@ def test_backends_warns_about_bad_defaults(capsys, monkeypatch) -> None:
     assert err == "warning: BATUTA_SERVE_PORT must be a port number 1-65535, not 'eighty'\n"
 
 
+def test_backends_shows_the_port_serve_start_uses(capsys, monkeypatch) -> None:
+    # serve start runs a backend on its own default port unless BATUTA_SERVE_PORT says.
+    monkeypatch.setenv("BATUTA_SERVE_BACKEND", "ollama")
+    code, out, _ = run(["serve", "backends"], capsys)
+    assert code == 0
+    assert out.splitlines()[-1].startswith("serve start defaults: --backend ollama --port 11434")
+    monkeypatch.setenv("BATUTA_SERVE_PORT", "9000")
+    _, out, _ = run(["serve", "backends"], capsys)
+    assert out.splitlines()[-1].startswith("serve start defaults: --backend ollama --port 9000")
+
+
 def test_select_follows_the_table(capsys) -> None:
     code, out, _ = run(
         ["serve", "select", "--latency", "realtime", "--privacy", "sovereign"], capsys

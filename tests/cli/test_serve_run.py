@@ -199,7 +199,7 @@ def test_defaults_from_the_environment(here, capsys, free_port, monkeypatch) -> 
     assert code == 0 and f"stopped llamacpp-{free_port}" in out
     monkeypatch.setenv("BATUTA_SERVE_PORT", "eighty")
     code, _, err = run(capsys, "serve", "start", "--model", str(model))
-    assert code == 2 and "BATUTA_SERVE_PORT='eighty' is not a port number" in err
+    assert code == 2 and "BATUTA_SERVE_PORT must be a port number 1-65535, not 'eighty'" in err
 
 
 def test_usage_errors(here, capsys) -> None:
@@ -221,7 +221,7 @@ def test_usage_errors(here, capsys) -> None:
 
 
 def test_list_shows_crash_loops_with_their_log(here, capsys) -> None:
-    from batuta.apply.state import ServerRecord, locked_state
+    from batuta.runtime.state import ServerRecord, locked_state
     from tests.runtime.conftest import tiny_spec
 
     with locked_state(here / ".batuta") as state:
@@ -476,7 +476,7 @@ def test_an_adhoc_server_cannot_take_the_name_of_a_manifests_server(here, capsys
 
 
 def test_pull_and_start_take_the_apply_lock(here, capsys, free_port) -> None:
-    from batuta.apply.state import apply_lock
+    from batuta.runtime.state import apply_lock
 
     with apply_lock(here / ".batuta"):
         code, _, err = run(capsys, "serve", "pull", "--model", PKG)

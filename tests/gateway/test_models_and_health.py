@@ -13,6 +13,7 @@ import pytest
 
 from batuta.backends.types import Target
 from batuta.router.breaker import Breakers
+from batuta.router.targets import target_of
 from batuta.routing.table import TargetEntry
 from tests.fakes.openai_server import OpenAIFake
 from tests.gateway.helpers import GatewayThread, local, route_of, write_routes
@@ -45,7 +46,7 @@ def test_health_never_calls_upstream_and_ready_reads_breakers(tmp_path: Path) ->
         assert gw.get("/health").json() == {"status": "ok"}
         assert gw.get("/ready").status_code == 200
         breakers = Breakers(tmp_path / "breakers.json")
-        target: Target = dead.target()
+        target: Target = target_of(dead)
         for _ in range(10):
             breakers.record_failure(target)
         ready = gw.get("/ready")

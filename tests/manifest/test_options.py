@@ -14,6 +14,7 @@ from batuta.manifest.options import BY_PROVIDER, PARAM, options_model, parse_kee
 from batuta.manifest.schema import manifest_schema
 from batuta.plan import plan_from
 from batuta.plan.observe import Observation
+from batuta.router.targets import target_of
 from batuta.routing.build import endpoint_target
 from batuta.routing.table import RouteEntry, RoutingTable, read_table, write_table
 from tests.manifest.helpers import issues_of, load, only_issue
@@ -318,7 +319,7 @@ def test_typed_options_reach_the_routing_table_and_back(tmp_path: Path) -> None:
     text = (tmp_path / "routes.json").read_text()
     assert '"wait": 5.0' in text and '"param.raw": true' in text  # JSON values, not strings
     (back,) = read_table(tmp_path / "routes.json").routes["r"].targets
-    assert back.target().options == {"wait": 5.0, "param.stop": ["x"], "param.raw": True}
+    assert target_of(back).options == {"wait": 5.0, "param.stop": ["x"], "param.raw": True}
 
 
 # -- the schema editors load --------------------------------------------------------

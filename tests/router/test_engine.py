@@ -15,6 +15,7 @@ from batuta.backends.types import Chunk, InferenceRequest, Target, Usage
 from batuta.errors import AllTargetsFailed, BackendError, FailureKind, RoutingError
 from batuta.router.budget import Hold, SpendLedger
 from batuta.router.engine import Router, run_query
+from batuta.router.targets import target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 from tests.fakes.openai_server import OpenAIFake
 from tests.fakes.proxy import RecordingProxy
@@ -492,7 +493,7 @@ def test_private_route_allows_dedicated_but_not_public(fakes) -> None:
 
 def test_query_target_ignores_the_breaker(fakes, tmp_path: Path) -> None:
     a, _ = fakes
-    target = local("a", a).target()
+    target = target_of(local("a", a))
     router = Router(state_dir=tmp_path)
     for _ in range(5):
         router.breakers.record_failure(target)
@@ -507,7 +508,7 @@ def test_query_target_ignores_the_breaker(fakes, tmp_path: Path) -> None:
 def test_run_query_sync(fakes) -> None:
     a, b = fakes
     assert run_query(route_of(local("b", b)), InferenceRequest("Hi")).target == "b"
-    resp = run_query(local("a", a).target(), InferenceRequest("Hi", stream=False), retries=0)
+    resp = run_query(target_of(local("a", a)), InferenceRequest("Hi", stream=False), retries=0)
     assert resp.text == a.text
     with pytest.raises(TypeError, match="bare target"):
         run_query(route_of(local("b", b)), InferenceRequest("Hi"), retries=3)

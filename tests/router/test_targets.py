@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from batuta.router.targets import (
     is_loopback,
     require_key,
     resolve_endpoint,
+    target_of,
 )
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 
@@ -76,7 +78,7 @@ def test_privacy_tiers() -> None:
 
 def test_entry_for_round_trips() -> None:
     target = Target("t", "groq", "openai", "https://x/v1", "m", "K", {"a": "b"}, False)
-    assert entry_for(target, (1.0, 2.0)).target() == target
+    assert target_of(entry_for(target, (1.0, 2.0))) == target
     assert entry_for(target).pricing is None
 
 
@@ -163,9 +165,37 @@ def test_table_targets_win(monkeypatch) -> None:
 
 def test_require_key(monkeypatch) -> None:
     monkeypatch.delenv("LLAMA_API_KEY", raising=False)
-    require_key(LOCAL.target())  # optional key
+    require_key(target_of(LOCAL))  # optional key
     require_key(Target("x", "unknown", "openai", "http://h", "m", "NOPE_KEY"))
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     with pytest.raises(RoutingError, match="GROQ_API_KEY") as info:
-        require_key(GROQ.target())
+        require_key(target_of(GROQ))
     assert "groq" in str(info.value)
+
+
+def test_served_model_is_the_targets_own_else_the_first_listed() -> None:
+    import asyncio
+
+    from batuta.router.targets import served_model
+
+    class Lister:
+        def __init__(self, model: str, names: list[str], delay: float = 0.0) -> None:
+            self.target = dataclasses.replace(target_of(LOCAL), model=model)
+            self.names, self.delay, self.asked = names, delay, 0
+
+        async def models(self) -> list[str]:
+            self.asked += 1
+            await asyncio.sleep(self.delay)
+            return self.names
+
+    own = Lister("given", ["other"])
+    assert asyncio.run(served_model(own)) == "given"  # type: ignore[arg-type]
+    assert own.asked == 0
+    assert asyncio.run(served_model(Lister("", ["a", "b"]))) == "a"  # type: ignore[arg-type]
+    assert asyncio.run(served_model(Lister("", []))) is None  # type: ignore[arg-type]
+    bare = Lister("", ["a"])
+    del bare.names
+    bare.models = None  # type: ignore[assignment,method-assign]
+    assert asyncio.run(served_model(bare)) is None  # type: ignore[arg-type]
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(served_model(Lister("", ["a"], delay=5.0), timeout=0.05))  # type: ignore[arg-type]

@@ -15,7 +15,6 @@ from batuta.routing.build import (
     endpoint_target,
     health_label,
     served_model_id,
-    table_path,
     with_health,
     without_health,
 )
@@ -125,7 +124,7 @@ def test_targets_resolve_to_protocol_url_model_and_key_name(loaded, specs) -> No
 
 
 def test_no_secret_value_reaches_the_table(loaded, specs, tmp_path: Path) -> None:
-    from batuta.routing.table import write_table
+    from batuta.routing.table import table_path, write_table
 
     path = table_path(tmp_path / ".batuta")
     write_table(path, build_table(loaded, specs))

@@ -9,7 +9,14 @@ import jsonschema
 import pytest
 
 from batuta.errors import RoutingError
-from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, read_table, write_table
+from batuta.routing.table import (
+    RouteEntry,
+    RoutingTable,
+    TargetEntry,
+    read_table,
+    table_path,
+    write_table,
+)
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "routes.schema.json").read_text())
 
@@ -35,6 +42,20 @@ def _table() -> RoutingTable:
                               per_request_usd=0.01, reason="declared"),
         "private": RouteEntry("private", "realtime", "sovereign", "minimal", (local,)),
     })  # fmt: skip
+
+
+def test_a_route_by_name_or_one_error_naming_the_closest(tmp_path: Path) -> None:
+    table = _table()
+    assert table.route("private") is table.routes["private"]
+    with pytest.raises(RoutingError) as info:
+        table.route("privte", table_path(tmp_path))
+    assert str(info.value) == (
+        f"no route 'privte' (did you mean 'private'?) in {tmp_path / 'routes.json'}"
+        " (routes: default, private)"
+    )
+    empty = RoutingTable("/p/batuta.yaml", {})
+    with pytest.raises(RoutingError, match=r"^no route 'x' in the routing table \(routes: none\)$"):
+        empty.route("x")
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from batuta.apply.state import ServerRecord, flocked, locked_state, read_state
+from batuta._util.files import flocked
 from batuta.runtime import daemon
 from batuta.runtime.process import create_time_of
+from batuta.runtime.state import ServerRecord, locked_state, read_state
 from batuta.runtime.supervise import Seams
 from tests.runtime.test_supervise import World, spec
 
@@ -122,6 +123,38 @@ def test_the_hidden_cli_command_runs_the_supervisor(tmp_path, handlers, capsys) 
     assert "nothing left to supervise" in capsys.readouterr().out
     assert main(["--help"]) == 0
     assert "supervise" not in capsys.readouterr().out  # hidden
+
+
+def test_the_supervisors_own_entry_runs_it(tmp_path, handlers, capsys) -> None:
+    assert daemon.main(["supervise", "--state-dir", str(tmp_path / "s")]) == 0
+    assert "nothing left to supervise" in capsys.readouterr().out
+    assert daemon.main(["supervise"]) == 2
+    assert "usage: python -m batuta.runtime supervise" in capsys.readouterr().err
+
+
+def test_python_m_batuta_runtime_is_that_entry(monkeypatch, capsys) -> None:
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["batuta.runtime", "supervise"])  # usage error: no run
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("batuta.runtime", run_name="__main__")
+    assert info.value.code == 2
+    assert "usage: python -m batuta.runtime supervise --state-dir DIR" in capsys.readouterr().err
+
+
+def test_the_supervisor_boots_without_the_cli(tmp_path) -> None:
+    # The command line spawn_supervisor runs, in a real process: no click, no batuta.cli.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *daemon._BOOT, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing left to supervise" in done.stdout
+    modules = {line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]}
+    assert "batuta.runtime.daemon" in modules
+    assert not {m for m in modules if m.startswith(("batuta.cli", "click"))}
 
 
 def test_runtime_is_exported_lazily() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from batuta.apply.state import read_state
 from batuta.errors import RuntimeStartError
 from batuta.runtime import daemon, handoff
 from batuta.runtime.manager import Runtime
+from batuta.runtime.state import read_state
 from tests.runtime.conftest import tiny_spec
 from tests.runtime.test_manager import wait_for
 

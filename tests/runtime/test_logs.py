@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
-from batuta.runtime.logs import log_path, note, rotate_if_needed, tail
+from batuta.runtime.logs import follow, log_path, note, rotate_if_needed, tail
 
 
 def test_log_path(tmp_path: Path) -> None:
@@ -65,3 +68,42 @@ def test_logs_and_their_rotated_copies_are_private(tmp_path: Path) -> None:
         assert "x" * 200 in rotated.read_text() and "older" not in rotated.read_text()
     finally:
         os.umask(old)
+
+
+def test_follow_prints_appended_lines_and_survives_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("old line\n")
+    out = io.StringIO()
+    done = threading.Event()
+
+    def writer() -> None:
+        time.sleep(0.1)
+        with open(log, "a") as f:
+            f.write("first\n")
+        time.sleep(0.2)
+        log.write_text("")  # copy-truncate rotation
+        time.sleep(0.2)
+        with open(log, "a") as f:
+            f.write("after rotation\n")
+        time.sleep(0.2)
+        done.set()
+
+    threading.Thread(target=writer).start()
+    follow(log, out, stop=done.is_set, interval=0.02)
+    assert out.getvalue() == "first\nafter rotation\n"
+
+
+def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
+    log = tmp_path / "later.log"
+    out = io.StringIO()
+    done = threading.Event()
+
+    def writer() -> None:
+        time.sleep(0.1)
+        log.write_text("hello\n")
+        time.sleep(0.15)
+        done.set()
+
+    threading.Thread(target=writer).start()
+    follow(log, out, stop=done.is_set, interval=0.02)
+    assert out.getvalue() == "hello\n"

@@ -14,11 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from batuta.apply.state import ServerRecord, locked_state, read_state
 from batuta.errors import RuntimeStartError, StateError
 from batuta.runtime import daemon
 from batuta.runtime.manager import Runtime
 from batuta.runtime.process import create_time_of, find_marked, owned, spawn_mark_prefix
+from batuta.runtime.state import ServerRecord, locked_state, read_state
 from tests.runtime.conftest import tiny_spec
 
 

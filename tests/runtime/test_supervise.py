@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from batuta.apply.state import ServerRecord, locked_state, read_state
 from batuta.runtime import logs
 from batuta.runtime.process import UNKNOWN_EXIT
 from batuta.runtime.spec import ServerSpec
+from batuta.runtime.state import ServerRecord, locked_state, read_state
 from batuta.runtime.supervise import Seams, Supervisor, describe_exit
 
 

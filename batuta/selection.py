@@ -13,18 +13,21 @@ whatever the privacy tier forbids, removes disabled backends and puts preferred 
 ``order_targets`` uses the same ranking to order a route's targets when the manifest leaves
 them out. This module also answers "is this backend usable here?" (installed / key set)
 without importing any backend. Only the standard library and the catalogue are imported,
-so ``batuta serve tree`` and ``serve select`` stay fast.
+so ``batuta serve tree`` and ``serve select`` stay fast, and so this module sits at the
+catalogue's level: the manifest's rules (which order a route's targets) and the router may
+both use it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
+from batuta._util.fuzzy import did_you_mean
 from batuta._util.which import which as _which
 from batuta.catalogue import ALIASES, CATALOGUE, Backend, allowed_in_tier, lookup
 from batuta.errors import BatutaError
@@ -94,14 +97,6 @@ _GENERAL_ALT: tuple[_Pick, ...] = (
     ("groq", "fast hosted inference"),
     ("fireworks", "fast hosted inference with function calling"),
 )
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
-    import difflib  # only needed when something is wrong
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def backend_key(name: str) -> str:
@@ -297,12 +292,23 @@ def default_backend(env: Mapping[str, str] | None = None) -> Backend:
     return realizar
 
 
-def default_port(env: Mapping[str, str] | None = None) -> int:
-    """The port ``serve start`` uses without ``--port`` (BATUTA_SERVE_PORT, else 8080)."""
-    raw = (os.environ if env is None else env).get("BATUTA_SERVE_PORT") or "8080"
+def env_port(env: Mapping[str, str] | None = None) -> int | None:
+    """$BATUTA_SERVE_PORT as a port number, or None when it is not set."""
+    raw = (os.environ if env is None else env).get("BATUTA_SERVE_PORT")
+    if not raw:
+        return None
     if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
         raise BatutaError(f"BATUTA_SERVE_PORT must be a port number 1-65535, not {raw!r}")
     return int(raw)
+
+
+def default_port(env: Mapping[str, str] | None = None, backend: Backend | None = None) -> int:
+    """The port ``serve start`` uses without ``--port``: BATUTA_SERVE_PORT, else the
+    backend's own default port, else 8080."""
+    port = env_port(env)
+    if port is not None:
+        return port
+    return (backend.default_port if backend is not None else None) or 8080
 
 
 # -- what is usable on this machine --------------------------------------------------

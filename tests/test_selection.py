@@ -13,7 +13,7 @@ import pytest
 
 from batuta.catalogue import CATALOGUE, allowed_in_tier
 from batuta.errors import BatutaError
-from batuta.router.select import (
+from batuta.selection import (
     COST_TIERS,
     LATENCY_TIERS,
     PRIVACY_TIERS,
@@ -24,7 +24,7 @@ from batuta.router.select import (
     backend_key,
     default_backend,
     default_port,
-    did_you_mean,
+    env_port,
     llama_server_command,
     order_targets,
 )
@@ -112,7 +112,6 @@ def test_invalid_requirements() -> None:
     with pytest.raises(BatutaError, match=r"unknown backend 'olama' \(did you mean 'ollama'\?\)"):
         BackendSelector(preferred=("olama",))
     assert backend_key("LLAMA-CPP") == "llamacpp"
-    assert did_you_mean("zzz", ["port"]) == ""
 
 
 def test_order_targets_follows_the_tier() -> None:
@@ -141,6 +140,9 @@ def test_environment_defaults() -> None:
     with pytest.raises(BatutaError, match="BATUTA_SERVE_BACKEND: unknown backend 'lamacpp'"):
         default_backend({"BATUTA_SERVE_BACKEND": "lamacpp"})
     assert default_port({}) == 8080
+    assert default_port({}, CATALOGUE["ollama"]) == 11434  # the backend's own port
+    assert default_port({"BATUTA_SERVE_PORT": "9000"}, CATALOGUE["ollama"]) == 9000
+    assert env_port({}) is None and env_port({"BATUTA_SERVE_PORT": ""}) is None
     assert default_port({"BATUTA_SERVE_PORT": "9000"}) == 9000
     for bad in ("http", "0", "70000"):
         with pytest.raises(BatutaError, match="BATUTA_SERVE_PORT must be a port number"):
@@ -224,7 +226,7 @@ def test_llama_cpp_missing_everywhere(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_tools_in_the_interpreters_directory_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", os.devnull)
     # pytest is installed next to the interpreter, as a backend's CLI would be
-    from batuta.router import select
+    from batuta import selection as select
 
     assert select._which("pytest") == str(Path(sys.executable).parent / "pytest")
     assert select._which("no-such-tool-here") is None

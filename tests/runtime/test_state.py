@@ -12,21 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from batuta.apply.state import (
+from batuta._util.files import flocked
+from batuta.errors import StateError
+from batuta.runtime.spec import ServerSpec
+from batuta.runtime.state import (
     APPLY_LOCK,
     STATE_FILE,
     ServerRecord,
     State,
     apply_lock,
-    atomic_write,
     desired_running,
-    flocked,
     locked_state,
     read_state,
     write_state,
 )
-from batuta.errors import StateError
-from batuta.runtime.spec import ServerSpec
 
 
 def _spec(name: str = "local", port: int = 8081, **env: str) -> ServerSpec:
@@ -113,21 +112,6 @@ def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
     assert sorted(read_state(tmp_path).servers) == sorted(f"s{i}" for i in range(12))
 
 
-def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
-    atomic_write(tmp_path / "x" / "f.json", "hello")
-    assert [p.name for p in (tmp_path / "x").iterdir()] == ["f.json"]
-
-
-def test_atomic_write_failure_keeps_old_file_and_cleans_up(tmp_path: Path) -> None:
-    target = tmp_path / "f.json"
-    target.write_text("old")
-
-    with pytest.raises(TypeError):
-        atomic_write(target, 123)  # type: ignore[arg-type]
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
-
-
 @pytest.mark.parametrize(
     "content, why",
     [
@@ -163,15 +147,6 @@ def test_desired_running_skips_idle_records() -> None:
     assert [r.name for r in desired_running(state)] == ["a", "d"]
 
 
-def test_flocked_non_blocking_reports_a_held_lock(tmp_path: Path) -> None:
-    with flocked(tmp_path / "l") as fd:
-        assert fd is not None
-        with flocked(tmp_path / "l", blocking=False) as other:
-            assert other is None
-    with flocked(tmp_path / "l", blocking=False) as again:
-        assert again is not None
-
-
 def test_apply_lock_is_exclusive_and_names_the_holder(tmp_path: Path) -> None:
     with apply_lock(tmp_path):
         assert (tmp_path / APPLY_LOCK).read_text().strip() == str(os.getpid())
@@ -185,7 +160,7 @@ def test_apply_lock_is_exclusive_and_names_the_holder(tmp_path: Path) -> None:
 
 def test_apply_lock_held_by_another_process(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from batuta.apply.state import apply_lock\n"
+        "import sys, time; from pathlib import Path; from batuta.runtime.state import apply_lock\n"
         "with apply_lock(Path(sys.argv[1])):\n"
         "    print('held', flush=True); time.sleep(30)\n"
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from batuta.health import check_health
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry, write_table
-from batuta.runtime.checks import check_health
 from tests.fakes.openai_server import OpenAIFake
 from tests.fakes.proxy import RecordingProxy
 

@@ -4,6 +4,9 @@ Servers batuta runs are asked through their own readiness URL. A local backend w
 batuta server (``--backend ollama`` with the user's own Ollama) is probed where it
 usually listens. Remote APIs whose key is set get one cheap authenticated call through
 their adapter; a missing key is reported by the variable's name, never its value.
+
+This sits above both the runtime (batuta's servers) and the router (the endpoints of the
+routing table, asked through their adapters), beside the benchmark.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import TYPE_CHECKING
 
 from batuta._util.ollama_host import ollama_base_url
 from batuta.catalogue import Backend, lookup, remote_backends
-from batuta.errors import BatutaError, StateError
+from batuta.errors import BatutaError, RoutingError, StateError
+from batuta.router.targets import target_of
+from batuta.routing.table import read_table, table_path
 from batuta.runtime.health import probe
 from batuta.runtime.manager import Runtime
 
@@ -103,10 +108,7 @@ def check_health(
 
 def _declared_endpoints(state_dir: Path) -> dict[str, Target]:
     """Remote targets of the routing table ``apply`` wrote (none when there is no table)."""
-    from batuta.errors import RoutingError
-    from batuta.routing.table import read_table
-
-    path = state_dir / "routes.json"
+    path = table_path(state_dir)
     if not path.exists():
         return {}
     try:
@@ -117,7 +119,7 @@ def _declared_endpoints(state_dir: Path) -> dict[str, Target]:
     for route in table.routes.values():
         for entry in route.targets:
             if not entry.local:
-                found.setdefault(entry.name, entry.target())
+                found.setdefault(entry.name, target_of(entry))
     return found
 
 
