@@ -39,6 +39,8 @@ DEFAULT_MAX_TOKENS = 1024
 class AnthropicAdapter(Adapter):
     """Claude models over the Messages API."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

@@ -113,6 +113,8 @@ def sign(
 class BedrockAdapter(Adapter):
     """Converse (blocking) and ConverseStream (event-stream) against Bedrock Runtime."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

@@ -114,6 +114,8 @@ class _ADC:
 class GeminiAdapter(Adapter):
     """``generateContent`` / ``streamGenerateContent`` for Gemini and Vertex AI."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

@@ -39,6 +39,8 @@ def _keep_alive(value: str) -> str | int:
 class OllamaAdapter(Adapter):
     """Talks to a local Ollama (or ollama.com with a Bearer key)."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

@@ -71,6 +71,8 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
 class OpenAIAdapter(Adapter):
     """Chat Completions over HTTP: SSE streaming, blocking calls and a models probe."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         record = lookup(target.backend)

@@ -55,6 +55,8 @@ WIRE = {
 class RealizarAdapter(Adapter):
     """realizar, natively or through its OpenAI-compatible routes."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

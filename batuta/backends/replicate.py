@@ -64,6 +64,8 @@ def _output_text(output: Any) -> str:
 class ReplicateAdapter(Adapter):
     """One prediction per call, followed to its end."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

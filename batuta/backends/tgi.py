@@ -36,6 +36,8 @@ MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 class TGIAdapter(Adapter):
     """Text Generation Inference, native routes."""
 
+    enforces_deadlines = True
+
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend

@@ -123,11 +123,10 @@ async def _discover_model(router: Router, target: Target) -> Target:
 
     from batuta.errors import BatutaError
 
-    models = getattr(router.adapter(target), "models", None)
-    if target.model or models is None:
+    if target.model:
         return target
     try:
-        names = await asyncio.wait_for(models(), 5.0)
+        names = await asyncio.wait_for(router.adapter(target).models(), 5.0)
     except (BatutaError, asyncio.TimeoutError):
         return target  # the query itself will report what is wrong
     return dataclasses.replace(target, model=names[0]) if names else target
