@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from batuta.runtime.sources import ResolvedModel
     from batuta.runtime.spec import ServerStatus
 
-# Backends that take a Hub repo id (not a local file) as their model.
-_HUB_MODELS = ("vllm", "tgi", "mlc", "candle", "exllamav2")
 _RESTART = click.Choice(["always", "on-failure", "never"])
 
 
@@ -59,6 +57,7 @@ def _port_default(option: int | None, default_port: int | None) -> int:
 
 
 def _adhoc_model(backend: str, model: str, progress: Progress | None) -> ResolvedModel:
+    from batuta.catalogue import lookup
     from batuta.runtime import ollama
     from batuta.runtime.sources import ResolvedModel, default_cache_dir, resolve_source, scheme
 
@@ -66,7 +65,9 @@ def _adhoc_model(backend: str, model: str, progress: Progress | None) -> Resolve
         return ResolvedModel(path=Path(ollama.normalize(model)), registry="ollama", source=model)
     kind = scheme(model)
     repo_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if kind == "file" and backend in _HUB_MODELS and repo_id and not Path(model).exists():
+    record = lookup(backend)
+    hub = record is not None and record.hub_models  # takes a Hub repo id, not only a file
+    if kind == "file" and hub and repo_id and not Path(model).exists():
         return ResolvedModel(path=Path(model), registry="hf", source=model)
     if kind == "ollama":
         raise ModelSourceError(f"{model}: ollama:// models are served by --backend ollama")

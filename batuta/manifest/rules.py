@@ -99,7 +99,7 @@ def _localhost_name(loc: Loc, url: str) -> Iterator[Problem]:
 def _server_key(loc: Loc, env: str, backend: Backend | None) -> Iterator[Problem]:
     if looks_like_secret(env):
         yield Problem(loc, _KEY_ITSELF)
-    elif backend is not None and backend.local and not backend.server_key:
+    elif backend is not None and backend.local and not backend.takes_key():
         yield Problem(
             loc,
             f"batuta does not know how to give {backend.display} an API key: pass it with"
@@ -213,9 +213,17 @@ class _Rules:
     def _server_engine(self, loc: Loc, server: Server, backend: Backend) -> Iterator[Problem]:
         # Checked against this machine: a pinned engine that is absent would only fail at
         # apply time, after the plan said it would start.
-        if backend.key != "llamacpp":
-            yield Problem((*loc, "engine"), f"only backend llamacpp has engines, not {backend.key}")
-        elif server.executable is None and llama_server_command(engine=server.engine) is None:
+        if not any(recipe.engine for recipe in backend.launch):
+            having = [b.key for b in local_backends() if any(r.engine for r in b.launch)]
+            which = "backend" if len(having) == 1 else "backends"
+            yield Problem(
+                (*loc, "engine"), f"only {which} {_names(having)} has engines, not {backend.key}"
+            )
+        elif (
+            backend.key == "llamacpp"
+            and server.executable is None
+            and llama_server_command(engine=server.engine) is None
+        ):
             if server.engine == "server":
                 why = (
                     "llama-server not found on PATH, beside this Python or in"
