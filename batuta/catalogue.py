@@ -1,13 +1,17 @@
 """The catalogue: every backend batuta knows, as data, in one place.
 
 Adding a backend is one record here (plus an adapter module only when it speaks a wire
-protocol no other backend speaks). Nothing in this module imports a third-party package,
-so the CLI can render tables and trees from it without paying for httpx or pydantic.
+protocol no other backend speaks); an installed distribution can add one through the
+``batuta.backends`` entry-point group (:mod:`batuta.plugins`), loaded only when
+:data:`CATALOGUE` is asked for a name it does not hold or for its full list. Nothing in
+this module imports a third-party package, so the CLI can render tables and trees from it
+without paying for httpx or pydantic.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -461,7 +465,7 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
 S = ServingBackend
 F = ModelFormat
 
-CATALOGUE: dict[str, Backend] = {
+_BUILTIN: dict[str, Backend] = {
     b.key: b
     for b in (
         local_backend("realizar", S.REALIZAR, "realizar", language="Rust",
@@ -611,6 +615,47 @@ TREE_GROUPS: tuple[str, ...] = (
     "frontier_apis",
 )
 
+
+class Catalogue(MutableMapping[str, Backend]):
+    """The built-in records, then the plugins' (loaded on first need: a key no built-in
+    holds, or the whole list). Writes go to the built-ins (tests patch records)."""
+
+    def __init__(self, builtin: dict[str, Backend]) -> None:
+        self.builtin = builtin
+        self._plugins: dict[str, Backend] | None = None
+
+    def plugins(self) -> dict[str, Backend]:
+        """The records installed plugins register. Raises PluginError naming the
+        distribution of a plugin that fails to load or registers a bad record."""
+        if self._plugins is None:
+            from batuta import plugins
+
+            self._plugins = plugins.load(self.builtin, ALIASES, TREE_GROUPS)
+        return self._plugins
+
+    def forget_plugins(self) -> None:
+        """Look for plugins again next time (after installing one in this process)."""
+        self._plugins = None
+
+    def __getitem__(self, key: str) -> Backend:
+        found = self.builtin.get(key)
+        return found if found is not None else self.plugins()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        plugins = self.plugins()
+        yield from self.builtin
+        yield from plugins
+
+    def __len__(self) -> int:
+        return len(self.builtin) + len(self.plugins())
+
+    def __setitem__(self, key: str, value: Backend) -> None:
+        self.builtin[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.builtin[key]
+
+
 # Aliases users type (llama.cpp vs llamacpp, azure vs azure-openai, ...).
 ALIASES: dict[str, str] = {
     "llama.cpp": "llamacpp",
@@ -631,6 +676,9 @@ ALIASES: dict[str, str] = {
     "mlc-llm": "mlc",
     "local-ai": "localai",
 }
+
+
+CATALOGUE = Catalogue(_BUILTIN)
 
 
 def lookup(name: str) -> Backend | None:

@@ -38,7 +38,13 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Prefixes of real providers' keys; a value starting with one is a key, not a variable name.
 _KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "r8_", "fw_", "pk-", "AKIA", "AIza", "ghp_")
-_KNOWN_QUANTS = {q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization}
+
+
+def _known_quants() -> frozenset[str]:
+    # Computed when asked: the full catalogue includes plugins, loaded only when needed.
+    return frozenset(q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization)
+
+
 _KEY_ITSELF = (
     "this looks like an API key itself (not shown): keys never go in the manifest; put the"
     " key in an environment variable and name that variable"
@@ -75,7 +81,7 @@ def looks_like_secret(value: str) -> bool:
 
 def known_quantization(quantization: str) -> bool:
     """Whether some backend of the catalogue knows ``quantization`` (case-insensitive)."""
-    return quantization.upper() in _KNOWN_QUANTS
+    return quantization.upper() in _known_quants()
 
 
 def quantization_supported(backend: Backend, quantization: str) -> bool:
@@ -155,8 +161,8 @@ class _Rules:
                         f"is {model.format!r} but the source is a {ext} file (format: {fmt}?)",
                     )
             quant = model.quantization
-            if quant is not None and quant.upper() not in _KNOWN_QUANTS:
-                hint = did_you_mean(quant.upper(), sorted(_KNOWN_QUANTS))
+            if quant is not None and quant.upper() not in _known_quants():
+                hint = did_you_mean(quant.upper(), sorted(_known_quants()))
                 yield Problem(
                     (*loc, "quantization"),
                     f"unknown quantization {quant!r}{hint}; known: GGUF types such as Q4_K_M,"
@@ -260,7 +266,11 @@ class _Rules:
             )
             return
         quant = model.quantization
-        if quant and quant.upper() in _KNOWN_QUANTS and not quantization_supported(backend, quant):
+        if (
+            quant
+            and quant.upper() in _known_quants()
+            and not quantization_supported(backend, quant)
+        ):
             why = " (no K-quants)" if backend.key == "vllm" and "_K" in quant.upper() else ""
             yield Problem(
                 ("servers", name, "backend"),

@@ -381,7 +381,14 @@ def availability(backend: Backend, env: Mapping[str, str] | None = None) -> Avai
         return Availability(
             True, "python -m llama_cpp.server, from llama-cpp-python (engine: python)"
         )
+    # A server run as ``python -m module`` (a plugin's, say): installed when its package is.
+    modules = [recipe.module for recipe in backend.launch if recipe.module]
+    for module in modules:
+        if _installed(module.partition(".")[0]):
+            return Availability(True, f"python -m {module}")
     if backend.executable is None:
+        if modules:
+            return Availability(False, f"not installed: {backend.install_hint}")
         return Availability(None, "desktop app: start it yourself")
     if path := _which(backend.executable):
         return Availability(True, f"{backend.executable} at {path}")
