@@ -7,8 +7,8 @@ same way:
 - :func:`send` opens a streamed response and raises a classified
   :class:`~batuta.errors.BackendError` for transport failures, first-byte timeouts and
   non-2xx answers (via :func:`error_from_response`).
-- :func:`iter_bytes`, :func:`iter_lines`, :func:`iter_ndjson`, :func:`iter_sse`,
-  :func:`read_json` read the body under the same first-byte timeout and overall deadline,
+- :func:`iter_bytes`, :func:`iter_lines`, :func:`iter_ndjson`, :func:`iter_sse`
+  (:func:`sse_stream`: with the stream skeleton around it), :func:`read_json` read the body under the same first-byte timeout and overall deadline,
   turning a dropped connection into ``STREAM_CUT`` and bad JSON into ``MALFORMED``.
 
 - :func:`probe` is the short readiness or credentials check behind every ``health()``.
@@ -27,7 +27,8 @@ from __future__ import annotations
 import codecs
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -56,7 +57,7 @@ from batuta.backends._payload import (
     split_stops,
 )
 from batuta.backends._sse import SSEEvent, parse_sse
-from batuta.backends._stream import drain, forgive_late_cut
+from batuta.backends._stream import cut, drain, forgive_late_cut, opened
 from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
@@ -364,6 +365,22 @@ async def iter_sse(
         yield event
 
 
+def sse_stream(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+    answered: Callable[[], bool] | None = None,
+) -> AbstractAsyncContextManager[AsyncGenerator[SSEEvent, None]]:
+    """``async with sse_stream(...) as events``: the body's server-sent events, the stream
+    skeleton of :func:`batuta.backends._stream.opened` around :func:`iter_sse`."""
+    events = iter_sse(
+        response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
+    )
+    return opened(events, response=response, answered=answered)
+
+
 __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_MESSAGE",
@@ -375,6 +392,7 @@ __all__ = [
     "body_extras",
     "claude_sampling",
     "continuation_chat",
+    "cut",
     "describe_error",
     "drain",
     "error_from_body",
@@ -387,6 +405,7 @@ __all__ = [
     "iter_ndjson",
     "iter_sse",
     "malformed",
+    "opened",
     "origin",
     "parse_json",
     "parse_object",
@@ -398,5 +417,6 @@ __all__ = [
     "request_timeout",
     "send",
     "split_stops",
+    "sse_stream",
     "transport_error",
 ]

@@ -22,7 +22,6 @@ and an ``error`` event after the 200 (``overloaded_error``) is a failure. Target
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ import httpx
 from batuta.backends import _http
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
-from batuta.errors import BackendError, FailureKind
+from batuta.errors import BackendError
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -176,16 +175,13 @@ class AnthropicAdapter(Adapter):
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop: str | None = None
-        events = _http.forgive_late_cut(
-            _http.iter_sse(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: stop is not None,
-        )
-        async with aclosing(events):
+        async with _http.sse_stream(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+            answered=lambda: stop is not None,
+        ) as events:
             async for event in events:
                 data = _http.parse_object(event.data, provider=self.provider) if event.data else {}
                 kind = event.event if event.event != "message" else str(data.get("type", ""))
@@ -215,10 +211,7 @@ class AnthropicAdapter(Adapter):
                     break
             else:
                 if stop is None:
-                    raise BackendError(
-                        FailureKind.STREAM_CUT,
-                        f"{self.provider}: stream ended before message_stop",
-                    )
+                    raise _http.cut(self.provider, "message_stop")
             yield Chunk(stops.flush(), stop, Usage(input_tokens, output_tokens))
             if not stops.hit:
                 await _http.drain(events)

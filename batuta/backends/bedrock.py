@@ -33,7 +33,6 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -340,16 +339,15 @@ class BedrockAdapter(Adapter):
         join = _Join(request if not self.no_prefill else None)
         stops = _http.StopFilter(self.local_stops(request))
         # A drop after messageStop only loses the metadata event: the answer is whole.
-        body = _http.forgive_late_cut(
-            _http.iter_bytes(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: finish is not None,
+        frames = _http.iter_bytes(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
         )
-        async with aclosing(body):
+        async with _http.opened(
+            frames, response=response, answered=lambda: finish is not None
+        ) as body:
             async for data in body:
                 for message in decoder.feed(data):
                     event = self._event(message)
@@ -374,10 +372,7 @@ class BedrockAdapter(Adapter):
                     break
             if finish is None:
                 where = " mid-frame" if decoder.pending else ""
-                raise BackendError(
-                    FailureKind.STREAM_CUT,
-                    f"{self.provider}: stream ended{where} before messageStop",
-                )
+                raise _http.cut(self.provider, "messageStop", where=where)
             yield Chunk(stops.flush(), finish, usage)
             if not stops.hit:
                 await _http.drain(body)

@@ -10,7 +10,6 @@ assistant message is continued, which is how an interrupted answer resumes here.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -133,7 +132,7 @@ class OllamaAdapter(Adapter):
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
         )
-        async with aclosing(lines):
+        async with _http.opened(lines, response=response) as lines:
             async for raw in lines:
                 body = self._check(raw)
                 text = self._text(body)
@@ -143,7 +142,7 @@ class OllamaAdapter(Adapter):
                     yield Chunk("", _http.finish_reason(body.get("done_reason")), _usage(body))
                     await _http.drain(lines)
                     return
-        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
+        raise _http.cut(self.provider, "done")
 
     async def health(self) -> bool:
         """``GET /api/version`` (the catalogue's health route) answers 200."""

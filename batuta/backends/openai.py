@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -259,52 +258,41 @@ class OpenAIAdapter(Adapter):
         usage: Usage | None = None
         terminated = False
         stops = _http.StopFilter(self.stops(request)[1])
-        events = _http.forgive_late_cut(
-            _http.iter_sse(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: finish is not None,
-        )
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    if event.is_done():
-                        terminated = True
-                        break
-                    body = _http.parse_object(event.data, provider=self.provider)
-                    groq = body.get("x_groq")
-                    groq = groq if isinstance(groq, dict) else {}
-                    if body.get("error") or groq.get("error"):
-                        raise self._error(body.get("error") or groq.get("error"))
-                    choice = _first_choice(body)
-                    if choice is not None:
-                        delta = choice.get("delta")
-                        text = (
-                            delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                        )
-                        if isinstance(text, str) and text:
-                            text = stops.feed(text)
-                            if text:
-                                yield Chunk(text)
-                            if stops.hit:  # a stop sequence the server was not sent
-                                yield Chunk("", "stop", usage)
-                                return
-                        finish = _http.finish_reason(choice.get("finish_reason")) or finish
-                    usage = _usage(body.get("usage")) or _usage(groq.get("usage")) or usage
-                    if finish and usage:
-                        break
-                if finish is None and not terminated:
-                    raise BackendError(
-                        FailureKind.STREAM_CUT,
-                        f"{self.provider}: stream ended before a finish reason",
-                    )
-                yield Chunk(stops.flush(), finish, usage)
-                await _http.drain(events)
-        finally:
-            await response.aclose()
+        async with _http.sse_stream(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+            answered=lambda: finish is not None,
+        ) as events:
+            async for event in events:
+                if event.is_done():
+                    terminated = True
+                    break
+                body = _http.parse_object(event.data, provider=self.provider)
+                groq = body.get("x_groq")
+                groq = groq if isinstance(groq, dict) else {}
+                if body.get("error") or groq.get("error"):
+                    raise self._error(body.get("error") or groq.get("error"))
+                choice = _first_choice(body)
+                if choice is not None:
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                    if isinstance(text, str) and text:
+                        text = stops.feed(text)
+                        if text:
+                            yield Chunk(text)
+                        if stops.hit:  # a stop sequence the server was not sent
+                            yield Chunk("", "stop", usage)
+                            return
+                    finish = _http.finish_reason(choice.get("finish_reason")) or finish
+                usage = _usage(body.get("usage")) or _usage(groq.get("usage")) or usage
+                if finish and usage:
+                    break
+            if finish is None and not terminated:
+                raise _http.cut(self.provider, "a finish reason")
+            yield Chunk(stops.flush(), finish, usage)
+            await _http.drain(events)
 
     # ------------------------------------------------------------------ probes
 

@@ -25,7 +25,6 @@ from batuta.backends import _http
 from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
-from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
     from batuta.backends.openai import OpenAIAdapter
@@ -166,13 +165,12 @@ class RealizarAdapter(Adapter):
         )
         stops = _http.StopFilter(request.stop)
         tokens = 0
-        events = _http.iter_sse(
+        async with _http.sse_stream(
             response,
             provider=self.provider,
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
-        )
-        async with aclosing(events):
+        ) as events:
             async for event in events:
                 data = _http.parse_object(event.data, provider=self.provider)
                 if event.event == "error" or data.get("error"):
@@ -191,7 +189,7 @@ class RealizarAdapter(Adapter):
                     yield Chunk(stops.flush(), finish, Usage(None, generated))
                     await _http.drain(events)
                     return
-        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
+        raise _http.cut(self.provider, "done")
 
     async def health(self) -> bool:
         """``GET /health`` answers 200 with ``{"status": "healthy"}``."""
