@@ -299,6 +299,29 @@ async def read_json(
     return parse_json(b"".join(parts), provider=provider)
 
 
+async def read_answer(
+    response: httpx.Response,
+    *,
+    provider: str,
+    deadline: float | None = None,
+    in_band: Callable[[dict[str, Any]], BackendError | None] | None = None,
+) -> dict[str, Any]:
+    """The skeleton of every blocking ``complete()``: the whole answer as a JSON object
+    (MALFORMED when it is not one), its in-band error raised. ``in_band`` says what the
+    protocol's error is (default: a non-empty ``error`` key, read by
+    :func:`error_from_body`); the caller then reads its own fields."""
+    body = await read_json(response, provider=provider, deadline=deadline)
+    if not isinstance(body, dict):
+        raise malformed(provider, "answer is not a JSON object")
+    if in_band is not None:
+        error = in_band(body)
+    else:
+        error = error_from_body(body, provider=provider) if body.get("error") else None
+    if error is not None:
+        raise error
+    return body
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -412,6 +435,7 @@ __all__ = [
     "parse_retry_after",
     "plain_prompt",
     "probe",
+    "read_answer",
     "read_json",
     "refuses_prefill",
     "request_timeout",

@@ -134,10 +134,13 @@ class AnthropicAdapter(Adapter):
         response, trimmed, local = await self._open(
             request, stream=False, fbt=first_byte_timeout, deadline=deadline
         )
-        answer = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
-            if isinstance(answer, dict) and answer.get("type") == "error":
-                raise self._error(answer)
+        answer = await _http.read_answer(
+            response,
+            provider=self.provider,
+            deadline=deadline,
+            in_band=lambda body: self._error(body) if body.get("type") == "error" else None,
+        )
+        if not isinstance(answer.get("content"), list):
             raise _http.malformed(self.provider, "answer has no content list")
         text = "".join(
             str(block.get("text") or "")

@@ -304,8 +304,10 @@ class BedrockAdapter(Adapter):
         response = await self._post(
             "converse", request, first_byte_timeout=first_byte_timeout, deadline=deadline
         )
-        body = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        output = body.get("output") if isinstance(body, dict) else None
+        body = await _http.read_answer(
+            response, provider=self.provider, deadline=deadline, in_band=lambda _: None
+        )
+        output = body.get("output")
         message = output.get("message") if isinstance(output, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise _http.malformed(self.provider, "Converse answer has no output.message")

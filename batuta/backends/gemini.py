@@ -323,9 +323,7 @@ class GeminiAdapter(Adapter):
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
         )
-        body = self._check(
-            await _http.read_json(response, provider=self.provider, deadline=deadline)
-        )
+        body = await _http.read_answer(response, provider=self.provider, deadline=deadline)
         text, finish = self._content(body)
         if finish is None and not body.get("candidates"):
             raise _http.malformed(self.provider, "answer has no candidates")

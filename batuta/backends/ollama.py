@@ -84,14 +84,20 @@ class OllamaAdapter(Adapter):
             secret=self.api_key(),
         )
 
+    def _in_band(self, body: dict[str, Any]) -> BackendError | None:
+        error = body.get("error")
+        if not error:
+            return None
+        busy = isinstance(error, str) and "server busy" in error
+        default = FailureKind.OVERLOADED if busy else FailureKind.SERVER
+        return _http.error_from_body(body, provider=self.provider, default=default)
+
     def _check(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise _http.malformed(self.provider, "answer is not a JSON object")
-        error = body.get("error")
-        if error:
-            busy = isinstance(error, str) and "server busy" in error
-            default = FailureKind.OVERLOADED if busy else FailureKind.SERVER
-            raise _http.error_from_body(body, provider=self.provider, default=default)
+        error = self._in_band(body)
+        if error is not None:
+            raise error
         return body
 
     @staticmethod
@@ -109,8 +115,8 @@ class OllamaAdapter(Adapter):
     ) -> Completion:
         """One blocking ``/api/chat`` call (``stream: false``)."""
         response = await self._send(request, False, first_byte_timeout, deadline)
-        body = self._check(
-            await _http.read_json(response, provider=self.provider, deadline=deadline)
+        body = await _http.read_answer(
+            response, provider=self.provider, deadline=deadline, in_band=self._in_band
         )
         return Completion(
             self._text(body), _http.finish_reason(body.get("done_reason")), _usage(body)

@@ -216,11 +216,12 @@ class OpenAIAdapter(Adapter):
         response = await self._send(
             request, stream=False, first_byte_timeout=first_byte_timeout, deadline=deadline
         )
-        body = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        if not isinstance(body, dict):
-            raise _http.malformed(self.provider, "response is not a JSON object")
-        if body.get("error"):
-            raise self._error(body["error"])
+        body = await _http.read_answer(
+            response,
+            provider=self.provider,
+            deadline=deadline,
+            in_band=lambda b: self._error(b["error"]) if b.get("error") else None,
+        )
         choice = _first_choice(body)
         if choice is None:
             raise _http.malformed(self.provider, "response has no choices")

@@ -126,10 +126,8 @@ class RealizarAdapter(Adapter):
             )
         body = self.body(request)
         response = await self._send(WIRE["generate"], body, first_byte_timeout, deadline)
-        answer = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        if not isinstance(answer, dict) or not isinstance(answer.get(WIRE["text"]), str):
-            if isinstance(answer, dict) and answer.get("error"):
-                raise _http.error_from_body(answer, provider=self.provider)
+        answer = await _http.read_answer(response, provider=self.provider, deadline=deadline)
+        if not isinstance(answer.get(WIRE["text"]), str):
             raise _http.malformed(self.provider, "answer has no text")
         text: str = answer[WIRE["text"]]
         text = text.removeprefix(body[WIRE["prompt"]])

@@ -272,3 +272,22 @@ def test_cut_names_the_missing_terminal_event() -> None:
     error = _stream.cut("bedrock", "messageStop", where=" mid-frame")
     assert error.kind is FailureKind.STREAM_CUT
     assert str(error) == "stream_cut: bedrock: stream ended mid-frame before messageStop"
+
+
+def test_read_answer_is_the_shape_of_every_blocking_call() -> None:
+    from batuta.backends import _http
+
+    async def answer(body: bytes, **kw):
+        response = httpx.Response(200, content=body)
+        return await _http.read_answer(response, provider="p", **kw)
+
+    assert asyncio.run(answer(b'{"text": "hi"}')) == {"text": "hi"}
+    with pytest.raises(BackendError, match="p: answer is not a JSON object") as caught:
+        asyncio.run(answer(b"[1, 2]"))
+    assert caught.value.kind is FailureKind.MALFORMED
+    with pytest.raises(BackendError, match="model is loading"):
+        asyncio.run(answer(b'{"error": {"message": "model is loading"}}'))
+    own = BackendError(FailureKind.OVERLOADED, "p: busy")
+    with pytest.raises(BackendError, match="p: busy"):
+        asyncio.run(answer(b'{"type": "error"}', in_band=lambda b: own if b["type"] else None))
+    assert asyncio.run(answer(b'{"error": "x"}', in_band=lambda b: None)) == {"error": "x"}
