@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
+from batuta._util.options import text
 from batuta.backends._failures import (
     MAX_MESSAGE,
     describe_error,
@@ -107,7 +108,7 @@ def auth_headers(
                 FailureKind.AUTH, f"{target.name}: set {target.api_key_env} to the API key"
             )
         return {}
-    style = target.options.get("auth_header", style).lower()
+    style = text(target.options, "auth_header", style).lower()
     if style == "authorization":
         return {"Authorization": f"Bearer {api_key}"}
     if style in ("api-key", "x-api-key"):

@@ -9,9 +9,9 @@ turn for models that refuse to continue a trailing assistant message.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from batuta._util.options import Options, OptionValue
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
@@ -56,17 +56,24 @@ def plain_prompt(request: InferenceRequest) -> str:
     return "\n\n".join(parts) + request.assistant_prefix
 
 
-def body_extras(options: Mapping[str, str]) -> dict[str, Any]:
+def body_extras(options: Options) -> dict[str, Any]:
     """Target options named ``param.<field>`` become top-level body fields (``param.top_k:
-    "40"`` → ``"top_k": 40``); values are read as JSON when they parse, else kept as text."""
+    40`` → ``"top_k": 40``), their JSON values sent as they are. A string is read as JSON
+    when it parses (``"40"`` → 40), as before options were typed, else kept as text."""
     extras: dict[str, Any] = {}
     for key, value in options.items():
         if key.startswith("param.") and len(key) > len("param."):
-            try:
-                extras[key[len("param.") :]] = json.loads(value)
-            except ValueError:
-                extras[key[len("param.") :]] = value
+            extras[key[len("param.") :]] = _json_or_text(value)
     return extras
+
+
+def _json_or_text(value: OptionValue) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 class StopFilter:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from batuta._util.options import Options, flag, text
 from batuta.backends._payload import plain_prompt
 from batuta.backends.types import InferenceRequest, Message
 
@@ -146,7 +147,7 @@ def _system_folded(messages: list[Message]) -> list[Message] | None:
     return [*rest[:first], folded, *rest[first + 1 :]]
 
 
-def chat_prompt(request: InferenceRequest, options: Mapping[str, str]) -> str:
+def chat_prompt(request: InferenceRequest, options: Options) -> str:
     """The raw prompt for a completion-only server.
 
     With a ``chat_template`` option the chat goes through it, then any assistant prefix is
@@ -157,15 +158,15 @@ def chat_prompt(request: InferenceRequest, options: Mapping[str, str]) -> str:
     return plain_prompt(request) if prompt is None else prompt
 
 
-def templated_prompt(request: InferenceRequest, options: Mapping[str, str]) -> str | None:
+def templated_prompt(request: InferenceRequest, options: Options) -> str | None:
     """The chat through the ``chat_template`` option with the assistant turn left open and
     any prefix appended; None without a template or when it cannot render this chat."""
-    template = options.get("chat_template")
+    template = text(options, "chat_template")
     if not template:
         return None
     messages = dataclasses.replace(request, assistant_prefix="").messages()
-    bos = options.get("bos_token", "")
-    eos = options.get("eos_token", "")
+    bos = text(options, "bos_token")
+    eos = text(options, "eos_token")
     prompt = render_chat(template, messages, bos_token=bos, eos_token=eos)
     if prompt is None:
         folded = _system_folded(messages)
@@ -173,7 +174,7 @@ def templated_prompt(request: InferenceRequest, options: Mapping[str, str]) -> s
             prompt = render_chat(template, folded, bos_token=bos, eos_token=eos)
     if prompt is None:
         return None
-    if bos and options.get("add_bos_token") == "true":
+    if bos and flag(options, "add_bos_token"):
         # The server's tokenizer puts BOS in front of raw text itself; a template that
         # prints it too would hand the model two.
         prompt = prompt.removeprefix(bos)

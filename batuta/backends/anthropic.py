@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
@@ -48,9 +49,9 @@ class AnthropicAdapter(Adapter):
     def headers(self) -> dict[str, str]:
         """``x-api-key`` plus the API version (and beta flags when configured)."""
         headers = _http.auth_headers(self.target, self.api_key(), "x-api-key")
-        headers["anthropic-version"] = self.target.options.get("anthropic_version", API_VERSION)
+        headers["anthropic-version"] = text(self.target.options, "anthropic_version", API_VERSION)
         if "anthropic_beta" in self.target.options:
-            headers["anthropic-beta"] = self.target.options["anthropic_beta"]
+            headers["anthropic-beta"] = text(self.target.options, "anthropic_beta")
         return headers
 
     def body(

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends.openai import OpenAIAdapter
 from batuta.backends.types import InferenceRequest, Target
@@ -44,8 +45,8 @@ class AzureOpenAIAdapter(OpenAIAdapter):
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
-        self.api_version = target.options.get("api_version") or None
-        self.deployment = target.options.get("deployment") or target.model
+        self.api_version = text(target.options, "api_version") or None
+        self.deployment = text(target.options, "deployment") or target.model
 
     # ------------------------------------------------------------------ where
 
@@ -53,7 +54,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         """The resource endpoint, without any ``/openai`` path users often paste along."""
         base = (self.target.base_url or DEFAULT_ROOT).rstrip("/")
         if "{resource}" in base:
-            resource = self.target.options.get("resource")
+            resource = text(self.target.options, "resource")
             if not resource:
                 raise BackendError(
                     FailureKind.CLIENT,
@@ -91,10 +92,10 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     # ------------------------------------------------------------------ who
 
     def _entra_env(self) -> str:
-        return self.target.options.get("token_env") or _ENTRA_ENV
+        return text(self.target.options, "token_env") or _ENTRA_ENV
 
     def _uses_entra(self) -> bool:
-        auth = self.target.options.get("auth", "").lower()
+        auth = text(self.target.options, "auth").lower()
         if auth in ("entra", "aad", "azure-ad"):
             return True
         if auth in ("api-key", "key"):

@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._payload import CONTINUE_INSTRUCTION
 from batuta.backends.base import Adapter
@@ -126,7 +127,7 @@ class BedrockAdapter(Adapter):
         """The signing region: option, then the endpoint's host, then the environment."""
         found = _REGION_IN_HOST.search(self.target.base_url)
         region = (
-            self.options.get("region")
+            text(self.options, "region")
             or (found.group(1) if found else None)
             or os.environ.get("AWS_REGION")
             or os.environ.get("AWS_DEFAULT_REGION")
@@ -147,10 +148,10 @@ class BedrockAdapter(Adapter):
         return f"{base}/model/{quote(model or self.target.model, safe='')}/{operation}"
 
     def _bearer_env(self) -> str:
-        return self.options.get("token_env") or "AWS_BEARER_TOKEN_BEDROCK"
+        return text(self.options, "token_env") or "AWS_BEARER_TOKEN_BEDROCK"
 
     def _uses_bearer(self) -> bool:
-        auth = self.options.get("auth", "").lower()
+        auth = text(self.options, "auth").lower()
         if auth in ("bedrock-bearer", "bearer", "api-key"):
             return True
         if auth in ("sigv4", "iam"):
@@ -163,7 +164,7 @@ class BedrockAdapter(Adapter):
         """The most sensitive value sent, masked should a server ever echo it back."""
         if self._uses_bearer():
             return os.environ.get(self._bearer_env())
-        return os.environ.get(self.options.get("session_token_env") or "AWS_SESSION_TOKEN")
+        return os.environ.get(text(self.options, "session_token_env") or "AWS_SESSION_TOKEN")
 
     def headers(self, url: str, body: bytes) -> dict[str, str]:
         """Authenticated headers for POSTing ``body`` to ``url``."""
@@ -175,14 +176,14 @@ class BedrockAdapter(Adapter):
                 raise BackendError(FailureKind.AUTH, f"{self.provider}: set {env} to the API key")
             return {**base, "Authorization": f"Bearer {token}"}
         key_env = self.target.api_key_env or "AWS_ACCESS_KEY_ID"
-        secret_env = self.options.get("secret_key_env") or "AWS_SECRET_ACCESS_KEY"
+        secret_env = text(self.options, "secret_key_env") or "AWS_SECRET_ACCESS_KEY"
         access_key, secret_key = os.environ.get(key_env), os.environ.get(secret_env)
         if not access_key or not secret_key:
             raise BackendError(
                 FailureKind.AUTH,
                 f"{self.provider}: set {key_env} and {secret_env} (or {self._bearer_env()})",
             )
-        token_env = self.options.get("session_token_env") or "AWS_SESSION_TOKEN"
+        token_env = text(self.options, "session_token_env") or "AWS_SESSION_TOKEN"
         return sign(
             "POST",
             url,

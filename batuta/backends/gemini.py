@@ -39,6 +39,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._payload import CONTINUE_INSTRUCTION
 from batuta.backends.base import Adapter
@@ -129,11 +130,12 @@ class GeminiAdapter(Adapter):
     # ------------------------------------------------------------------ where
 
     def location(self) -> str:
-        return self.options.get("location") or os.environ.get("GOOGLE_CLOUD_LOCATION") or "global"
+        location = text(self.options, "location")
+        return location or os.environ.get("GOOGLE_CLOUD_LOCATION") or "global"
 
     def project(self) -> str:
         project = (
-            self.options.get("project") or os.environ.get("GOOGLE_CLOUD_PROJECT") or _ADC.project
+            text(self.options, "project") or os.environ.get("GOOGLE_CLOUD_PROJECT") or _ADC.project
         )
         if not project:
             raise BackendError(
@@ -170,7 +172,7 @@ class GeminiAdapter(Adapter):
     # ------------------------------------------------------------------ who
 
     def _token_env(self) -> str | None:
-        return self.options.get("token_env") or self.target.api_key_env
+        return text(self.options, "token_env") or self.target.api_key_env
 
     def _developer_key(self) -> str | None:
         for env in (self.target.api_key_env, "GOOGLE_API_KEY", "GEMINI_API_KEY"):

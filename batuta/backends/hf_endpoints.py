@@ -20,6 +20,7 @@ from contextlib import aclosing
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends.openai import OpenAIAdapter
 from batuta.backends.tgi import TGIAdapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target
@@ -33,7 +34,7 @@ class HFEndpointAdapter(TGIAdapter):
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
-        self.engine = target.options.get("engine", "openai").lower()
+        self.engine = text(target.options, "engine", "openai").lower()
         self.messages_api = OpenAIAdapter(target, client) if self.engine == "openai" else None
 
     def _check(self) -> None:

@@ -2,7 +2,8 @@
 
 Sampling goes in ``options`` (``num_predict``, ``temperature``, ``top_p``, ``stop``,
 ``seed``; ``param.<name>`` target options add more, such as ``param.num_ctx``); the target
-option ``keep_alive`` (``"10m"``, ``"-1"``, ``"0"``) says how long the model stays loaded.
+option ``keep_alive`` (``10m``, ``-1``, ``0``: whole seconds in the routing table) says how
+long the model stays loaded.
 Usage comes from the final object's ``prompt_eval_count`` / ``eval_count``. A trailing
 assistant message is continued, which is how an interrupted answer resumes here.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from batuta._util.options import OptionValue, text
 from batuta.backends import _http
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
@@ -27,12 +29,15 @@ def _usage(body: dict[str, Any]) -> Usage:
     )
 
 
-def _keep_alive(value: str) -> str | int:
-    """Ollama takes a duration string or a number of seconds (``0`` unloads, ``-1`` keeps)."""
-    try:
+def _keep_alive(value: OptionValue) -> str | int:
+    """Ollama takes a duration string or a number of seconds (``0`` unloads, ``-1`` keeps):
+    the manifest gives whole seconds, a table from before typed options a string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(value)
+    try:
+        return int(str(value))
     except ValueError:
-        return value
+        return str(value)
 
 
 class OllamaAdapter(Adapter):
@@ -153,7 +158,7 @@ class OllamaAdapter(Adapter):
     async def health(self) -> bool:
         """``GET /api/version`` (the catalogue's health route) answers 200."""
         record = lookup(self.target.backend)
-        path = self.target.options.get("health_path") or (
+        path = text(self.target.options, "health_path") or (
             record.health_path if record and record.health_path else "/api/version"
         )
         try:

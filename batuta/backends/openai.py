@@ -17,9 +17,12 @@ strictly inside (0, 1), reasoning models without sampling knobs), plus the targe
   prefix appended, which the model continues token for token (without a template, or with
   one that cannot render the chat, it stays a chat request, and the router splices the
   restarted answer);
-- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: "40"``);
+- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``);
 - ``health_path`` overrides the readiness route of a local server;
-- ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``.
+- ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``;
+- ``proxy_key_env`` / ``proxy_secret_env`` name the variables holding a Modal proxy-auth
+  token (id and secret), sent as ``Modal-Key`` / ``Modal-Secret`` to a web endpoint that
+  requires proxy auth.
 
 Nothing a dialect refuses is sent. Stop sequences a server does not take (beyond its
 ``max_stop``, or all of them for GPT4All and reasoning models) are applied here on the
@@ -29,11 +32,13 @@ answer; what is left out for a reasoning model is logged (logger ``batuta.backen
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt, templated_prompt
 from batuta.backends.base import Adapter
@@ -109,14 +114,27 @@ class OpenAIAdapter(Adapter):
         return _http.api_url(self.target.base_url, path)
 
     def headers(self) -> dict[str, str]:
-        """Auth in the dialect's style plus the optional OpenAI organisation/project."""
+        """Auth in the dialect's style plus the optional OpenAI organisation/project and
+        Modal proxy-auth token."""
         headers = _http.auth_headers(self.target, self.api_key(), self.dialect.auth_header)
         for option, header in (
             ("organization", "OpenAI-Organization"),
             ("project", "OpenAI-Project"),
         ):
             if option in self.target.options:
-                headers[header] = self.target.options[option]
+                headers[header] = text(self.target.options, option)
+        for option, header in (
+            ("proxy_key_env", "Modal-Key"),
+            ("proxy_secret_env", "Modal-Secret"),
+        ):
+            env = text(self.target.options, option)
+            if env:  # read when the call is made; only the variable's name is ever shown
+                value = os.environ.get(env)
+                if not value:
+                    raise BackendError(
+                        FailureKind.AUTH, f"{self.provider}: set {env} (Modal proxy auth)"
+                    )
+                headers[header] = value
         return headers
 
     def body(self, request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
@@ -308,7 +326,7 @@ class OpenAIAdapter(Adapter):
         except BackendError:
             return False
         models_url = self.url(self.dialect.models_path)
-        health_path = self.target.options.get("health_path") or (
+        health_path = text(self.target.options, "health_path") or (
             record.health_path if record else None
         )
         if self.target.local and health_path:

@@ -9,7 +9,7 @@ It has no stop sequences and no finish reason, so both are worked out here. With
 (:data:`DEFAULT_MAX_TOKENS` when the request leaves it open), and an answer that reaches it
 finishes with ``length``. The chat goes
 through the model's template (target option ``chat_template``, see
-:mod:`batuta.backends._template`) or is flattened. Every wire name lives in :data:`WIRE`. Target option ``openai_api: "true"`` speaks its
+:mod:`batuta.backends._template`) or is flattened. Every wire name lives in :data:`WIRE`. Target option ``openai_api: true`` speaks its
 OpenAI-compatible ``/v1`` routes instead; ``strategy`` and ``model_id`` options pick those.
 """
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from batuta._util.options import flag, text
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
@@ -61,14 +62,14 @@ class RealizarAdapter(Adapter):
         self.provider = target.name or target.backend
         self.base = _http.origin(target.base_url)
         self.openai: OpenAIAdapter | None = None
-        if target.options.get("openai_api", "").lower() == "true":
+        if flag(target.options, "openai_api"):
             from batuta.backends.openai import OpenAIAdapter
 
             self.openai = OpenAIAdapter(target, client)
 
     def _strategy(self, request: InferenceRequest) -> str | None:
         if "strategy" in self.target.options:
-            return self.target.options["strategy"]
+            return text(self.target.options, "strategy")
         if request.temperature is not None and request.temperature <= 0:
             return "greedy"
         if request.top_p is not None:
@@ -85,7 +86,7 @@ class RealizarAdapter(Adapter):
             "strategy": strategy,
             "top_p": request.top_p,
             "seed": request.seed,
-            "model_id": request.model or self.target.options.get("model_id"),
+            "model_id": request.model or text(self.target.options, "model_id") or None,
         }
         body.update({WIRE[k]: v for k, v in values.items() if v is not None})
         body.update(_http.body_extras(self.target.options))

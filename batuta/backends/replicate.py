@@ -31,6 +31,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
+from batuta._util.options import number, text
 from batuta.backends import _http
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
@@ -80,19 +81,17 @@ class ReplicateAdapter(Adapter):
 
     def _float_option(self, name: str, default: float) -> float:
         try:
-            return float(self.options.get(name, default))
-        except ValueError:
-            raise BackendError(
-                FailureKind.CLIENT, f"{self.provider}: options.{name} must be a number"
-            ) from None
+            return number(self.options, name, default)
+        except ValueError as exc:
+            raise BackendError(FailureKind.CLIENT, f"{self.provider}: {exc}") from None
 
     def create_url_and_version(self, model: str) -> tuple[str, str | None]:
         """Where to POST: the deployment, the version route, or the official model."""
-        deployment = self.options.get("deployment")
+        deployment = text(self.options, "deployment")
         if deployment:
             return self.url(f"/deployments/{deployment.strip('/')}/predictions"), None
         name, _, version = model.partition(":")
-        version = self.options.get("version") or version
+        version = text(self.options, "version") or version
         if version:
             return self.url("/predictions"), version
         owner, slash, rest = name.partition("/")
@@ -118,7 +117,7 @@ class ReplicateAdapter(Adapter):
         if system:
             data["system_prompt"] = "\n\n".join(system)
         if request.max_tokens is not None:
-            data[self.options.get("max_tokens_field", "max_tokens")] = request.max_tokens
+            data[text(self.options, "max_tokens_field", "max_tokens")] = request.max_tokens
         for name in ("temperature", "top_p", "seed"):
             value = getattr(request, name)
             if value is not None:

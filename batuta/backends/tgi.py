@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
@@ -177,6 +178,6 @@ class TGIAdapter(Adapter):
             headers = _http.auth_headers(self.target, self.api_key())
         except BackendError:
             return False
-        path = self.target.options.get("health_path") or "/health"
+        path = text(self.target.options, "health_path") or "/health"
         response = await _http.probe(self.client, self.base + path, headers=headers)
         return response is not None and response.is_success

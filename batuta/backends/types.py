@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from batuta._util.options import OptionValue
+
 
 @dataclass(frozen=True)
 class Message:
@@ -75,9 +77,9 @@ class Target:
     base_url: str
     model: str
     api_key_env: str | None = None
-    options: dict[str, str] = field(
-        default_factory=dict
-    )  # protocol extras (api_version, region, ...)
+    # The provider's options (api_version, region, ...) as typed JSON values; read them
+    # through batuta._util.options, which also takes the strings of older routing tables.
+    options: dict[str, OptionValue] = field(default_factory=dict)
     local: bool = False
 
 

@@ -341,8 +341,7 @@ async def discover_model(adapter: Adapter) -> str:
     --model)."""
     if adapter.target.model:
         return adapter.target.model
-    lister = getattr(adapter, "models", None)
-    models = await lister() if callable(lister) else []
+    models = await adapter.models()
     if not models:
         raise BenchOptionError(f"{adapter.target.name}: the server lists no model; pass --model")
     return str(models[0])

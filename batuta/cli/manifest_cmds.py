@@ -50,6 +50,8 @@ def validate(file: str | None, as_json: bool) -> int:
             click.echo(str(issue))
         click.echo(f"{_count(len(exc.issues), 'error')} found", err=True)
         return 1
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(_issues_json([]))
         return 0

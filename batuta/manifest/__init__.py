@@ -54,6 +54,8 @@ class LoadedManifest:
     from_env: frozenset[str] = frozenset()
     # For those values, the text as written (``${env:HF_TOKEN}``): what state may record.
     env_refs: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # What loads but is deprecated (options written as strings), for validate/plan to say.
+    warnings: tuple[ManifestIssue, ...] = ()
 
     def position(self, dotted: str) -> tuple[int, int]:
         """(line, col) of a dotted key such as ``servers.local.port``; the nearest enclosing
@@ -149,6 +151,7 @@ def load_text(
         positions={dotted(loc): pos for loc, pos in result.document.keys.items()},
         from_env=frozenset(dotted(loc) for loc in result.document.interpolated),
         env_refs={dotted(loc): text for loc, text in result.document.written.items()},
+        warnings=tuple(result.warnings),
     )
 
 

@@ -312,6 +312,8 @@ class Validated:
     manifest: Manifest | None
     checked: Checked | None
     issues: list[ManifestIssue]
+    # What still loads but is deprecated (string forms of typed options): said, not fatal.
+    warnings: list[ManifestIssue] = field(default_factory=list)
 
 
 def dotted(loc: Loc) -> str:
@@ -320,6 +322,24 @@ def dotted(loc: Loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
     return out
+
+
+def _deprecations(doc: Document) -> list[Problem]:
+    """Options written as strings where a boolean or a JSON value belongs."""
+    from batuta.manifest.options import deprecations
+
+    endpoints = doc.data.get("endpoints") if isinstance(doc.data, dict) else None
+    found: list[Problem] = []
+    for name, entry in endpoints.items() if isinstance(endpoints, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        for key, message in deprecations(entry.get("provider"), entry.get("options")):
+            loc: Loc = ("endpoints", name, "options", key)
+            if loc in doc.interpolated:  # never show what came from the environment
+                written = doc.written.get(loc, "${env:...}")
+                message = f"is a string; write {written} unquoted (strings are deprecated)"
+            found.append(Problem(loc, message, at_value=True))
+    return found
 
 
 def _related(a: Loc, b: Loc) -> bool:
@@ -333,8 +353,28 @@ def _model_problems(data: Any, hidden: set[Loc]) -> list[Problem]:
     try:
         Manifest.model_validate(data)
     except ValidationError as exc:
-        return [_pydantic_problem(data, e, hidden) for e in exc.errors(include_url=False)]
+        found: list[Problem] = []
+        for error in exc.errors(include_url=False):
+            problem = _pydantic_problem(data, error, hidden)
+            found += _option_problems(data, problem.loc, hidden) or [problem]
+        return found
     return []
+
+
+def _option_problems(data: Any, loc: Loc, hidden: set[Loc]) -> list[Problem]:
+    """An endpoint's options that failed, one problem per key: pydantic sees the options
+    as one value, the provider's options model says what is wrong with each."""
+    from batuta.manifest.options import option_problems
+
+    if len(loc) != 3 or loc[0] != "endpoints" or loc[2] != "options":
+        return []
+    entry = data["endpoints"][loc[1]]
+    found = []
+    for key, message in option_problems(entry.get("provider"), entry.get("options")):
+        if (*loc, key) in hidden:
+            message = "invalid value (taken from the environment, not shown)"
+        found.append(Problem((*loc, key), message))
+    return found
 
 
 def _pydantic_problem(data: Any, error: Any, hidden: set[Loc]) -> Problem:
@@ -465,7 +505,9 @@ def validate_text(
     problems = list(doc.problems)
     manifest: Manifest | None = None
     checked: Checked | None = None
+    deprecated: list[Problem] = []
     if not doc.fatal:
+        deprecated = _deprecations(doc)
         unresolved = doc.unresolved
 
         def keep(p: Problem) -> bool:
@@ -496,6 +538,14 @@ def validate_text(
         issue = ManifestIssue(file, line, col, dotted(p.loc), p.message)
         issues.setdefault((line, col, issue.path, issue.message), issue)
     clean = not issues
+    warnings = [
+        ManifestIssue(file, *doc.position(p.loc, p.at_value), dotted(p.loc), p.message)
+        for p in deprecated
+    ]
     return Validated(
-        doc, manifest if clean else None, checked if clean else None, list(issues.values())
+        doc,
+        manifest if clean else None,
+        checked if clean else None,
+        list(issues.values()),
+        warnings,
     )

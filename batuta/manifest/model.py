@@ -8,9 +8,19 @@ Cross-field rules (references, ports, privacy, quantization) live in ``rules.py`
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from batuta._util.options import OptionValue
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -130,6 +140,12 @@ class Server(_Strict):
     )
 
 
+# Which options an endpoint takes depends on its provider: the schema adds one
+# "if provider ... then options ..." per provider (batuta.manifest.options); an unknown
+# provider is reported by itself, whatever its options.
+_ANY_OPTIONS = {"type": "object", "additionalProperties": True}
+
+
 class Endpoint(_Strict):
     """A remote API (or an already-running server batuta does not manage)."""
 
@@ -139,12 +155,22 @@ class Endpoint(_Strict):
     api_key_env: str | None = Field(
         default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the key variable"
     )
-    options: dict[str, str] = Field(
-        default_factory=dict, description="provider extras: api_version, region, project, ..."
+    options: Annotated[dict[str, OptionValue], WithJsonSchema(_ANY_OPTIONS)] = Field(
+        default_factory=dict,
+        description="the provider's own settings, typed per provider (Azure resource,"
+        " api_version; Bedrock region; Vertex project, location; param.<field>: ...)",
     )
     pricing: tuple[float, float] | None = Field(
         default=None, description="USD per million (input, output) tokens"
     )
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _provider_options(cls, value: Any, info: ValidationInfo) -> Any:
+        # The provider (validated before options) says which options exist and their types.
+        from batuta.manifest.options import typed_options
+
+        return typed_options(info.data.get("provider"), value)
 
 
 class Tier(_Strict):

@@ -13,7 +13,7 @@ already reported as broken are skipped, so one mistake gives one message.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -312,7 +312,7 @@ class _Rules:
                 )
 
     def _endpoint_provider(
-        self, loc: Loc, base_url: str | None, options: dict[str, str], backend: Backend
+        self, loc: Loc, base_url: str | None, options: Mapping[str, object], backend: Backend
     ) -> Iterator[Problem]:
         if backend.retired_at(base_url):
             yield Problem(

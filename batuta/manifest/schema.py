@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import re
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from batuta.manifest.model import DURATION_PATTERN, SIZE_PATTERN
+from batuta.manifest.options import PARAM_PATTERN, PATTERN_HINTS
 from batuta.manifest.rules import Loc, Problem, looks_like_secret
 from batuta.router.select import did_you_mean
 
@@ -50,8 +52,13 @@ def manifest_schema(*, plugins: bool = False) -> dict[str, Any]:
     say "did you mean".
     """
     from batuta.manifest.model import Manifest
+    from batuta.manifest.options import provider_options_schema
 
     generated = Manifest.model_json_schema()
+    # Each provider's options: editors complete them once `provider:` is written.
+    option_defs, rules = provider_options_schema()
+    generated["$defs"].update(option_defs)
+    generated["$defs"]["Endpoint"]["allOf"] = rules
     _tighten(generated)
     _complete_backends(generated["$defs"], plugins=plugins)
     generated.pop("title", None)
@@ -91,7 +98,7 @@ def _tighten(node: Any) -> None:
     if not isinstance(node, dict):
         return
     patterns = node.get("patternProperties")
-    if isinstance(patterns, dict) and len(patterns) == 1:
+    if isinstance(patterns, dict) and len(patterns) == 1 and "properties" not in node:
         # pydantic writes dict[Name, X] as patternProperties, which silently accepts keys
         # that miss the pattern; propertyNames + additionalProperties rejects them.
         ((pattern, value),) = patterns.items()
@@ -181,12 +188,15 @@ def _translate(error: ValidationError, hidden: set[Loc]) -> Iterator[Problem]:
         yield _mismatch(loc, [t for t in _types(value) if t != "null"] or ["null"], instance)
     elif kind == "additionalProperties" and isinstance(instance, dict):
         allowed = list(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        # Options also take param.<field>: not a key to suggest, but one to list.
+        listed = allowed + (["param.<field>"] if PARAM_PATTERN in patterns else [])
         for key in instance:
-            if key not in allowed:
+            if key not in allowed and not any(re.search(p, str(key)) for p in patterns):
                 yield Problem(
                     (*loc, key),
                     f"unknown key {key!r}{did_you_mean(str(key), allowed)};"
-                    f" valid keys: {', '.join(allowed)}",
+                    f" valid keys: {', '.join(listed)}",
                 )
     elif kind == "required" and isinstance(instance, dict):
         for key in value:
@@ -223,7 +233,7 @@ def _translate(error: ValidationError, hidden: set[Loc]) -> Iterator[Problem]:
 
 
 def _pattern_message(pattern: str, instance: Any, loc: Loc, hidden: Collection[Loc]) -> str:
-    if loc and loc[-1] == "api_key_env":
+    if loc and isinstance(loc[-1], str) and loc[-1].endswith("_env"):
         if isinstance(instance, str) and looks_like_secret(instance):
             return (
                 "this looks like an API key itself (not shown): keys never go in the manifest;"
@@ -237,4 +247,7 @@ def _pattern_message(pattern: str, instance: Any, loc: Loc, hidden: Collection[L
         return f"{shown} is not a size; use e.g. 512MB, 2GiB"
     if loc and loc[-1] == "sha256":
         return "must be 64 hexadecimal digits"
+    if pattern in PATTERN_HINTS:
+        hint = PATTERN_HINTS[pattern]
+        return hint if hint.startswith("must") else f"{shown} {hint}"
     return f"{shown} does not match the pattern {pattern}"  # pragma: no cover - future fields

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batuta._util.options import OptionValue
 from batuta.errors import ManifestError, ManifestIssue, ModelSourceError
 from batuta.plan.diff import LIVE_STATES, ModelPull, Plan, diff, owned_by
 from batuta.plan.observe import Observation, observe
@@ -167,7 +168,7 @@ def desired_state(
     ports = _ports(loaded, statuses)
     specs: dict[str, ServerSpec] = {}
     pending: dict[str, str] = {}
-    templates: dict[str, dict[str, str]] = {}
+    templates: dict[str, dict[str, OptionValue]] = {}
     for name, server in sorted(manifest.servers.items()):
         if server.port is None:
             server = server.model_copy(update={"port": ports[name]})
@@ -260,9 +261,11 @@ def plan_from(
         state_dir=str(loaded.state_dir),
         secrets=secrets_of(loaded),
     )
+    notes = tuple(f"deprecated: {w}" for w in loaded.warnings)
     if observation.table_error:
-        notes = (*plan.notes, f"{observation.table_error}; apply rewrites it")
-        plan = Plan(**{**plan.__dict__, "notes": notes})
+        notes += (f"{observation.table_error}; apply rewrites it",)
+    if notes:
+        plan = Plan(**{**plan.__dict__, "notes": (*plan.notes, *notes)})
     return plan
 
 

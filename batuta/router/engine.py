@@ -21,6 +21,7 @@ probed before a query, failures are handled as they come.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -207,7 +208,7 @@ class Router:
     def adapter(self, target: Target) -> Adapter:
         """The (cached) adapter speaking to ``target``."""
         key = (target.name, target.backend, target.protocol, target.base_url, target.model,
-               target.api_key_env, target.local, tuple(sorted(target.options.items())))  # fmt: skip
+               target.api_key_env, target.local, json.dumps(target.options, sort_keys=True))  # fmt: skip
         adapter = self._adapters.get(key)
         if adapter is None:
             if self._factory is not None:

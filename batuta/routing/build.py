@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from batuta._util.options import OptionValue
 from batuta.catalogue import lookup
 from batuta.errors import RoutingError
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
@@ -79,20 +80,20 @@ def health_label(probe_result: str | None) -> str:
     return "ready" if probe_result == "ready" else "unhealthy"
 
 
-def template_options(metadata: Mapping[str, Any]) -> dict[str, str]:
+def template_options(metadata: Mapping[str, Any]) -> dict[str, OptionValue]:
     """Target options carrying a model's chat template and the special tokens it prints,
     from the model's header facts (``ResolvedModel.metadata``); empty without a template."""
     template = metadata.get("chat_template")
     if not isinstance(template, str) or not template.strip():
         return {}
-    options = {"chat_template": template}
+    options: dict[str, OptionValue] = {"chat_template": template}
     for key in ("bos_token", "eos_token"):
         value = metadata.get(key)
         if isinstance(value, str) and value:
             options[key] = value
     add_bos = metadata.get("add_bos_token")
     if isinstance(add_bos, bool):
-        options["add_bos_token"] = "true" if add_bos else "false"
+        options["add_bos_token"] = add_bos
     return options
 
 
@@ -101,7 +102,7 @@ def server_target(
     server: Server,
     spec: ServerSpec,
     health: str,
-    template: Mapping[str, str] | None = None,
+    template: Mapping[str, OptionValue] | None = None,
 ) -> TargetEntry:
     """The table entry for a server batuta launches. ``template`` (see
     :func:`template_options`) is kept only when the backend's protocol needs it, or when
@@ -176,7 +177,7 @@ def build_table(
     loaded: ManifestView,
     specs: Mapping[str, ServerSpec],
     health: Mapping[str, str] | None = None,
-    templates: Mapping[str, Mapping[str, str]] | None = None,
+    templates: Mapping[str, Mapping[str, OptionValue]] | None = None,
 ) -> RoutingTable:
     """The routing table for ``loaded``, with local targets at ``specs``' URLs.
 

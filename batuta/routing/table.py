@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batuta._util.options import OptionValue
 from batuta.backends.types import Target
 from batuta.errors import RoutingError
 
@@ -28,7 +29,7 @@ class TargetEntry:
     model: str
     local: bool
     api_key_env: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, OptionValue] = field(default_factory=dict)  # JSON values
     pricing: tuple[float, float] | None = None
     health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
 

@@ -76,6 +76,16 @@ def test_stream_is_ndjson_until_done_with_usage(fake):
     assert_valid("ollama", fake.requests[-1])
 
 
+def test_typed_options_are_sent_as_numbers(fake):
+    # What the manifest gives: keep_alive in whole seconds, param.* as JSON values.
+    opts = {"keep_alive": 600, "param.num_ctx": 4096, "param.mirostat": 0}
+    complete(target(fake, **opts), InferenceRequest(prompt="Hi", max_tokens=4))
+    body = last_body(fake)
+    assert body["keep_alive"] == 600 and body["options"]["num_ctx"] == 4096
+    assert body["options"]["mirostat"] == 0
+    assert_valid("ollama", fake.requests[-1])
+
+
 def test_complete_is_one_object(fake):
     done = complete(target(fake, keep_alive="-1"), InferenceRequest(prompt="Hi", max_tokens=4))
     assert done.text == "".join(TOKENS[:4]) and done.finish_reason == "length"

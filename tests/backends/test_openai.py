@@ -758,3 +758,32 @@ def test_models_without_a_list_is_malformed():
     with server, pytest.raises(BackendError) as err:
         asyncio.run(go(server.url))
     assert err.value.kind is FailureKind.MALFORMED
+
+
+def test_modal_proxy_auth_sends_the_token_from_its_variables(monkeypatch):
+    token_id, token_secret = "wk-" + "1a" * 10, "ws-" + "2b" * 10
+    monkeypatch.setenv("MODAL_PROXY_ID", token_id)
+    monkeypatch.setenv("MODAL_PROXY_SECRET", token_secret)
+    with OpenAIFake(modal_proxy=(token_id, token_secret)) as server:
+        options = {"proxy_key_env": "MODAL_PROXY_ID", "proxy_secret_env": "MODAL_PROXY_SECRET"}
+        t = Target("modal", "modal", "openai", server.url + "/v1", "m", options=options)
+        assert complete(t).text == DEFAULT_TEXT
+        sent = server.requests[-1].headers
+        assert (sent["modal-key"], sent["modal-secret"]) == (token_id, token_secret)
+        assert health(t) is True
+        # Without proxy auth the web endpoint refuses the call before the app sees it.
+        refused = complete_error(Target("modal", "modal", "openai", server.url + "/v1", "m"))
+        assert refused.kind is FailureKind.AUTH
+        assert "missing credentials for proxy authorization" in str(refused)
+
+
+def test_modal_proxy_auth_names_an_unset_variable_only(monkeypatch):
+    monkeypatch.setenv("MODAL_PROXY_ID", "wk-123")
+    monkeypatch.delenv("MODAL_PROXY_SECRET", raising=False)
+    with OpenAIFake(modal_proxy=("wk-123", "ws-456")) as server:
+        options = {"proxy_key_env": "MODAL_PROXY_ID", "proxy_secret_env": "MODAL_PROXY_SECRET"}
+        t = Target("modal", "modal", "openai", server.url + "/v1", "m", options=options)
+        error = complete_error(t)
+        assert error.kind is FailureKind.AUTH and "set MODAL_PROXY_SECRET" in str(error)
+        assert "wk-123" not in str(error) and not server.requests  # nothing was sent
+        assert health(t) is False

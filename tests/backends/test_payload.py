@@ -31,6 +31,14 @@ def test_small_helpers():
     assert _http.body_extras(
         {"param.top_k": "4", "param.name": "raw text", "param.": "x", "other": "1"}
     ) == {"top_k": 4, "name": "raw text"}
+    # Typed options (what the manifest now gives) are sent as the JSON values they are.
+    typed = {"param.stop": ["a", "b"], "param.top_k": 4, "param.raw": True, "param.cfg": {"x": 1}}
+    assert _http.body_extras(typed) == {
+        "stop": ["a", "b"],
+        "top_k": 4,
+        "raw": True,
+        "cfg": {"x": 1},
+    }
     request = InferenceRequest(
         prompt="P", system="S", history=(Message("user", "H"),), assistant_prefix="A"
     )

@@ -167,9 +167,10 @@ def test_health(fake):
     assert health(target(fake)) is True and fake.requests[-1].path == "/health"
 
 
-def test_openai_api_option_delegates_to_the_v1_routes():
+@pytest.mark.parametrize("value", [True, "true"])  # typed, and a table from before that
+def test_openai_api_option_delegates_to_the_v1_routes(value):
     with OpenAIFake(health_status=200) as fake:
-        t = target(fake, openai_api="true")
+        t = target(fake, openai_api=value)
         assert complete(t).text == DEFAULT_TEXT
         chunks, error = drain(t)
         assert error is None and text_of(chunks) == DEFAULT_TEXT

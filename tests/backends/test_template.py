@@ -125,9 +125,21 @@ def test_bos_is_left_to_a_server_that_adds_it_itself():
     kept = chat_prompt(request, {**options, "add_bos_token": "false"})
     assert kept.startswith("<|begin_of_text|><|start_header_id|>user")
     assert chat_prompt(request, options) == kept  # not stated: printed as the template says
-    stripped = chat_prompt(request, {**options, "add_bos_token": "true"})
+    stripped = chat_prompt(request, {**options, "add_bos_token": True})
     assert stripped == kept.removeprefix("<|begin_of_text|>")
     assert stripped.startswith("<|start_header_id|>user")
+    assert chat_prompt(request, {**options, "add_bos_token": False}) == kept
+
+
+def test_a_routing_table_from_before_typed_options_still_reads():
+    # Tables written before options were typed hold "true" / "false" strings.
+    request = _request()
+    options = {"chat_template": LLAMA3, "bos_token": "<|begin_of_text|>"}
+    typed = chat_prompt(request, {**options, "add_bos_token": True})
+    assert chat_prompt(request, {**options, "add_bos_token": "true"}) == typed
+    assert chat_prompt(request, {**options, "add_bos_token": "false"}).startswith(
+        "<|begin_of_text|>"
+    )
 
 
 def test_a_template_refusing_the_system_role_gets_it_folded_into_the_first_turn():

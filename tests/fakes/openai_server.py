@@ -15,7 +15,9 @@ any key it does not know and for ``stream: true``, ``stream_options``, ``stop``,
 non-zero penalties), ``openai_limits`` (OpenAI's own checks: at most 4 stop sequences;
 reasoning models, o1/o3/o4/gpt-5, refuse ``stop`` and non-default ``temperature`` /
 ``top_p``), ``models_shape`` (``list`` | ``array``), ``health_status`` (None: no
-``/health`` route, like llama-cpp-python; 200; or 503 "Loading model" like llama-server).
+``/health`` route, like llama-cpp-python; 200; or 503 "Loading model" like llama-server),
+``modal_proxy`` (a ``(token id, secret)`` pair: a Modal web endpoint with proxy auth, which
+answers 401 in plain text before the app sees a request without both headers).
 Faults are scripted as described in :mod:`tests.fakes.scripted`.
 """
 
@@ -92,6 +94,7 @@ class OpenAIFake(ScriptedFake):
         openai_limits: bool = False,
         models_shape: str = "list",
         health_status: int | None = None,
+        modal_proxy: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
             text=text, api_key=api_key, chunk_delay=chunk_delay, first_byte_delay=first_byte_delay
@@ -106,6 +109,7 @@ class OpenAIFake(ScriptedFake):
         self.openai_limits = openai_limits
         self.models_shape = models_shape
         self.health_status = health_status
+        self.modal_proxy = modal_proxy
         p = prefix.rstrip("/")
         self.route("POST", f"{p}/chat/completions", lambda q, r: self._generate(q, r, chat=True))
         self.route("POST", f"{p}/completions", lambda q, r: self._generate(q, r, chat=False))
@@ -120,6 +124,13 @@ class OpenAIFake(ScriptedFake):
         return req.headers.get(self.auth_style)
 
     def _auth_failed(self, req: Request, resp: Responder) -> bool:
+        if self.modal_proxy is not None:
+            sent = (req.headers.get("modal-key"), req.headers.get("modal-secret"))
+            if sent != self.modal_proxy:
+                why = "missing" if None in sent else "invalid"
+                message = f"modal-http: {why} credentials for proxy authorization"
+                resp.send_bytes(401, message.encode(), "text/plain; charset=utf-8")
+                return True
         if self.api_key is None:
             return False
         sent = self._sent_key(req)

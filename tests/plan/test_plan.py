@@ -172,7 +172,7 @@ routes:
     rz, cpp, tg, pending = desired.table.routes["r"].targets
     assert rz.options["chat_template"].startswith("{% for message in messages %}")
     assert (rz.options["bos_token"], rz.options["eos_token"]) == ("<|im_start|>", "<|im_end|>")
-    assert rz.options["add_bos_token"] == "false"
+    assert rz.options["add_bos_token"] is False
     # llama.cpp's chat route applies the template itself but closes an assistant turn: the
     # template from the GGUF header lets a failover continue the answer through /completions.
     assert cpp.options == rz.options

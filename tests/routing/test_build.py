@@ -252,11 +252,11 @@ def test_template_options_from_model_metadata(smollm2_path: Path) -> None:
     assert (real["bos_token"], real["eos_token"], real["add_bos_token"]) == (
         "<|im_start|>",
         "<|im_end|>",
-        "false",
+        False,  # typed: the routing table stores it as JSON false
     )
     assert template_options({"chat_template": "T", "add_bos_token": True}) == {
         "chat_template": "T",
-        "add_bos_token": "true",
+        "add_bos_token": True,
     }
     assert template_options({"chat_template": "T", "bos_token": "", "add_bos_token": None}) == {
         "chat_template": "T"
