@@ -51,6 +51,9 @@ def test_a_plugin_backend_joins_the_catalogue_lists_and_schema(on_path: Path) ->
     assert any(line.endswith("echo") or " echo " in line for line in tree_lines())
     backend = manifest_schema(plugins=True)["$defs"]["Server"]["properties"]["backend"]
     assert "echo" in backend["anyOf"][0]["enum"]
+    from batuta.manifest.options import OpenAIOptions, options_model
+
+    assert options_model("echo") is OpenAIOptions  # a plugin's OpenAI-protocol backend
     committed = manifest_schema()["$defs"]["Server"]["properties"]["backend"]
     assert (
         "echo" not in committed["anyOf"][0]["enum"] and "llamacpp" in committed["anyOf"][0]["enum"]
