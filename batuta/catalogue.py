@@ -1,13 +1,17 @@
 """The catalogue: every backend batuta knows, as data, in one place.
 
 Adding a backend is one record here (plus an adapter module only when it speaks a wire
-protocol no other backend speaks). Nothing in this module imports a third-party package,
-so the CLI can render tables and trees from it without paying for httpx or pydantic.
+protocol no other backend speaks); an installed distribution can add one through the
+``batuta.backends`` entry-point group (:mod:`batuta.plugins`), loaded only when
+:data:`CATALOGUE` is asked for a name it does not hold or for its full list. Nothing in
+this module imports a third-party package, so the CLI can render tables and trees from it
+without paying for httpx or pydantic.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -139,11 +143,44 @@ _OPENAI = Dialect(
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """One way to launch a local backend (data, read by :mod:`batuta.runtime.launch`).
+
+    Placeholders: {model} {model_dir} {model_file} {host} {port} {ctx} {threads}. A backend
+    with several recipes (llama.cpp: the reference ``llama-server`` binary, else
+    llama-cpp-python's server) uses the first one installed, unless the server pins one by
+    its ``engine`` name.
+    """
+
+    executable: str  # looked up on PATH, then beside this Python (ignored with ``module``)
+    argv: tuple[str, ...]
+    options: tuple[tuple[str, str], ...] = ()  # (flag, placeholder) added when known
+    file_argv: tuple[str, ...] | None = None  # replaces ``argv`` when the model is a file
+    env: tuple[tuple[str, str], ...] = ()
+    module: str | None = None  # run as ``python -m module`` when importable
+    needs: tuple[str, ...] = ()  # further modules ``module`` cannot run without
+    health_path: str | None = None  # when it differs from the backend's
+    executable_env: str | None = None  # variable naming the executable, e.g. BATUTA_LLAMA_SERVER
+    always_threads: bool = False  # pass the core count even when not asked
+    engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
+    # How the server is told to require an API key: "--flag" (followed by the key) or
+    # "env:NAME"; None when batuta knows no way.
+    key_arg: str | None = None
+    install_hint: str = ""  # when it differs from the backend's
+
+    @property
+    def launcher(self) -> str:
+        """The executable, or the Python module run."""
+        return self.module or self.executable
+
+
+@dataclass(frozen=True)
 class Backend:
-    """One catalogue record. ``key`` is the name used in manifests and on the command line."""
+    """One catalogue record: everything batuta knows about a backend. ``key`` is the name
+    used in manifests and on the command line; ``kind`` is None for a plugin's backend."""
 
     key: str
-    kind: ServingBackend
+    kind: ServingBackend | None
     display: str
     local: bool
     language: str
@@ -167,16 +204,15 @@ class Backend:
     # "<date>: what happened": the service is gone and ``base_url`` is its former address;
     # only a ``base_url`` of the user's own (self-hosted) service can be used.
     retired: str | None = None
+    # Local backends: how batuta runs a server of it (none: the user starts it).
+    launch: tuple[Recipe, ...] = ()
+    hub_models: bool = False  # takes a Hugging Face repo id (org/name) as its model
 
     def retired_at(self, base_url: str | None) -> bool:
         """Whether ``base_url`` (None or empty: the default) points at a retired service."""
         if not self.retired:
             return False
         return not base_url or base_url.rstrip("/") == self.base_url.rstrip("/")
-
-    # How a server of this backend is told to require an API key, per launcher (the
-    # executable, or the Python module run): "--flag" (followed by the key) or "env:NAME".
-    server_key: tuple[tuple[str, str], ...] = ()
 
     def url(self, port: int | None = None, host: str = "127.0.0.1") -> str:
         """Base URL of this backend; local ones on ``port`` (or their default)."""
@@ -190,10 +226,9 @@ class Backend:
 
         return which(self.executable) if self.executable else None
 
-    def key_form(self, launcher: str) -> str | None:
-        """How ``launcher`` (an executable or module name) takes the key a server requires:
-        ``--flag`` or ``env:NAME``; None when batuta knows no way."""
-        return dict(self.server_key).get(launcher)
+    def takes_key(self) -> bool:
+        """Whether batuta knows how to make a server of this backend require an API key."""
+        return any(recipe.key_arg for recipe in self.launch)
 
     def key_is_set(self) -> bool | None:
         """Whether the API key variable is set (None when the backend takes no key)."""
@@ -205,9 +240,9 @@ _GGUF = (ModelFormat.GGUF,)
 _LOCAL = Privacy.LOCAL
 
 
-def _local(
+def local_backend(
     key: str,
-    kind: ServingBackend,
+    kind: ServingBackend | None,
     display: str,
     *,
     language: str,
@@ -222,13 +257,15 @@ def _local(
     protocol: str = "openai",
     adapter: str = _OPENAI_ADAPTER,
     api_key_env: str | None = None,
-    server_key: tuple[tuple[str, str], ...] = (),
+    launch: tuple[Recipe, ...] = (),
+    hub_models: bool = False,
     dialect: Dialect | None = None,
     max_context: int = 32768,
     embeddings: bool = True,
     batch: bool = False,
     tools: bool = True,
 ) -> Backend:
+    """A local backend's record, with the defaults a local server has (a plugin's too)."""
     return Backend(
         key=key,
         kind=kind,
@@ -254,16 +291,17 @@ def _local(
         default_port=port,
         health_path=health,
         api_key_env=api_key_env,
-        server_key=server_key,
+        launch=launch,
+        hub_models=hub_models,
         executable=executable,
         install_hint=install,
         dialect=dialect or Dialect(),
     )
 
 
-def _remote(
+def remote_backend(
     key: str,
-    kind: ServingBackend,
+    kind: ServingBackend | None,
     display: str,
     *,
     feature: str,
@@ -282,6 +320,7 @@ def _remote(
     health: str | None = "/models",
     retired: str | None = None,
 ) -> Backend:
+    """A remote API's record, with the defaults a hosted service has (a plugin's too)."""
     return Backend(
         key=key,
         kind=kind,
@@ -314,110 +353,228 @@ def _remote(
     )
 
 
+# How each launchable backend is run (see Recipe).
+_RUN: dict[str, tuple[Recipe, ...]] = {
+    # --metrics on llama-server: Prometheus /metrics, for scraping per-server figures.
+    "llamacpp": (
+        Recipe(
+            "llama-server",
+            ("-m", "{model}", "--port", "{port}", "--host", "{host}", "--metrics"),
+            options=(("-c", "{ctx}"), ("-t", "{threads}")),
+            executable_env="BATUTA_LLAMA_SERVER",
+            engine="server",
+            key_arg="env:LLAMA_API_KEY",
+        ),
+        # llama-cpp-python has no /health, defaults to a single thread, and by default
+        # aborts a running generation when a second request arrives.
+        Recipe(
+            "python",
+            (
+                "--model", "{model}", "--port", "{port}", "--host", "{host}",
+                "--interrupt_requests", "False",
+            ),
+            options=(("--n_ctx", "{ctx}"), ("--n_threads", "{threads}")),
+            module="llama_cpp.server",
+            needs=("uvicorn", "fastapi"),  # the server extra of llama-cpp-python
+            health_path="/v1/models",
+            always_threads=True,
+            engine="python",
+            key_arg="--api_key",
+            install_hint="pip install 'batuta[llamacpp]'",
+        ),
+    ),
+    "candle": (
+        Recipe(
+            "mistralrs",
+            ("serve", "--port", "{port}", "--host", "{host}", "-m", "{model}"),
+            file_argv=(
+                "serve", "--port", "{port}", "--host", "{host}",
+                "-m", "{model_dir}", "--format", "gguf", "-f", "{model_file}",
+            ),
+            options=(("--max-seq-len", "{ctx}"),),
+            health_path="/health",
+        ),
+        # Releases before the ``mistralrs`` CLI: a model-type subcommand after the options.
+        Recipe(
+            "mistralrs-server",
+            ("--port", "{port}", "--serve-ip", "{host}", "plain", "-m", "{model}"),
+            file_argv=(
+                "--port", "{port}", "--serve-ip", "{host}",
+                "gguf", "-m", "{model_dir}", "-f", "{model_file}",
+            ),
+        ),
+    ),
+    "realizar": (
+        Recipe("realizar", ("serve", "--model", "{model}", "--port", "{port}", "--host", "{host}")),
+    ),
+    "llamafile": (
+        Recipe(
+            "llamafile",
+            ("--server", "-m", "{model}", "--port", "{port}", "--host", "{host}", "--nobrowser"),
+            options=(("-c", "{ctx}"), ("-t", "{threads}")),
+        ),
+    ),
+    "ollama": (
+        Recipe(
+            "ollama",
+            ("serve",),
+            env=(("OLLAMA_HOST", "{host}:{port}"), ("OLLAMA_CONTEXT_LENGTH", "{ctx}")),
+        ),
+    ),
+    "vllm": (
+        Recipe(
+            "vllm",
+            ("serve", "{model}", "--port", "{port}", "--host", "{host}"),
+            options=(("--max-model-len", "{ctx}"),),
+            key_arg="env:VLLM_API_KEY",
+        ),
+    ),
+    "tgi": (
+        Recipe(
+            "text-generation-launcher",
+            ("--model-id", "{model}", "--port", "{port}", "--hostname", "{host}"),
+            options=(("--max-total-tokens", "{ctx}"),),
+        ),
+    ),
+    "localai": (
+        Recipe(
+            "local-ai",
+            ("run", "--address", "{host}:{port}", "--models-path", "{model_dir}"),
+            options=(("--context-size", "{ctx}"), ("--threads", "{threads}")),
+            key_arg="env:LOCALAI_API_KEY",
+        ),
+    ),
+    "lmstudio": (Recipe("lms", ("server", "start", "--port", "{port}")),),
+    "mlc": (
+        Recipe(
+            "mlc_llm",
+            ("serve", "{model}", "--host", "{host}", "--port", "{port}"),
+            options=(("--overrides", "context_window_size={ctx}"),),
+        ),
+    ),
+    "exllamav2": (
+        Recipe(
+            "tabbyapi",
+            (
+                "--host", "{host}", "--port", "{port}",
+                "--model-dir", "{model_dir}", "--model-name", "{model_file}",
+            ),
+            options=(("--max-seq-len", "{ctx}"),),
+        ),
+    ),
+}  # fmt: skip
+
 S = ServingBackend
 F = ModelFormat
 
-CATALOGUE: dict[str, Backend] = {
+_BUILTIN: dict[str, Backend] = {
     b.key: b
     for b in (
-        _local("realizar", S.REALIZAR, "realizar", language="Rust", feature="PAIML native, MoE",
+        local_backend("realizar", S.REALIZAR, "realizar", language="Rust",
+               feature="PAIML native, MoE",
                group="paiml_native", formats=(F.GGUF, F.SAFETENSORS), quants=GGUF_QUANTS,
                port=8080, health="/health", executable="realizar", protocol="realizar",
-               adapter="batuta.backends.realizar:RealizarAdapter",
+               adapter="batuta.backends.realizar:RealizarAdapter", launch=_RUN["realizar"],
                install="cargo install realizar"),
-        _local("ollama", S.OLLAMA, "Ollama", language="Go", feature="Docker-like UX",
+        local_backend("ollama", S.OLLAMA, "Ollama", language="Go", feature="Docker-like UX",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=11434,
                health="/api/version", executable="ollama", protocol="ollama",
-               adapter="batuta.backends.ollama:OllamaAdapter",
+               adapter="batuta.backends.ollama:OllamaAdapter", launch=_RUN["ollama"],
                install="curl -fsSL https://ollama.com/install.sh | sh"),
-        _local("llamafile", S.LLAMAFILE, "llamafile", language="C",
+        local_backend("llamafile", S.LLAMAFILE, "llamafile", language="C",
                feature="Single executable", group="gguf_based", formats=_GGUF,
                quants=GGUF_QUANTS, port=8080, health="/health", executable="llamafile",
+               launch=_RUN["llamafile"],
                dialect=Dialect(continues_by_prompt=True),
                install="download a llamafile release and mark it executable"),
-        _local("llamacpp", S.LLAMACPP, "llama.cpp", language="C++", feature="Reference impl",
+        local_backend("llamacpp", S.LLAMACPP, "llama.cpp", language="C++", feature="Reference impl",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=8080,
                health="/health", executable="llama-server", api_key_env="LLAMA_API_KEY",
                dialect=Dialect(continues_by_prompt=True),
-               server_key=(("llama-server", "env:LLAMA_API_KEY"),
-                           ("llama_cpp.server", "--api_key")),
+               launch=_RUN["llamacpp"],
                install="pip install 'batuta[llamacpp]' (or put llama-server on PATH)"),
-        _local("localai", S.LOCALAI, "LocalAI", language="Go", feature="OpenAI-compatible",
+        local_backend("localai", S.LOCALAI, "LocalAI", language="Go", feature="OpenAI-compatible",
                group="gguf_based", formats=(F.GGUF, F.SAFETENSORS), quants=GGUF_QUANTS,
                port=8080, health="/readyz", executable="local-ai",
-               api_key_env="LOCALAI_API_KEY", server_key=(("local-ai", "env:LOCALAI_API_KEY"),),
+               api_key_env="LOCALAI_API_KEY", launch=_RUN["localai"],
                install="see https://localai.io/basics/getting_started/"),
-        _local("gpt4all", S.GPT4ALL, "GPT4All", language="C++", feature="Desktop app",
+        local_backend("gpt4all", S.GPT4ALL, "GPT4All", language="C++", feature="Desktop app",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=4891,
                health="/v1/models", executable=None, embeddings=False, tools=False,
                dialect=_GPT4ALL,
                install="install the GPT4All desktop app and enable its Local API Server"),
-        _local("lmstudio", S.LMSTUDIO, "LM Studio", language="Electron",
+        local_backend("lmstudio", S.LMSTUDIO, "LM Studio", language="Electron",
                feature="Desktop GUI", group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS,
                port=1234, health="/v1/models", executable="lms", api_key_env="LM_API_TOKEN",
+               launch=_RUN["lmstudio"],
                install="install LM Studio, then `lms server start`"),
-        _local("candle", S.CANDLE, "candle (mistral.rs)", language="Rust",
+        local_backend("candle", S.CANDLE, "candle (mistral.rs)", language="Rust",
                feature="HF Rust framework", group="rust_native",
                formats=(F.SAFETENSORS, F.GGUF), quants=("F32", "F16", "BF16", "Q8_0"),
                port=1234, health="/health", executable="mistralrs",
+               launch=_RUN["candle"], hub_models=True,
                install="cargo install mistralrs-server (or a mistral.rs release)"),
-        _local("vllm", S.VLLM, "vLLM", language="Python", feature="PagedAttention",
+        local_backend("vllm", S.VLLM, "vLLM", language="Python", feature="PagedAttention",
                group="python_based", formats=(F.PYTORCH, F.SAFETENSORS, F.GGUF),
                quants=(*_NO_K_QUANTS, "FP8", "AWQ", "GPTQ"), port=8000, health="/health",
                executable="vllm", api_key_env="VLLM_API_KEY", batch=True,
-               server_key=(("vllm", "env:VLLM_API_KEY"),), install="pip install vllm"),
-        _local("tgi", S.TGI, "TGI", language="Rust/Py", feature="HF official server",
+               launch=_RUN["vllm"], hub_models=True,
+               install="pip install vllm"),
+        local_backend("tgi", S.TGI, "TGI", language="Rust/Py", feature="HF official server",
                group="python_based", formats=(F.SAFETENSORS, F.PYTORCH), quants=_HF_QUANTS,
                port=3000, health="/health", executable="text-generation-launcher",
                protocol="tgi", adapter="batuta.backends.tgi:TGIAdapter", batch=True, dialect=_TGI,
+               launch=_RUN["tgi"], hub_models=True,
                install="see https://huggingface.co/docs/text-generation-inference"),
-        _local("exllamav2", S.EXLLAMAV2, "ExLlamaV2 (TabbyAPI)", language="Python",
+        local_backend("exllamav2", S.EXLLAMAV2, "ExLlamaV2 (TabbyAPI)", language="Python",
                feature="Extreme quantization", group="python_based", formats=(F.EXL2,),
                quants=("EXL2",), port=5000, health="/health", executable="tabbyapi",
                dialect=Dialect(auth_header="x-api-key"), api_key_env="TABBY_API_KEY",
+               launch=_RUN["exllamav2"], hub_models=True,
                install="install TabbyAPI (https://github.com/theroyallab/tabbyAPI)"),
-        _local("mlc", S.MLC, "MLC LLM", language="C++", feature="Universal deployment",
+        local_backend("mlc", S.MLC, "MLC LLM", language="C++", feature="Universal deployment",
                group="python_based", formats=(F.MLC,), quants=("q4f16_1", "q4f32_1", "q0f16"),
                port=8000, health="/v1/models", executable="mlc_llm",
+               launch=_RUN["mlc"], hub_models=True,
                install="pip install mlc-llm (see https://llm.mlc.ai)"),
-        _remote("huggingface", S.HUGGINGFACE, "Hugging Face Inference Providers",
+        remote_backend("huggingface", S.HUGGINGFACE, "Hugging Face Inference Providers",
                 feature="Serverless", group="huggingface", label="inference-api",
                 base_url="https://router.huggingface.co/v1", key_env="HF_TOKEN",
                 pricing=(0.2, 0.6)),
-        _remote("hf-endpoints", S.HF_ENDPOINTS, "Hugging Face Inference Endpoints",
+        remote_backend("hf-endpoints", S.HF_ENDPOINTS, "Hugging Face Inference Endpoints",
                 feature="Dedicated", group="huggingface", label="endpoints", base_url="",
                 key_env="HF_TOKEN", privacy=Privacy.DEDICATED, pricing=(0.0, 0.0),
                 adapter="batuta.backends.hf_endpoints:HFEndpointAdapter", protocol="hf-endpoints",
                 health="/health", dialect=_TGI),
-        _remote("together", S.TOGETHER, "Together", feature="Fast, open models",
+        remote_backend("together", S.TOGETHER, "Together", feature="Fast, open models",
                 group="inference_providers", base_url="https://api.together.xyz/v1",
                 key_env="TOGETHER_API_KEY", dialect=Dialect(models_shape="array"),
                 pricing=(0.2, 0.2)),
-        _remote("replicate", S.REPLICATE, "Replicate", feature="Pay-per-call",
+        remote_backend("replicate", S.REPLICATE, "Replicate", feature="Pay-per-call",
                 group="inference_providers", base_url="https://api.replicate.com/v1",
                 key_env="REPLICATE_API_TOKEN", protocol="replicate",
                 adapter="batuta.backends.replicate:ReplicateAdapter", pricing=(0.5, 2.5),
                 health="/account"),
-        _remote("fireworks", S.FIREWORKS, "Fireworks", feature="Function calling",
+        remote_backend("fireworks", S.FIREWORKS, "Fireworks", feature="Function calling",
                 group="inference_providers", base_url="https://api.fireworks.ai/inference/v1",
                 key_env="FIREWORKS_API_KEY", pricing=(0.2, 0.2)),
-        _remote("groq", S.GROQ, "Groq", feature="LPU, ultra-fast",
+        remote_backend("groq", S.GROQ, "Groq", feature="LPU, ultra-fast",
                 group="inference_providers", base_url="https://api.groq.com/openai/v1",
                 key_env="GROQ_API_KEY", pricing=(0.05, 0.08)),
-        _remote("modal", S.MODAL, "Modal", feature="Python-native", group="serverless_gpu",
+        remote_backend("modal", S.MODAL, "Modal", feature="Python-native", group="serverless_gpu",
                 base_url="", key_env="MODAL_API_KEY", key_required=False, pricing=(0.0, 0.0)),
-        _remote("anyscale", S.ANYSCALE, "Anyscale", feature="Ray-based",
+        remote_backend("anyscale", S.ANYSCALE, "Anyscale", feature="Ray-based",
                 group="serverless_gpu", base_url="https://api.endpoints.anyscale.com/v1",
                 key_env="ANYSCALE_API_KEY", pricing=(0.15, 0.15),
                 retired="2024-08-01: the shared Anyscale Endpoints shut down; models are served"
                         " only by your own services on the Anyscale platform"),
-        _remote("bedrock", S.AWS_BEDROCK, "AWS Bedrock", feature="Amazon managed",
+        remote_backend("bedrock", S.AWS_BEDROCK, "AWS Bedrock", feature="Amazon managed",
                 group="enterprise", label="aws_bedrock",
                 base_url="https://bedrock-runtime.{region}.amazonaws.com",
                 key_env="AWS_ACCESS_KEY_ID", privacy=Privacy.DEDICATED, protocol="bedrock",
                 adapter="batuta.backends.bedrock:BedrockAdapter", pricing=(3.0, 15.0),
                 health=None, key_required=False),  # SigV4 keys or AWS_BEARER_TOKEN_BEDROCK
-        _remote("azure-openai", S.AZURE_OPENAI, "Azure OpenAI", feature="Microsoft managed",
+        remote_backend("azure-openai", S.AZURE_OPENAI, "Azure OpenAI", feature="Microsoft managed",
                 group="enterprise", label="azure_openai",
                 base_url="https://{resource}.openai.azure.com", key_env="AZURE_OPENAI_API_KEY",
                 privacy=Privacy.DEDICATED, protocol="azure",
@@ -425,21 +582,21 @@ CATALOGUE: dict[str, Backend] = {
                 dialect=Dialect(auth_header="api-key", max_tokens_field="max_completion_tokens",
                                 max_stop=4),
                 pricing=(2.5, 10.0), key_required=False),  # or an Entra token (options.token_env)
-        _remote("vertex", S.GOOGLE_VERTEX, "Google Vertex AI", feature="Google managed",
+        remote_backend("vertex", S.GOOGLE_VERTEX, "Google Vertex AI", feature="Google managed",
                 group="enterprise", label="google_vertex",
                 base_url="https://{location}-aiplatform.googleapis.com/v1",
                 key_env="VERTEX_ACCESS_TOKEN", privacy=Privacy.DEDICATED, protocol="gemini",
                 adapter="batuta.backends.gemini:GeminiAdapter", pricing=(0.3, 2.5),
                 health=None, key_required=False),  # or Application Default Credentials
-        _remote("openai", S.OPENAI, "OpenAI", feature="GPT models", group="frontier_apis",
+        remote_backend("openai", S.OPENAI, "OpenAI", feature="GPT models", group="frontier_apis",
                 base_url="https://api.openai.com/v1", key_env="OPENAI_API_KEY",
                 dialect=_OPENAI, pricing=(2.5, 10.0)),
-        _remote("anthropic", S.ANTHROPIC, "Anthropic", feature="Claude models",
+        remote_backend("anthropic", S.ANTHROPIC, "Anthropic", feature="Claude models",
                 group="frontier_apis", base_url="https://api.anthropic.com",
                 key_env="ANTHROPIC_API_KEY", protocol="anthropic",
                 adapter="batuta.backends.anthropic:AnthropicAdapter", pricing=(3.0, 15.0),
                 health="/v1/models", max_context=200000),
-        _remote("gemini", S.GEMINI, "Google Gemini API", feature="Gemini models",
+        remote_backend("gemini", S.GEMINI, "Google Gemini API", feature="Gemini models",
                 group="frontier_apis", label="google",
                 base_url="https://generativelanguage.googleapis.com/v1beta",
                 key_env="GEMINI_API_KEY", protocol="gemini",
@@ -459,6 +616,47 @@ TREE_GROUPS: tuple[str, ...] = (
     "remote/enterprise",
     "frontier_apis",
 )
+
+
+class Catalogue(MutableMapping[str, Backend]):
+    """The built-in records, then the plugins' (loaded on first need: a key no built-in
+    holds, or the whole list). Writes go to the built-ins (tests patch records)."""
+
+    def __init__(self, builtin: dict[str, Backend]) -> None:
+        self.builtin = builtin
+        self._plugins: dict[str, Backend] | None = None
+
+    def plugins(self) -> dict[str, Backend]:
+        """The records installed plugins register. Raises PluginError naming the
+        distribution of a plugin that fails to load or registers a bad record."""
+        if self._plugins is None:
+            from batuta import plugins
+
+            self._plugins = plugins.load(self.builtin, ALIASES, TREE_GROUPS)
+        return self._plugins
+
+    def forget_plugins(self) -> None:
+        """Look for plugins again next time (after installing one in this process)."""
+        self._plugins = None
+
+    def __getitem__(self, key: str) -> Backend:
+        found = self.builtin.get(key)
+        return found if found is not None else self.plugins()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        plugins = self.plugins()
+        yield from self.builtin
+        yield from plugins
+
+    def __len__(self) -> int:
+        return len(self.builtin) + len(self.plugins())
+
+    def __setitem__(self, key: str, value: Backend) -> None:
+        self.builtin[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.builtin[key]
+
 
 # Aliases users type (llama.cpp vs llamacpp, azure vs azure-openai, ...).
 ALIASES: dict[str, str] = {
@@ -480,6 +678,9 @@ ALIASES: dict[str, str] = {
     "mlc-llm": "mlc",
     "local-ai": "localai",
 }
+
+
+CATALOGUE = Catalogue(_BUILTIN)
 
 
 def lookup(name: str) -> Backend | None:

@@ -53,6 +53,11 @@ class NotInstalledError(BatutaError):
     """A needed executable or Python extra is absent; the message says how to install it."""
 
 
+class PluginError(BatutaError):
+    """An installed backend plugin failed to load or registered a bad record; the message
+    names its distribution."""
+
+
 class ModelSourceError(BatutaError):
     """A model source could not be resolved, downloaded, verified or parsed."""
 

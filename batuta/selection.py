@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from batuta._util.fuzzy import did_you_mean
 from batuta._util.which import which as _which
-from batuta.catalogue import ALIASES, CATALOGUE, Backend, allowed_in_tier, lookup
+from batuta.catalogue import ALIASES, CATALOGUE, Backend, Recipe, allowed_in_tier, lookup
 from batuta.errors import BatutaError
 
 LatencyTier = Literal["realtime", "interactive", "batch"]
@@ -328,14 +328,47 @@ def _installed(package: str) -> bool:
     return package in sys.modules or PathFinder.find_spec(package) is not None
 
 
+def module_installed(module: str) -> bool:
+    """Whether ``python -m module`` can run here, found without importing anything (a
+    plain ``find_spec("a.b")`` would import ``a``)."""
+    top, _, rest = module.partition(".")
+    if top in sys.modules and not rest:
+        return True
+    spec = PathFinder.find_spec(top)
+    if spec is None or not rest:
+        return spec is not None
+    for location in spec.submodule_search_locations or ():
+        base = os.path.join(location, *rest.split("."))
+        if os.path.isfile(base + ".py") or os.path.isfile(os.path.join(base, "__init__.py")):
+            return True
+    return False
+
+
+def installed_recipe(
+    backend: Backend, engine: str | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Recipe, tuple[str, ...]] | None:
+    """The first of ``backend``'s launch recipes installed here (only the one ``engine``
+    names, when given) and the command prefix that runs it; None when none is. A recipe's
+    ``executable_env`` variable, when set, is the only place its executable is looked for."""
+    environ = os.environ if env is None else env
+    for recipe in backend.launch:
+        if engine and recipe.engine != engine:
+            continue
+        override = environ.get(recipe.executable_env) if recipe.executable_env else None
+        if override:
+            found = _which(override)
+            return (recipe, (found,)) if found else None
+        if recipe.module is not None:
+            if all(module_installed(m) for m in (recipe.module, *recipe.needs)):
+                return recipe, (sys.executable, "-m", recipe.module)
+        elif found := _which(recipe.executable):
+            return recipe, (found,)
+    return None
+
+
 LlamaEngine = Literal["server", "python"]
 LLAMA_ENGINES: tuple[str, ...] = get_args(LlamaEngine)
 LLAMA_SERVER_ENV = "BATUTA_LLAMA_SERVER"
-
-
-def llama_python_installed() -> bool:
-    """Whether llama-cpp-python and its server extra are importable (nothing is imported)."""
-    return all(_installed(m) for m in ("llama_cpp", "uvicorn", "fastapi"))
 
 
 def llama_server_command(
@@ -343,17 +376,9 @@ def llama_server_command(
 ) -> tuple[str, ...] | None:
     """How llama.cpp is run here: ``llama-server`` (BATUTA_LLAMA_SERVER, then PATH, then
     beside this interpreter), else the ``llama_cpp.server`` module of llama-cpp-python, else
-    None. ``engine`` pins one of the two."""
-    if engine != "python":
-        override = (os.environ if env is None else env).get(LLAMA_SERVER_ENV)
-        if override:
-            found = _which(override)
-            return (found,) if found else None
-        if exe := _which("llama-server"):
-            return (exe,)
-    if engine != "server" and llama_python_installed():
-        return (sys.executable, "-m", "llama_cpp.server")
-    return None
+    None. ``engine`` pins one of the two. The llama.cpp record's recipes say all this."""
+    chosen = installed_recipe(CATALOGUE["llamacpp"], engine, env)
+    return chosen[1] if chosen else None
 
 
 def llama_engine_of(command: Sequence[str]) -> LlamaEngine:
@@ -387,7 +412,14 @@ def availability(backend: Backend, env: Mapping[str, str] | None = None) -> Avai
         return Availability(
             True, "python -m llama_cpp.server, from llama-cpp-python (engine: python)"
         )
+    # A server run as ``python -m module`` (a plugin's, say): installed when its package is.
+    modules = [recipe.module for recipe in backend.launch if recipe.module]
+    for module in modules:
+        if module_installed(module):
+            return Availability(True, f"python -m {module}")
     if backend.executable is None:
+        if modules:
+            return Availability(False, f"not installed: {backend.install_hint}")
         return Availability(None, "desktop app: start it yourself")
     if path := _which(backend.executable):
         return Availability(True, f"{backend.executable} at {path}")

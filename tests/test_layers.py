@@ -17,6 +17,8 @@ PACKAGE = Path(batuta.__file__).parent
 # The layers, top to bottom: a layer may import itself and the layers listed for it.
 # A layer is a subpackage or top-level module of batuta (``batuta/__init__.py`` and
 # ``batuta/api.py`` are the api).
+# Modules that belong to another layer's name: the plugin loader fills the catalogue.
+_PART_OF = {"plugins": "catalogue"}
 _BELOW_DATA_PATH = {"selection", "catalogue", "errors", "_util"}
 ALLOWED: dict[str, frozenset[str]] = {
     "api": frozenset({"benchmark", "gateway", "health", "apply", "plan", "runtime", "router"})
@@ -50,7 +52,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 def layer_of(module: str) -> str:
     """``batuta.x.y`` -> ``x``; ``batuta`` and ``batuta.api`` -> ``api``."""
     parts = module.split(".")
-    return "api" if len(parts) == 1 or parts[1] == "api" else parts[1]
+    name = "api" if len(parts) == 1 or parts[1] == "api" else parts[1]
+    return _PART_OF.get(name, name)
 
 
 def module_of(path: Path) -> tuple[str, bool]:

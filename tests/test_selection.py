@@ -230,3 +230,21 @@ def test_tools_in_the_interpreters_directory_count(monkeypatch: pytest.MonkeyPat
 
     assert select._which("pytest") == str(Path(sys.executable).parent / "pytest")
     assert select._which("no-such-tool-here") is None
+
+
+def test_a_backend_run_as_a_python_module_is_installed_when_its_package_is() -> None:
+    from batuta.catalogue import ModelFormat, Recipe, local_backend
+    from batuta.selection import availability
+
+    def record(module: str):
+        return local_backend(
+            "pymod", None, "Py module", language="Python", feature="test", group="gguf_based",
+            formats=(ModelFormat.GGUF,), quants=(), port=9999, health="/health",
+            executable=None, install="pip install pymod",
+            launch=(Recipe("python", ("{port}",), module=module),),
+        )  # fmt: skip
+
+    found = availability(record("json.tool"))
+    assert (found.ready, found.detail) == (True, "python -m json.tool")
+    missing = availability(record("no_such_pymod.server"))
+    assert (missing.ready, missing.detail) == (False, "not installed: pip install pymod")

@@ -74,8 +74,8 @@ _HELP_MODULES = ["batuta", "batuta.cli", "batuta.cli.main", "batuta.errors"]
 _TREE_MODULES = [
     *("batuta", "batuta._util", "batuta._util.fuzzy", "batuta._util.ollama_host"),
     *("batuta._util.which", "batuta.catalogue", "batuta.cli", "batuta.cli.main"),
-    *("batuta.cli.serve_info", "batuta.errors", "batuta.selection"),
-]
+    *("batuta.cli.serve_info", "batuta.errors", "batuta.plugins", "batuta.selection"),
+]  # batuta.plugins: the tree lists installed plugin backends too
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ same way:
 - :func:`send` opens a streamed response and raises a classified
   :class:`~batuta.errors.BackendError` for transport failures, first-byte timeouts and
   non-2xx answers (via :func:`error_from_response`).
-- :func:`iter_bytes`, :func:`iter_lines`, :func:`iter_ndjson`, :func:`iter_sse`,
-  :func:`read_json` read the body under the same first-byte timeout and overall deadline,
+- :func:`iter_bytes`, :func:`iter_lines`, :func:`iter_ndjson`, :func:`iter_sse`
+  (:func:`sse_stream`: with the stream skeleton around it), :func:`read_json` read the body under the same first-byte timeout and overall deadline,
   turning a dropped connection into ``STREAM_CUT`` and bad JSON into ``MALFORMED``.
 
 - :func:`probe` is the short readiness or credentials check behind every ``health()``.
@@ -27,7 +27,8 @@ from __future__ import annotations
 import codecs
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,7 +58,7 @@ from batuta.backends._payload import (
     split_stops,
 )
 from batuta.backends._sse import SSEEvent, parse_sse
-from batuta.backends._stream import drain, forgive_late_cut
+from batuta.backends._stream import cut, drain, forgive_late_cut, opened
 from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
@@ -299,6 +300,29 @@ async def read_json(
     return parse_json(b"".join(parts), provider=provider)
 
 
+async def read_answer(
+    response: httpx.Response,
+    *,
+    provider: str,
+    deadline: float | None = None,
+    in_band: Callable[[dict[str, Any]], BackendError | None] | None = None,
+) -> dict[str, Any]:
+    """The skeleton of every blocking ``complete()``: the whole answer as a JSON object
+    (MALFORMED when it is not one), its in-band error raised. ``in_band`` says what the
+    protocol's error is (default: a non-empty ``error`` key, read by
+    :func:`error_from_body`); the caller then reads its own fields."""
+    body = await read_json(response, provider=provider, deadline=deadline)
+    if not isinstance(body, dict):
+        raise malformed(provider, "answer is not a JSON object")
+    if in_band is not None:
+        error = in_band(body)
+    else:
+        error = error_from_body(body, provider=provider) if body.get("error") else None
+    if error is not None:
+        raise error
+    return body
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -365,6 +389,22 @@ async def iter_sse(
         yield event
 
 
+def sse_stream(
+    response: httpx.Response,
+    *,
+    provider: str,
+    first_byte_timeout: float | None = None,
+    deadline: float | None = None,
+    answered: Callable[[], bool] | None = None,
+) -> AbstractAsyncContextManager[AsyncGenerator[SSEEvent, None]]:
+    """``async with sse_stream(...) as events``: the body's server-sent events, the stream
+    skeleton of :func:`batuta.backends._stream.opened` around :func:`iter_sse`."""
+    events = iter_sse(
+        response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
+    )
+    return opened(events, response=response, answered=answered)
+
+
 __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_MESSAGE",
@@ -376,6 +416,7 @@ __all__ = [
     "body_extras",
     "claude_sampling",
     "continuation_chat",
+    "cut",
     "describe_error",
     "drain",
     "error_from_body",
@@ -388,16 +429,19 @@ __all__ = [
     "iter_ndjson",
     "iter_sse",
     "malformed",
+    "opened",
     "origin",
     "parse_json",
     "parse_object",
     "parse_retry_after",
     "plain_prompt",
     "probe",
+    "read_answer",
     "read_json",
     "refuses_prefill",
     "request_timeout",
     "send",
     "split_stops",
+    "sse_stream",
     "transport_error",
 ]

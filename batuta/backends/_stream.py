@@ -1,6 +1,10 @@
 """How a streamed answer ends: a late cut forgiven, and the body's tail read for reuse.
 
-Two rules every streaming adapter shares, whatever its framing (SSE, event-stream frames):
+The skeleton of every adapter's ``stream()``, whatever its framing (SSE, NDJSON lines,
+event-stream frames): :func:`opened` holds the event source (forgiving a late cut once
+the answer is whole) and closes it and the response however the loop ends; the loop
+parses each event and raises an in-band error as its protocol says; a source that runs
+out before the protocol's terminal event is :func:`cut`. The rules it applies:
 
 - :func:`forgive_late_cut`: once the finish reason has arrived the answer is whole, so a
   connection dropped after it (losing only ``[DONE]``, ``message_stop`` or trailing usage)
@@ -16,11 +20,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, TypeVar
+from contextlib import aclosing, asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from batuta.errors import BackendError, FailureKind
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T")
 
@@ -56,3 +64,27 @@ async def drain(
             except StopAsyncIteration:
                 return True
     return False
+
+
+@asynccontextmanager
+async def opened(
+    events: AsyncGenerator[T, None],
+    *,
+    response: httpx.Response | None = None,
+    answered: Callable[[], bool] | None = None,
+) -> AsyncIterator[AsyncGenerator[T, None]]:
+    """``events`` to loop over (with ``answered``, a STREAM_CUT once it is true ends them
+    quietly: :func:`forgive_late_cut`); on leaving, they are closed, then ``response``."""
+    source = events if answered is None else forgive_late_cut(events, answered)
+    try:
+        async with aclosing(source):
+            yield source
+    finally:
+        if response is not None:
+            await response.aclose()
+
+
+def cut(provider: str, before: str, *, where: str = "") -> BackendError:
+    """The failure of a stream that ended (``where``: " mid-frame") before ``before``,
+    its protocol's terminal event."""
+    return BackendError(FailureKind.STREAM_CUT, f"{provider}: stream ended{where} before {before}")

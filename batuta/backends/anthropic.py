@@ -22,7 +22,6 @@ and an ``error`` event after the 200 (``overloaded_error``) is a failure. Target
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -31,7 +30,7 @@ from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
-from batuta.errors import BackendError, FailureKind
+from batuta.errors import BackendError
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -39,6 +38,8 @@ DEFAULT_MAX_TOKENS = 1024
 
 class AnthropicAdapter(Adapter):
     """Claude models over the Messages API."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -134,10 +135,13 @@ class AnthropicAdapter(Adapter):
         response, trimmed, local = await self._open(
             request, stream=False, fbt=first_byte_timeout, deadline=deadline
         )
-        answer = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
-            if isinstance(answer, dict) and answer.get("type") == "error":
-                raise self._error(answer)
+        answer = await _http.read_answer(
+            response,
+            provider=self.provider,
+            deadline=deadline,
+            in_band=lambda body: self._error(body) if body.get("type") == "error" else None,
+        )
+        if not isinstance(answer.get("content"), list):
             raise _http.malformed(self.provider, "answer has no content list")
         text = "".join(
             str(block.get("text") or "")
@@ -175,16 +179,13 @@ class AnthropicAdapter(Adapter):
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop: str | None = None
-        events = _http.forgive_late_cut(
-            _http.iter_sse(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: stop is not None,
-        )
-        async with aclosing(events):
+        async with _http.sse_stream(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+            answered=lambda: stop is not None,
+        ) as events:
             async for event in events:
                 data = _http.parse_object(event.data, provider=self.provider) if event.data else {}
                 kind = event.event if event.event != "message" else str(data.get("type", ""))
@@ -214,10 +215,7 @@ class AnthropicAdapter(Adapter):
                     break
             else:
                 if stop is None:
-                    raise BackendError(
-                        FailureKind.STREAM_CUT,
-                        f"{self.provider}: stream ended before message_stop",
-                    )
+                    raise _http.cut(self.provider, "message_stop")
             yield Chunk(stops.flush(), stop, Usage(input_tokens, output_tokens))
             if not stops.hit:
                 await _http.drain(events)

@@ -33,7 +33,6 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -113,6 +112,8 @@ def sign(
 
 class BedrockAdapter(Adapter):
     """Converse (blocking) and ConverseStream (event-stream) against Bedrock Runtime."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -304,8 +305,10 @@ class BedrockAdapter(Adapter):
         response = await self._post(
             "converse", request, first_byte_timeout=first_byte_timeout, deadline=deadline
         )
-        body = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        output = body.get("output") if isinstance(body, dict) else None
+        body = await _http.read_answer(
+            response, provider=self.provider, deadline=deadline, in_band=lambda _: None
+        )
+        output = body.get("output")
         message = output.get("message") if isinstance(output, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise _http.malformed(self.provider, "Converse answer has no output.message")
@@ -339,16 +342,15 @@ class BedrockAdapter(Adapter):
         join = _Join(request if not self.no_prefill else None)
         stops = _http.StopFilter(self.local_stops(request))
         # A drop after messageStop only loses the metadata event: the answer is whole.
-        body = _http.forgive_late_cut(
-            _http.iter_bytes(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: finish is not None,
+        frames = _http.iter_bytes(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
         )
-        async with aclosing(body):
+        async with _http.opened(
+            frames, response=response, answered=lambda: finish is not None
+        ) as body:
             async for data in body:
                 for message in decoder.feed(data):
                     event = self._event(message)
@@ -373,10 +375,7 @@ class BedrockAdapter(Adapter):
                     break
             if finish is None:
                 where = " mid-frame" if decoder.pending else ""
-                raise BackendError(
-                    FailureKind.STREAM_CUT,
-                    f"{self.provider}: stream ended{where} before messageStop",
-                )
+                raise _http.cut(self.provider, "messageStop", where=where)
             yield Chunk(stops.flush(), finish, usage)
             if not stops.hit:
                 await _http.drain(body)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -114,6 +113,8 @@ class _ADC:
 
 class GeminiAdapter(Adapter):
     """``generateContent`` / ``streamGenerateContent`` for Gemini and Vertex AI."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -324,9 +325,7 @@ class GeminiAdapter(Adapter):
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
         )
-        body = self._check(
-            await _http.read_json(response, provider=self.provider, deadline=deadline)
-        )
+        body = await _http.read_answer(response, provider=self.provider, deadline=deadline)
         text, finish = self._content(body)
         if finish is None and not body.get("candidates"):
             raise _http.malformed(self.provider, "answer has no candidates")
@@ -350,16 +349,13 @@ class GeminiAdapter(Adapter):
         )
         finish: str | None = None
         usage: Usage | None = None
-        events = _http.forgive_late_cut(
-            _http.iter_sse(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: finish is not None,
-        )
-        async with aclosing(events):
+        async with _http.sse_stream(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+            answered=lambda: finish is not None,
+        ) as events:
             async for event in events:
                 body = self._check(_http.parse_json(event.data, provider=self.provider))
                 text, reason = self._content(body)
@@ -368,9 +364,7 @@ class GeminiAdapter(Adapter):
                 finish = reason or finish
                 usage = _usage(body.get("usageMetadata")) or usage
         if finish is None:
-            raise BackendError(
-                FailureKind.STREAM_CUT, f"{self.provider}: stream ended before a finish reason"
-            )
+            raise _http.cut(self.provider, "a finish reason")
         yield Chunk("", finish, usage)
 
     @staticmethod

@@ -11,7 +11,6 @@ assistant message is continued, which is how an interrupted answer resumes here.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -43,6 +42,8 @@ def _keep_alive(value: OptionValue) -> str | int:
 
 class OllamaAdapter(Adapter):
     """Talks to a local Ollama (or ollama.com with a Bearer key)."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -88,14 +89,20 @@ class OllamaAdapter(Adapter):
             secret=self.api_key(),
         )
 
+    def _in_band(self, body: dict[str, Any]) -> BackendError | None:
+        error = body.get("error")
+        if not error:
+            return None
+        busy = isinstance(error, str) and "server busy" in error
+        default = FailureKind.OVERLOADED if busy else FailureKind.SERVER
+        return _http.error_from_body(body, provider=self.provider, default=default)
+
     def _check(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise _http.malformed(self.provider, "answer is not a JSON object")
-        error = body.get("error")
-        if error:
-            busy = isinstance(error, str) and "server busy" in error
-            default = FailureKind.OVERLOADED if busy else FailureKind.SERVER
-            raise _http.error_from_body(body, provider=self.provider, default=default)
+        error = self._in_band(body)
+        if error is not None:
+            raise error
         return body
 
     @staticmethod
@@ -113,8 +120,8 @@ class OllamaAdapter(Adapter):
     ) -> Completion:
         """One blocking ``/api/chat`` call (``stream: false``)."""
         response = await self._send(request, False, first_byte_timeout, deadline)
-        body = self._check(
-            await _http.read_json(response, provider=self.provider, deadline=deadline)
+        body = await _http.read_answer(
+            response, provider=self.provider, deadline=deadline, in_band=self._in_band
         )
         return Completion(
             self._text(body), _http.finish_reason(body.get("done_reason")), _usage(body)
@@ -136,7 +143,7 @@ class OllamaAdapter(Adapter):
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
         )
-        async with aclosing(lines):
+        async with _http.opened(lines, response=response) as lines:
             async for raw in lines:
                 body = self._check(raw)
                 text = self._text(body)
@@ -146,7 +153,7 @@ class OllamaAdapter(Adapter):
                     yield Chunk("", _http.finish_reason(body.get("done_reason")), _usage(body))
                     await _http.drain(lines)
                     return
-        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
+        raise _http.cut(self.provider, "done")
 
     async def health(self) -> bool:
         """``GET /api/version`` (the catalogue's health route) answers 200."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -75,6 +74,8 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
 
 class OpenAIAdapter(Adapter):
     """Chat Completions over HTTP: SSE streaming, blocking calls and a models probe."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -233,11 +234,12 @@ class OpenAIAdapter(Adapter):
         response = await self._send(
             request, stream=False, first_byte_timeout=first_byte_timeout, deadline=deadline
         )
-        body = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        if not isinstance(body, dict):
-            raise _http.malformed(self.provider, "response is not a JSON object")
-        if body.get("error"):
-            raise self._error(body["error"])
+        body = await _http.read_answer(
+            response,
+            provider=self.provider,
+            deadline=deadline,
+            in_band=lambda b: self._error(b["error"]) if b.get("error") else None,
+        )
         choice = _first_choice(body)
         if choice is None:
             raise _http.malformed(self.provider, "response has no choices")
@@ -275,52 +277,41 @@ class OpenAIAdapter(Adapter):
         usage: Usage | None = None
         terminated = False
         stops = _http.StopFilter(self.stops(request)[1])
-        events = _http.forgive_late_cut(
-            _http.iter_sse(
-                response,
-                provider=self.provider,
-                first_byte_timeout=first_byte_timeout,
-                deadline=deadline,
-            ),
-            lambda: finish is not None,
-        )
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    if event.is_done():
-                        terminated = True
-                        break
-                    body = _http.parse_object(event.data, provider=self.provider)
-                    groq = body.get("x_groq")
-                    groq = groq if isinstance(groq, dict) else {}
-                    if body.get("error") or groq.get("error"):
-                        raise self._error(body.get("error") or groq.get("error"))
-                    choice = _first_choice(body)
-                    if choice is not None:
-                        delta = choice.get("delta")
-                        text = (
-                            delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                        )
-                        if isinstance(text, str) and text:
-                            text = stops.feed(text)
-                            if text:
-                                yield Chunk(text)
-                            if stops.hit:  # a stop sequence the server was not sent
-                                yield Chunk("", "stop", usage)
-                                return
-                        finish = _http.finish_reason(choice.get("finish_reason")) or finish
-                    usage = _usage(body.get("usage")) or _usage(groq.get("usage")) or usage
-                    if finish and usage:
-                        break
-                if finish is None and not terminated:
-                    raise BackendError(
-                        FailureKind.STREAM_CUT,
-                        f"{self.provider}: stream ended before a finish reason",
-                    )
-                yield Chunk(stops.flush(), finish, usage)
-                await _http.drain(events)
-        finally:
-            await response.aclose()
+        async with _http.sse_stream(
+            response,
+            provider=self.provider,
+            first_byte_timeout=first_byte_timeout,
+            deadline=deadline,
+            answered=lambda: finish is not None,
+        ) as events:
+            async for event in events:
+                if event.is_done():
+                    terminated = True
+                    break
+                body = _http.parse_object(event.data, provider=self.provider)
+                groq = body.get("x_groq")
+                groq = groq if isinstance(groq, dict) else {}
+                if body.get("error") or groq.get("error"):
+                    raise self._error(body.get("error") or groq.get("error"))
+                choice = _first_choice(body)
+                if choice is not None:
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                    if isinstance(text, str) and text:
+                        text = stops.feed(text)
+                        if text:
+                            yield Chunk(text)
+                        if stops.hit:  # a stop sequence the server was not sent
+                            yield Chunk("", "stop", usage)
+                            return
+                    finish = _http.finish_reason(choice.get("finish_reason")) or finish
+                usage = _usage(body.get("usage")) or _usage(groq.get("usage")) or usage
+                if finish and usage:
+                    break
+            if finish is None and not terminated:
+                raise _http.cut(self.provider, "a finish reason")
+            yield Chunk(stops.flush(), finish, usage)
+            await _http.drain(events)
 
     # ------------------------------------------------------------------ probes
 

@@ -26,7 +26,6 @@ from batuta.backends import _http
 from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
-from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
     from batuta.backends.openai import OpenAIAdapter
@@ -55,6 +54,8 @@ WIRE = {
 
 class RealizarAdapter(Adapter):
     """realizar, natively or through its OpenAI-compatible routes."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -126,10 +127,8 @@ class RealizarAdapter(Adapter):
             )
         body = self.body(request)
         response = await self._send(WIRE["generate"], body, first_byte_timeout, deadline)
-        answer = await _http.read_json(response, provider=self.provider, deadline=deadline)
-        if not isinstance(answer, dict) or not isinstance(answer.get(WIRE["text"]), str):
-            if isinstance(answer, dict) and answer.get("error"):
-                raise _http.error_from_body(answer, provider=self.provider)
+        answer = await _http.read_answer(response, provider=self.provider, deadline=deadline)
+        if not isinstance(answer.get(WIRE["text"]), str):
             raise _http.malformed(self.provider, "answer has no text")
         text: str = answer[WIRE["text"]]
         text = text.removeprefix(body[WIRE["prompt"]])
@@ -165,13 +164,12 @@ class RealizarAdapter(Adapter):
         )
         stops = _http.StopFilter(request.stop)
         tokens = 0
-        events = _http.iter_sse(
+        async with _http.sse_stream(
             response,
             provider=self.provider,
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
-        )
-        async with aclosing(events):
+        ) as events:
             async for event in events:
                 data = _http.parse_object(event.data, provider=self.provider)
                 if event.event == "error" or data.get("error"):
@@ -190,7 +188,7 @@ class RealizarAdapter(Adapter):
                     yield Chunk(stops.flush(), finish, Usage(None, generated))
                     await _http.drain(events)
                     return
-        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
+        raise _http.cut(self.provider, "done")
 
     async def health(self) -> bool:
         """``GET /health`` answers 200 with ``{"status": "healthy"}``."""

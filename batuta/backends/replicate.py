@@ -25,7 +25,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -64,6 +63,8 @@ def _output_text(output: Any) -> str:
 
 class ReplicateAdapter(Adapter):
     """One prediction per call, followed to its end."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -309,13 +310,12 @@ class ReplicateAdapter(Adapter):
             deadline=deadline,
             secret=self.api_key(),
         )
-        events = _http.iter_sse(
+        async with _http.sse_stream(
             response,
             provider=self.provider,
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
-        )
-        async with aclosing(events):
+        ) as events:
             async for event in events:
                 if event.event == "output":
                     if event.data:
@@ -332,7 +332,7 @@ class ReplicateAdapter(Adapter):
                         )
                     await _http.drain(events)
                     return
-        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before done")
+        raise _http.cut(self.provider, "done")
 
     async def _settle(self, prediction: dict[str, Any], deadline: float | None) -> dict[str, Any]:
         """After ``done``: the prediction with its metrics (usage), if it can be had quickly.

@@ -26,7 +26,7 @@ from batuta.backends import _http
 from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
-from batuta.errors import BackendError, FailureKind
+from batuta.errors import BackendError
 
 if TYPE_CHECKING:
     from batuta.backends.openai import OpenAIAdapter
@@ -36,6 +36,8 @@ MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 
 class TGIAdapter(Adapter):
     """Text Generation Inference, native routes."""
+
+    enforces_deadlines = True
 
     def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
         super().__init__(target, client)
@@ -140,13 +142,12 @@ class TGIAdapter(Adapter):
             return
         response = await self._send("/generate_stream", request, first_byte_timeout, deadline)
         stops = _http.StopFilter(request.stop)
-        events = _http.iter_sse(
+        async with _http.sse_stream(
             response,
             provider=self.provider,
             first_byte_timeout=first_byte_timeout,
             deadline=deadline,
-        )
-        async with aclosing(events):
+        ) as events:
             async for event in events:
                 body = _http.parse_object(event.data, provider=self.provider)
                 if body.get("error"):
@@ -168,7 +169,7 @@ class TGIAdapter(Adapter):
                     yield Chunk(rest, finish, usage)
                     await _http.drain(events)
                     return
-        raise BackendError(FailureKind.STREAM_CUT, f"{self.provider}: stream ended before details")
+        raise _http.cut(self.provider, "details")
 
     async def health(self) -> bool:
         """``GET /health`` (``options.health_path``) answers 200; 503 while unhealthy. The

@@ -80,7 +80,8 @@ def _issues_json(issues: Sequence[ManifestIssue]) -> str:
 
 @click.command()
 def schema() -> None:
-    """Print the manifest's JSON Schema (schemas/batuta.schema.json is this output)."""
+    """Print the manifest's JSON Schema: schemas/batuta.schema.json, with the backends of
+    installed plugins added to the completion lists."""
     from batuta.manifest.schema import render_schema
 
-    click.echo(render_schema(), nl=False)
+    click.echo(render_schema(plugins=True), nl=False)

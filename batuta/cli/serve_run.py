@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from batuta.catalogue import Backend
     from batuta.runtime.spec import ServerStatus
 
-# Backends that take a Hub repo id (not a local file) as their model.
 _RESTART = click.Choice(["always", "on-failure", "never"])
 
 

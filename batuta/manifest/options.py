@@ -386,15 +386,23 @@ _SPECIAL: dict[str, type[ProviderOptions]] = {
     "realizar": RealizarOptions,
     "modal": ModalOptions,
 }
+# The built-ins only: listing the whole catalogue here would load plugins at import time
+# (and make the committed schema depend on what is installed).
 BY_PROVIDER: dict[str, type[ProviderOptions]] = {
-    key: _SPECIAL.get(key, OpenAIOptions) for key in CATALOGUE
+    key: _SPECIAL.get(key, OpenAIOptions) for key in CATALOGUE.builtin
 }
 
 
 def options_model(provider: str) -> type[ProviderOptions] | None:
-    """The options model of ``provider`` (a key or alias, any case); None when unknown."""
+    """The options model of ``provider`` (a key or alias, any case); None when unknown.
+    A plugin's backend of the OpenAI protocol takes the OpenAI options."""
     backend = lookup(provider)
-    return BY_PROVIDER.get(backend.key) if backend else None
+    if backend is None:
+        return None
+    found = BY_PROVIDER.get(backend.key)
+    if found is None and backend.protocol == "openai":
+        return OpenAIOptions
+    return found
 
 
 def typed_options(provider: str | None, options: Any) -> Any:

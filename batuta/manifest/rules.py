@@ -40,7 +40,13 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Prefixes of real providers' keys; a value starting with one is a key, not a variable name.
 _KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "r8_", "fw_", "pk-", "AKIA", "AIza", "ghp_")
-_KNOWN_QUANTS = {q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization}
+
+
+def _known_quants() -> frozenset[str]:
+    # Computed when asked: the full catalogue includes plugins, loaded only when needed.
+    return frozenset(q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization)
+
+
 _KEY_ITSELF = (
     "this looks like an API key itself (not shown): keys never go in the manifest; put the"
     " key in an environment variable and name that variable"
@@ -77,7 +83,7 @@ def looks_like_secret(value: str) -> bool:
 
 def known_quantization(quantization: str) -> bool:
     """Whether some backend of the catalogue knows ``quantization`` (case-insensitive)."""
-    return quantization.upper() in _KNOWN_QUANTS
+    return quantization.upper() in _known_quants()
 
 
 def quantization_supported(backend: Backend, quantization: str) -> bool:
@@ -101,7 +107,7 @@ def _localhost_name(loc: Loc, url: str) -> Iterator[Problem]:
 def _server_key(loc: Loc, env: str, backend: Backend | None) -> Iterator[Problem]:
     if looks_like_secret(env):
         yield Problem(loc, _KEY_ITSELF)
-    elif backend is not None and backend.local and not backend.server_key:
+    elif backend is not None and backend.local and not backend.takes_key():
         yield Problem(
             loc,
             f"batuta does not know how to give {backend.display} an API key: pass it with"
@@ -157,8 +163,8 @@ class _Rules:
                         f"is {model.format!r} but the source is a {ext} file (format: {fmt}?)",
                     )
             quant = model.quantization
-            if quant is not None and quant.upper() not in _KNOWN_QUANTS:
-                hint = did_you_mean(quant.upper(), sorted(_KNOWN_QUANTS))
+            if quant is not None and quant.upper() not in _known_quants():
+                hint = did_you_mean(quant.upper(), sorted(_known_quants()))
                 yield Problem(
                     (*loc, "quantization"),
                     f"unknown quantization {quant!r}{hint}; known: GGUF types such as Q4_K_M,"
@@ -215,9 +221,17 @@ class _Rules:
     def _server_engine(self, loc: Loc, server: Server, backend: Backend) -> Iterator[Problem]:
         # Checked against this machine: a pinned engine that is absent would only fail at
         # apply time, after the plan said it would start.
-        if backend.key != "llamacpp":
-            yield Problem((*loc, "engine"), f"only backend llamacpp has engines, not {backend.key}")
-        elif server.executable is None and llama_server_command(engine=server.engine) is None:
+        if not any(recipe.engine for recipe in backend.launch):
+            having = [b.key for b in local_backends() if any(r.engine for r in b.launch)]
+            which = "backend" if len(having) == 1 else "backends"
+            yield Problem(
+                (*loc, "engine"), f"only {which} {_names(having)} has engines, not {backend.key}"
+            )
+        elif (
+            backend.key == "llamacpp"
+            and server.executable is None
+            and llama_server_command(engine=server.engine) is None
+        ):
             if server.engine == "server":
                 why = (
                     "llama-server not found on PATH, beside this Python or in"
@@ -254,7 +268,11 @@ class _Rules:
             )
             return
         quant = model.quantization
-        if quant and quant.upper() in _KNOWN_QUANTS and not quantization_supported(backend, quant):
+        if (
+            quant
+            and quant.upper() in _known_quants()
+            and not quantization_supported(backend, quant)
+        ):
             why = " (no K-quants)" if backend.key == "vllm" and "_K" in quant.upper() else ""
             yield Problem(
                 ("servers", name, "backend"),

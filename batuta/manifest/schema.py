@@ -42,8 +42,15 @@ _TYPE_NAMES = {
 }
 
 
-def manifest_schema() -> dict[str, Any]:
-    """The JSON Schema of ``batuta.yaml`` (draft 2020-12), derived from the models."""
+def manifest_schema(*, plugins: bool = False) -> dict[str, Any]:
+    """The JSON Schema of ``batuta.yaml`` (draft 2020-12), derived from the models.
+
+    ``servers.*.backend`` and ``endpoints.*.provider`` list the catalogue's keys for editors
+    to complete: the built-ins (the committed file), plus installed plugins' with
+    ``plugins`` (what ``batuta schema`` prints). Any other string still passes the schema:
+    the rules check names against the whole catalogue, aliases and plugins included, and
+    say "did you mean".
+    """
     from batuta.manifest.model import Manifest
     from batuta.manifest.options import provider_options_schema
 
@@ -53,6 +60,7 @@ def manifest_schema() -> dict[str, Any]:
     generated["$defs"].update(option_defs)
     generated["$defs"]["Endpoint"]["allOf"] = rules
     _tighten(generated)
+    _complete_backends(generated["$defs"], plugins=plugins)
     generated.pop("title", None)
     generated["description"] = (
         "batuta.yaml: local model servers, remote endpoints and the routes between them."
@@ -60,9 +68,25 @@ def manifest_schema() -> dict[str, Any]:
     return {"$schema": DRAFT, "$id": SCHEMA_ID, "title": "batuta manifest", **generated}
 
 
-def render_schema() -> str:
-    """The schema as committed in schemas/batuta.schema.json (and printed by the CLI)."""
-    return json.dumps(manifest_schema(), indent=2, ensure_ascii=False) + "\n"
+def render_schema(*, plugins: bool = False) -> str:
+    """The schema as committed in schemas/batuta.schema.json (and, with installed plugins'
+    backends, printed by the CLI)."""
+    return json.dumps(manifest_schema(plugins=plugins), indent=2, ensure_ascii=False) + "\n"
+
+
+def _complete_backends(defs: dict[str, Any], *, plugins: bool) -> None:
+    from batuta.catalogue import CATALOGUE
+
+    records = list(CATALOGUE.values() if plugins else CATALOGUE.builtin.values())
+    fields = (
+        ("Server", "backend", [b.key for b in records if b.local]),
+        ("Endpoint", "provider", [b.key for b in records]),
+    )
+    for model, name, keys in fields:
+        node = defs[model]["properties"][name]
+        # The enum is for completion; the catch-all leaves names to the rules' messages.
+        node.pop("type", None)
+        node["anyOf"] = [{"type": "string", "enum": keys}, {"type": "string"}]
 
 
 def _tighten(node: Any) -> None:

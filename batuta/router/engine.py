@@ -21,7 +21,6 @@ probed before a query, failures are handled as they come.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import random
 import time
@@ -73,18 +72,6 @@ BREAKERS_FILE = "breakers.json"
 SPEND_FILE = "spend.json"
 # A budget hold outlives its route's deadline by this much before it lapses unsettled.
 HOLD_GRACE = 60.0
-
-
-def _deadline_kwargs(adapter: Adapter, cache: dict[type, bool]) -> bool:
-    """Whether the adapter takes ``first_byte_timeout`` / ``deadline`` (and so enforces
-    them itself, with precise error messages)."""
-    cls = type(adapter)
-    known = cache.get(cls)
-    if known is None:
-        params = [inspect.signature(f).parameters for f in (cls.stream, cls.complete)]
-        known = all("deadline" in p and "first_byte_timeout" in p for p in params)
-        cache[cls] = known
-    return known
 
 
 async def _bounded(work: Awaitable[T], seconds: float, what: str) -> T:
@@ -194,7 +181,6 @@ class Router:
         self._random = random
         self._backoff = backoff
         self._adapters: dict[tuple[Any, ...], Adapter] = {}
-        self._takes_deadlines: dict[type, bool] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -425,18 +411,17 @@ class Router:
             run.splice = None
         remaining = run.deadline - self._clock()
         first_byte = min(run.route.first_byte_timeout or run.route.timeout, remaining)
-        own_deadlines = _deadline_kwargs(adapter, self._takes_deadlines)
-        kwargs: dict[str, Any] = {}
-        if own_deadlines:
-            kwargs = {"first_byte_timeout": first_byte, "deadline": time.monotonic() + remaining}
+        # An adapter that does not enforce these itself is bounded step by step below.
+        own_deadlines = adapter.enforces_deadlines
+        limits = {"first_byte_timeout": first_byte, "deadline": time.monotonic() + remaining}
         if not request.stream:
-            work = adapter.complete(request, **kwargs)
+            work = adapter.complete(request, **limits)
             done = await (work if own_deadlines else _bounded(work, first_byte, "no answer"))
             if done.text:
                 run.take(done.text, self._clock(), target.name)
             run.finish, run.usage = done.finish_reason, done.usage
             return
-        chunks = adapter.stream(request, **kwargs)
+        chunks = adapter.stream(request, **limits)
         try:
             limit = first_byte
             while True:
@@ -453,9 +438,7 @@ class Router:
                 run.finish = chunk.finish_reason or run.finish
                 run.usage = chunk.usage or run.usage
         finally:
-            closer = getattr(chunks, "aclose", None)
-            if closer is not None:
-                await closer()
+            await chunks.aclose()
 
     # ------------------------------------------------------------------ the answer
 

@@ -195,8 +195,5 @@ async def served_model(adapter: Adapter, timeout: float | None = None) -> str | 
     TimeoutError after ``timeout`` seconds)."""
     if adapter.target.model:
         return adapter.target.model
-    lister = getattr(adapter, "models", None)
-    if not callable(lister):
-        return None
-    names = await asyncio.wait_for(lister(), timeout)
+    names = await asyncio.wait_for(adapter.models(), timeout)
     return str(names[0]) if names else None

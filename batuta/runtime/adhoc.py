@@ -19,13 +19,12 @@ if TYPE_CHECKING:
     from batuta.runtime.sources import ResolvedModel
     from batuta.runtime.spec import ServerStatus
 
-# Engines that download a Hugging Face repo id (org/name) themselves.
-HUB_MODELS = ("vllm", "tgi", "mlc", "candle", "exllamav2")
 Restart = Literal["always", "on-failure", "never"]
 
 
 def adhoc_model(backend: str, model: str, progress: Progress | None = None) -> ResolvedModel:
     """What ``backend`` is to serve for the ``--model`` of an ad-hoc start."""
+    from batuta.catalogue import lookup
     from batuta.runtime import ollama
     from batuta.runtime.sources import ResolvedModel, default_cache_dir, resolve_source, scheme
 
@@ -33,7 +32,9 @@ def adhoc_model(backend: str, model: str, progress: Progress | None = None) -> R
         return ResolvedModel(path=Path(ollama.normalize(model)), registry="ollama", source=model)
     kind = scheme(model)
     repo_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if kind == "file" and backend in HUB_MODELS and repo_id and not Path(model).exists():
+    record = lookup(backend)
+    hub = record is not None and record.hub_models  # the engine downloads org/name itself
+    if kind == "file" and hub and repo_id and not Path(model).exists():
         return ResolvedModel(path=Path(model), registry="hf", source=model)
     if kind == "ollama":
         raise ModelSourceError(f"{model}: ollama:// models are served by --backend ollama")

@@ -1,50 +1,32 @@
-"""How to launch each local backend: command line, environment and readiness URL.
+"""How to launch a local backend: command line, environment and readiness URL.
 
-Every backend is a :class:`Recipe` in :data:`RECIPES` (data, not code): an executable
-(or a Python module run with this interpreter), an argv template, options appended only
-when their value is known, environment variables, and the readiness path when it
-differs from the catalogue's. A backend with several recipes (llama.cpp: the reference
-``llama-server`` binary, else llama-cpp-python's server) uses the first one installed,
-unless the server pins one by its ``engine`` name. Executables are looked up on PATH and
-then beside the running interpreter (the project's own ``.venv/bin``).
+Generic over the catalogue record's :class:`~batuta.catalogue.Recipe` tuple (data, not
+code: a plugin's backend launches the same way): an executable (or a Python module run
+with this interpreter), an argv template, options appended only when their value is known,
+environment variables, and the readiness path when it differs from the record's. A backend
+with several recipes (llama.cpp: the reference ``llama-server`` binary, else
+llama-cpp-python's server) uses the first one installed, unless the server pins one by its
+``engine`` name. Executables are looked up on PATH and then beside the running interpreter
+(the project's own ``.venv/bin``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from batuta._util.which import which
-from batuta.catalogue import Backend, lookup
+from batuta.catalogue import Backend, Recipe, lookup
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.runtime.spec import ServerSpec
-from batuta.selection import LLAMA_SERVER_ENV as _LLAMACPP_ENV
+from batuta.selection import installed_recipe
 
 if TYPE_CHECKING:
     from batuta.manifest.model import Defaults, Server
     from batuta.runtime.sources import ResolvedModel
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One way to launch a backend. Placeholders: {model} {model_dir} {model_file}
-    {host} {port} {ctx} {threads}."""
-
-    executable: str  # looked up on PATH (ignored when ``module`` is set)
-    argv: tuple[str, ...]
-    options: tuple[tuple[str, str], ...] = ()  # (flag, placeholder) added when known
-    file_argv: tuple[str, ...] | None = None  # replaces ``argv`` when the model is a file
-    env: tuple[tuple[str, str], ...] = ()
-    module: str | None = None  # run as ``python -m module`` when importable
-    health_path: str | None = None  # when it differs from the catalogue's
-    executable_env: str | None = None  # variable naming the executable, e.g. BATUTA_LLAMA_SERVER
-    always_threads: bool = False  # pass the core count even when not asked
-    engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
 
 
 @dataclass(frozen=True)
@@ -55,111 +37,6 @@ class Launch:
     env: dict[str, str]
     health_url: str
     engine: str = ""  # the recipe's engine name, when the backend has several
-
-
-RECIPES: dict[str, tuple[Recipe, ...]] = {
-    "realizar": (
-        Recipe("realizar", ("serve", "--model", "{model}", "--port", "{port}", "--host", "{host}")),
-    ),
-    "llamacpp": (
-        Recipe(
-            "llama-server",
-            # --metrics: Prometheus /metrics, for scraping per-server figures.
-            ("-m", "{model}", "--port", "{port}", "--host", "{host}", "--metrics"),
-            options=(("-c", "{ctx}"), ("-t", "{threads}")),
-            executable_env=_LLAMACPP_ENV,
-            engine="server",
-        ),
-        # llama-cpp-python has no /health, defaults to a single thread, and by default
-        # aborts a running generation when a second request arrives.
-        Recipe(
-            "python",
-            (
-                "--model", "{model}", "--port", "{port}", "--host", "{host}",
-                "--interrupt_requests", "False",
-            ),
-            options=(("--n_ctx", "{ctx}"), ("--n_threads", "{threads}")),
-            module="llama_cpp.server",
-            health_path="/v1/models",
-            always_threads=True,
-            engine="python",
-        ),
-    ),
-    "llamafile": (
-        Recipe(
-            "llamafile",
-            ("--server", "-m", "{model}", "--port", "{port}", "--host", "{host}", "--nobrowser"),
-            options=(("-c", "{ctx}"), ("-t", "{threads}")),
-        ),
-    ),
-    "ollama": (
-        Recipe(
-            "ollama",
-            ("serve",),
-            env=(("OLLAMA_HOST", "{host}:{port}"), ("OLLAMA_CONTEXT_LENGTH", "{ctx}")),
-        ),
-    ),
-    "vllm": (
-        Recipe(
-            "vllm",
-            ("serve", "{model}", "--port", "{port}", "--host", "{host}"),
-            options=(("--max-model-len", "{ctx}"),),
-        ),
-    ),
-    "tgi": (
-        Recipe(
-            "text-generation-launcher",
-            ("--model-id", "{model}", "--port", "{port}", "--hostname", "{host}"),
-            options=(("--max-total-tokens", "{ctx}"),),
-        ),
-    ),
-    "localai": (
-        Recipe(
-            "local-ai",
-            ("run", "--address", "{host}:{port}", "--models-path", "{model_dir}"),
-            options=(("--context-size", "{ctx}"), ("--threads", "{threads}")),
-        ),
-    ),
-    "candle": (
-        Recipe(
-            "mistralrs",
-            ("serve", "--port", "{port}", "--host", "{host}", "-m", "{model}"),
-            file_argv=(
-                "serve", "--port", "{port}", "--host", "{host}",
-                "-m", "{model_dir}", "--format", "gguf", "-f", "{model_file}",
-            ),
-            options=(("--max-seq-len", "{ctx}"),),
-            health_path="/health",
-        ),
-        # Releases before the ``mistralrs`` CLI: a model-type subcommand after the options.
-        Recipe(
-            "mistralrs-server",
-            ("--port", "{port}", "--serve-ip", "{host}", "plain", "-m", "{model}"),
-            file_argv=(
-                "--port", "{port}", "--serve-ip", "{host}",
-                "gguf", "-m", "{model_dir}", "-f", "{model_file}",
-            ),
-        ),
-    ),
-    "lmstudio": (Recipe("lms", ("server", "start", "--port", "{port}")),),
-    "mlc": (
-        Recipe(
-            "mlc_llm",
-            ("serve", "{model}", "--host", "{host}", "--port", "{port}"),
-            options=(("--overrides", "context_window_size={ctx}"),),
-        ),
-    ),
-    "exllamav2": (
-        Recipe(
-            "tabbyapi",
-            (
-                "--host", "{host}", "--port", "{port}",
-                "--model-dir", "{model_dir}", "--model-name", "{model_file}",
-            ),
-            options=(("--max-seq-len", "{ctx}"),),
-        ),
-    ),
-}  # fmt: skip
 
 
 def cores() -> int:
@@ -178,25 +55,12 @@ def _backend(name: str) -> Backend:
         raise RuntimeStartError(
             f"{backend.display} is a remote API: declare it under endpoints:, not servers:"
         )
-    if backend.key not in RECIPES:
+    if not backend.launch:
         raise NotInstalledError(
             f"{backend.display} cannot be launched by batuta: {backend.install_hint}, "
             "then declare it under endpoints: with its base_url"
         )
     return backend
-
-
-def _module_available(module: str) -> bool:
-    # find_spec of "a.b" imports "a"; look for the submodule's file instead.
-    top, _, rest = module.partition(".")
-    spec = importlib.util.find_spec(top)
-    if spec is None or not rest:
-        return spec is not None
-    for location in spec.submodule_search_locations or ():
-        base = Path(location, *rest.split("."))
-        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
-            return True
-    return False
 
 
 def _explicit(executable: str) -> str:
@@ -210,7 +74,7 @@ def _choose(
     backend: Backend, executable: str | None, engine: str | None = None
 ) -> tuple[Recipe, list[str]]:
     """The recipe to use and the command prefix that runs it."""
-    recipes = RECIPES[backend.key]
+    recipes = backend.launch
     if engine:
         pinned = tuple(r for r in recipes if r.engine == engine)
         if not pinned:
@@ -223,20 +87,17 @@ def _choose(
         # With the Python engine, ``executable`` is the interpreter that has the module.
         module = recipes[0].module
         return recipes[0], [_explicit(executable), *(("-m", module) if module else ())]
+    chosen = installed_recipe(backend, engine)
+    if chosen is not None:
+        return chosen[0], list(chosen[1])
     for recipe in recipes:
         if recipe.executable_env and os.environ.get(recipe.executable_env):
-            return recipe, [_explicit(os.environ[recipe.executable_env])]
-        if recipe.module is not None:
-            if _module_available(recipe.module):
-                return recipe, [sys.executable, "-m", recipe.module]
-        elif (found := which(recipe.executable)) is not None:
-            return recipe, [found]
+            _explicit(os.environ[recipe.executable_env])  # says the variable's file is missing
     first = recipes[0]
+    hint = first.install_hint or backend.install_hint
     if first.module is not None:
-        raise NotInstalledError(
-            f"{first.module} (engine {first.engine}) not installed: pip install 'batuta[llamacpp]'"
-        )
-    hint = backend.install_hint
+        engine_note = f" (engine {first.engine})" if first.engine else ""
+        raise NotInstalledError(f"{first.module}{engine_note} not installed: {hint}")
     if first.executable_env:
         hint += f", or set {first.executable_env}"
     raise NotInstalledError(f"{first.executable} not installed: {hint}")
@@ -265,7 +126,7 @@ def command_for(
     """(argv, env, readiness URL) to run ``backend`` serving ``model_path`` on host:port.
 
     ``api_key_env`` names the variable holding the key the server is to require; it is
-    passed in the engine's own way (catalogue ``server_key``) as a ``${env:VAR}``
+    passed in the engine's own way (its recipe's ``key_arg``) as a ``${env:VAR}``
     reference, which only the spawned process sees expanded. Raises NotInstalledError
     (saying how to install it) when the backend is missing.
     """
@@ -327,8 +188,8 @@ def launch_for(
 def _pass_key(
     record: Backend, recipe: Recipe, var: str, argv: list[str], env: dict[str, str]
 ) -> None:
-    launcher = recipe.module or recipe.executable
-    form = record.key_form(launcher)
+    launcher = recipe.launcher
+    form = recipe.key_arg
     if form is None:
         raise RuntimeStartError(
             f"{record.display} ({launcher}) takes no API key batuta knows how to pass:"

@@ -234,3 +234,60 @@ def test_closing_the_wrapper_closes_its_source():
 
     asyncio.run(go())
     assert closed == [True]
+
+
+def test_opened_closes_the_events_then_the_response_however_the_loop_ends() -> None:
+    closed: list[str] = []
+
+    async def events() -> AsyncGenerator[int, None]:
+        try:
+            yield 1
+            raise BackendError(FailureKind.STREAM_CUT, "cut after the answer")
+        finally:
+            closed.append("events")
+
+    async def main() -> None:
+        answered = False
+        response = httpx.Response(200, content=b"")
+        async with _stream.opened(events(), response=response, answered=lambda: answered) as src:
+            async for _ in src:
+                answered = True  # so the cut that follows is forgiven
+        assert closed == ["events"] and response.is_closed
+        response = httpx.Response(200, content=b"")
+        with pytest.raises(ValueError):
+            async with _stream.opened(events(), response=response) as src:
+                async for _ in src:
+                    raise ValueError("the loop's own failure")
+        assert closed == ["events", "events"] and response.is_closed
+        with pytest.raises(BackendError, match="cut after the answer"):
+            async with _stream.opened(events(), answered=lambda: False) as src:
+                async for _ in src:
+                    pass
+        assert len(closed) == 3
+
+    asyncio.run(main())
+
+
+def test_cut_names_the_missing_terminal_event() -> None:
+    error = _stream.cut("bedrock", "messageStop", where=" mid-frame")
+    assert error.kind is FailureKind.STREAM_CUT
+    assert str(error) == "stream_cut: bedrock: stream ended mid-frame before messageStop"
+
+
+def test_read_answer_is_the_shape_of_every_blocking_call() -> None:
+    from batuta.backends import _http
+
+    async def answer(body: bytes, **kw):
+        response = httpx.Response(200, content=body)
+        return await _http.read_answer(response, provider="p", **kw)
+
+    assert asyncio.run(answer(b'{"text": "hi"}')) == {"text": "hi"}
+    with pytest.raises(BackendError, match="p: answer is not a JSON object") as caught:
+        asyncio.run(answer(b"[1, 2]"))
+    assert caught.value.kind is FailureKind.MALFORMED
+    with pytest.raises(BackendError, match="model is loading"):
+        asyncio.run(answer(b'{"error": {"message": "model is loading"}}'))
+    own = BackendError(FailureKind.OVERLOADED, "p: busy")
+    with pytest.raises(BackendError, match="p: busy"):
+        asyncio.run(answer(b'{"type": "error"}', in_band=lambda b: own if b["type"] else None))
+    assert asyncio.run(answer(b'{"error": "x"}', in_band=lambda b: None)) == {"error": "x"}

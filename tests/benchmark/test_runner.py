@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from batuta.backends.types import Target
+from batuta.backends.types import Chunk, Target
 from batuta.benchmark.arrivals import arrival_offsets
 from batuta.benchmark.metrics import BenchOptionError, RequestRecord
 from batuta.benchmark.prompts import BenchPrompt, random_prompts
@@ -345,13 +345,21 @@ def test_run_rejects_impossible_specs():
 
 
 def test_discover_model_prefers_the_targets_own():
-    class NoLister:
-        target = _target("http://127.0.0.1:1", "given")
+    from batuta.backends.base import Adapter
 
-    assert asyncio.run(discover_model(NoLister())) == "given"
-    NoLister.target = _target("http://127.0.0.1:1")
+    class NoLister(Adapter):
+        """A protocol that lists no models: the base class's models() is empty."""
+
+        async def stream(self, request, *, first_byte_timeout=None, deadline=None):
+            yield Chunk("")
+
+        async def health(self) -> bool:
+            return True
+
+    given = NoLister(_target("http://127.0.0.1:1", "given"), None)
+    assert asyncio.run(discover_model(given)) == "given"
     with pytest.raises(BenchOptionError, match="lists no model"):
-        asyncio.run(discover_model(NoLister()))
+        asyncio.run(discover_model(NoLister(_target("http://127.0.0.1:1"), None)))
 
 
 def test_read_ahead_stops_after_enough_bytes():

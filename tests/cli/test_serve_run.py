@@ -561,3 +561,16 @@ def test_an_unreachable_hub_is_one_quick_line(here, capsys, free_port, monkeypat
     assert time.monotonic() - began < 3
     assert code == 1 and out == ""
     assert err == "Error: cannot reach 127.0.0.1 (connection refused: are you offline?)\n"
+
+
+def test_backends_whose_record_takes_hub_models_get_the_repo_id(tmp_path, monkeypatch) -> None:
+    from batuta.errors import ModelSourceError
+    from batuta.runtime.adhoc import adhoc_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BATUTA_CACHE_DIR", str(tmp_path / "cache"))
+    for key in ("vllm", "tgi", "mlc", "candle", "exllamav2"):
+        resolved = adhoc_model(key, "org/model", None)
+        assert (resolved.registry, str(resolved.path)) == ("hf", "org/model")
+    with pytest.raises(ModelSourceError):
+        adhoc_model("llamafile", "org/model", None)  # a file it must be

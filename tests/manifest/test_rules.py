@@ -442,7 +442,7 @@ def test_pinned_llama_server_that_is_not_installed(tmp_path, monkeypatch) -> Non
 
 
 def test_pinned_python_engine_that_is_not_installed(monkeypatch) -> None:
-    monkeypatch.setattr("batuta.selection.llama_python_installed", lambda: False)
+    monkeypatch.setattr("batuta.selection.module_installed", lambda module: False)
     issue = str(only_issue(ENGINE.format(backend="llamacpp", engine="python")))
     assert issue == (
         "batuta.yaml:10:13: servers.s.engine: engine python pinned, but llama-cpp-python"

@@ -7,11 +7,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from batuta.backends.base import Adapter
-from batuta.backends.types import Chunk, InferenceRequest, Target, Usage
+from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 from batuta.errors import AllTargetsFailed, BackendError, FailureKind, RoutingError
 from batuta.router.budget import Hold, SpendLedger
 from batuta.router.engine import Router, run_query
@@ -579,15 +580,18 @@ class InMemoryAdapter(Adapter):
         super().__init__(target, client)
         self.script = SCRIPTS[target.name]
 
-    async def stream(self, request):
+    async def stream(self, request, *, first_byte_timeout=None, deadline=None):
         for step in self.script:
             if isinstance(step, BaseException):
                 raise step
             if step == "hang":
                 await asyncio.sleep(60)
-            yield step
+            elif isinstance(step, float):
+                await asyncio.sleep(step)
+            else:
+                yield step
 
-    async def complete(self, request):
+    async def complete(self, request, *, first_byte_timeout=None, deadline=None):
         if "hang" in self.script:
             await asyncio.sleep(60)
         return await super().complete(request)
@@ -619,6 +623,47 @@ def test_router_bounds_adapters_that_ignore_deadlines() -> None:
         InferenceRequest("x", stream=False),
     )
     assert resp.text == "fine" and resp.usage_source == "estimate" and resp.tokens_generated == 1
+
+
+class SelfTimedAdapter(InMemoryAdapter):
+    """Says it enforces deadlines, through a signature no probe could read (``**limits``):
+    the router passes them and adds no bound of its own."""
+
+    enforces_deadlines = True
+    seen: ClassVar[list[dict]] = []
+
+    async def stream(self, request, **limits):
+        self.seen.append(limits)
+        async for chunk in super().stream(request):
+            yield chunk
+
+    async def complete(self, request, **limits):
+        self.seen.append(limits)
+        return Completion("whole", "stop", Usage(1, 1))
+
+
+def test_an_adapter_that_enforces_deadlines_gets_them_and_no_router_bound() -> None:
+    SelfTimedAdapter.seen.clear()
+    route = route_of(mem("own", 0.3, Chunk("late", "stop")), retries=0, first_byte_timeout=0.1)
+    started = time.monotonic()
+    resp = ask(Router(adapter_factory=SelfTimedAdapter), route)
+    # A router bound of 0.1 s would have failed the target that answers after 0.3 s.
+    assert resp.text == "late" and time.monotonic() - started >= 0.3
+    resp = ask(Router(adapter_factory=SelfTimedAdapter), route, InferenceRequest("x", stream=False))
+    assert resp.text == "whole"
+    assert [sorted(limits) for limits in SelfTimedAdapter.seen] == [
+        ["deadline", "first_byte_timeout"],
+        ["deadline", "first_byte_timeout"],
+    ]
+    assert all(0 < limits["first_byte_timeout"] <= 0.1 for limits in SelfTimedAdapter.seen)
+
+
+def test_adapters_list_no_models_unless_their_protocol_can() -> None:
+    SCRIPTS["t"] = []
+    adapter = InMemoryAdapter(Target("t", "llamacpp", "openai", "http://127.0.0.1:1", ""), None)
+    assert asyncio.run(adapter.models()) == []
+    assert adapter.capabilities().streaming is True
+    assert adapter.capabilities().formats  # llamacpp's record: GGUF
 
 
 def test_transport_errors_that_slip_through_count_as_connect() -> None:

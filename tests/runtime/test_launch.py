@@ -14,7 +14,7 @@ import pytest
 
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.manifest.model import Defaults, Server
-from batuta.runtime.launch import RECIPES, build_spec, command_for, cores, launch_for
+from batuta.runtime.launch import build_spec, command_for, cores, launch_for
 from batuta.runtime.sources import ResolvedModel
 
 M = "{model_file}"  # placeholder: the path of a real model file made by the fixture
@@ -120,8 +120,9 @@ def test_every_launchable_catalogue_backend_has_a_tested_recipe() -> None:
     from batuta.catalogue import local_backends, lookup
 
     tested = {lookup(case[0]).key for case in CASES}  # type: ignore[union-attr]
-    assert tested == set(RECIPES)
-    assert {b.key for b in local_backends()} - set(RECIPES) == {"gpt4all"}
+    launchable = {b.key for b in local_backends() if b.launch}
+    assert tested == launchable
+    assert {b.key for b in local_backends()} - launchable == {"gpt4all"}
 
 
 def test_llamacpp_falls_back_to_llama_cpp_python(bin_dir, model_file) -> None:
@@ -193,7 +194,7 @@ def test_engine_pins_one_llama_cpp_form(bin_dir, model_file, monkeypatch) -> Non
     (bin_dir / "llama-server").unlink()
     with pytest.raises(NotInstalledError, match="llama-server not installed"):
         launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="server")
-    monkeypatch.setattr("batuta.runtime.launch._module_available", lambda module: False)
+    monkeypatch.setattr("batuta.selection.module_installed", lambda module: False)
     with pytest.raises(NotInstalledError, match=r"llama_cpp.server \(engine python\) not"):
         launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="python")
     with pytest.raises(RuntimeStartError, match="has no engine 'rust'"):
@@ -218,7 +219,7 @@ def test_missing_executable_says_how_to_install(bin_dir, model_file, monkeypatch
 
 def test_missing_llama_server_and_module(bin_dir, model_file, monkeypatch) -> None:
     # As on a machine without llama-cpp-python (it is installed here).
-    monkeypatch.setattr("batuta.runtime.launch._module_available", lambda module: False)
+    monkeypatch.setattr("batuta.selection.module_installed", lambda module: False)
     with pytest.raises(NotInstalledError) as info:
         command_for("llamacpp", str(model_file), "127.0.0.1", 8080)
     assert str(info.value).startswith("llama-server not installed: pip install 'batuta[llamacpp]'")
@@ -233,15 +234,33 @@ def test_explicit_executable_that_does_not_exist(bin_dir, model_file) -> None:
 
 
 def test_module_detection_does_not_import() -> None:
-    from batuta.runtime.launch import _module_available
+    from batuta.selection import module_installed
 
-    assert _module_available("llama_cpp.server")
-    assert _module_available("json")
-    assert not _module_available("llama_cpp.no_such_module")
-    assert not _module_available("no_such_top_level_pkg_xyz")
+    assert module_installed("llama_cpp.server")
+    assert module_installed("json")
+    assert not module_installed("llama_cpp.no_such_module")
+    assert not module_installed("no_such_top_level_pkg_xyz")
     before = set(sys.modules)
-    _module_available("llama_cpp.server")
+    module_installed("llama_cpp.server")
     assert "llama_cpp.server" not in set(sys.modules) - before
+
+
+def test_launch_and_validation_detect_llama_cpp_alike(bin_dir, model_file, monkeypatch) -> None:
+    """One detection: what validate and availability report is what launch runs."""
+    from batuta.selection import llama_server_command, module_installed
+
+    executable(bin_dir, "llama-server")
+    run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081)
+    assert llama_server_command() == (run.argv[0],) == (str(bin_dir / "llama-server"),)
+    (bin_dir / "llama-server").unlink()
+    run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081)
+    assert llama_server_command() == tuple(run.argv[:3])
+    # the Python engine needs the server extra too: without it neither offers that form
+    without = lambda module: module != "fastapi" and module_installed(module)  # noqa: E731
+    monkeypatch.setattr("batuta.selection.module_installed", without)
+    assert llama_server_command() is None
+    with pytest.raises(NotInstalledError):
+        launch_for("llamacpp", str(model_file), "127.0.0.1", 8081)
 
 
 @pytest.mark.parametrize(
@@ -328,3 +347,50 @@ def test_build_spec_for_an_ollama_model(bin_dir) -> None:
     assert spec.argv == (str(bin_dir / "ollama"), "serve")
     assert spec.env == {"OLLAMA_HOST": "127.0.0.1:11500"}
     assert spec.model_path == "llama3.2:1b" and spec.model_digest == "d1"
+
+
+def test_a_new_local_backend_is_one_record(bin_dir, model_file, monkeypatch) -> None:
+    from batuta import catalogue
+    from batuta.catalogue import ModelFormat, Recipe, local_backend
+
+    record = local_backend(
+        "echo", None, "Echo", language="Python", feature="test", group="gguf_based",
+        formats=(ModelFormat.GGUF,), quants=(), port=9999, health="/ready",
+        executable="echo-server", install="pip install echo-server",
+        launch=(
+            Recipe(
+                "echo-server", ("--port", "{port}", "{model}"),
+                options=(("--ctx", "{ctx}"),), env=(("ECHO_HOST", "{host}"),), key_arg="--key",
+            ),
+        ),
+    )  # fmt: skip
+    monkeypatch.setitem(catalogue.CATALOGUE, "echo", record)
+    with pytest.raises(NotInstalledError, match="echo-server not installed: pip install echo"):
+        launch_for("echo", str(model_file), "127.0.0.1", 9001)
+    executable(bin_dir, "echo-server")
+    run = launch_for("echo", str(model_file), "127.0.0.1", 9001, ctx=64, api_key_env="ECHO_KEY")
+    assert run.argv == [
+        str(bin_dir / "echo-server"), "--port", "9001", str(model_file),
+        "--ctx", "64", "--key", "${env:ECHO_KEY}",
+    ]  # fmt: skip
+    assert run.env == {"ECHO_HOST": "127.0.0.1"}
+    assert run.health_url == "http://127.0.0.1:9001/ready"
+
+
+def test_a_module_recipe_names_its_own_install_hint(bin_dir, model_file, monkeypatch) -> None:
+    from batuta import catalogue
+    from batuta.catalogue import ModelFormat, Recipe, local_backend
+
+    record = local_backend(
+        "pyecho", None, "Py echo", language="Python", feature="test", group="gguf_based",
+        formats=(ModelFormat.GGUF,), quants=(), port=9999, health="/ready", executable=None,
+        install="unused", launch=(
+            Recipe("python", ("{port}",), module="no_such_echo.server", install_hint="pip x"),
+        ),
+    )  # fmt: skip
+    monkeypatch.setitem(catalogue.CATALOGUE, "pyecho", record)
+    with pytest.raises(NotInstalledError, match=r"^no_such_echo.server not installed: pip x$"):
+        launch_for("pyecho", str(model_file), "127.0.0.1", 9001)
+    with pytest.raises(RuntimeStartError, match="takes no API key batuta knows how to pass"):
+        python = str(executable(bin_dir, "python3"))
+        launch_for("pyecho", str(model_file), "127.0.0.1", 9001, executable=python, api_key_env="K")
