@@ -44,6 +44,7 @@ class Recipe:
     executable_env: str | None = None  # variable naming the executable, e.g. BATUTA_LLAMA_SERVER
     always_threads: bool = False  # pass the core count even when not asked
     engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
+    default_ctx: int | None = None  # the context passed when the server sets none
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class Launch:
 
 
 _LLAMACPP_ENV = "BATUTA_LLAMA_SERVER"
+# llama.cpp allocates the whole KV cache of its context up front, and without a context
+# llama-server takes the model's training context (8192 for SmolLM2, 128k for Llama 3.1):
+# seconds of start-up and hundreds of MiB for tokens a chat rarely reaches. Both engines
+# get this one unless the server sets ``ctx`` (llama-server's own default once, as Ollama's).
+LLAMACPP_DEFAULT_CTX = 4096
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "realizar": (
@@ -70,6 +76,7 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
             options=(("-c", "{ctx}"), ("-t", "{threads}")),
             executable_env=_LLAMACPP_ENV,
             engine="server",
+            default_ctx=LLAMACPP_DEFAULT_CTX,
         ),
         # llama-cpp-python has no /health, defaults to a single thread, and by default
         # aborts a running generation when a second request arrives.
@@ -84,6 +91,7 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
             health_path="/v1/models",
             always_threads=True,
             engine="python",
+            default_ctx=LLAMACPP_DEFAULT_CTX,
         ),
     ),
     "llamafile": (
@@ -295,6 +303,8 @@ def launch_for(
     recipe, prefix = _choose(record, executable, engine)
     if threads is None and recipe.always_threads:
         threads = cores()
+    if ctx is None:
+        ctx = recipe.default_ctx
     model = Path(model_path)
     is_file = model.is_file()
     values = {
