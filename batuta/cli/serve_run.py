@@ -116,15 +116,12 @@ def start(
 
     Arguments after `--` are passed to the server unchanged.
     """
-    from batuta.apply.state import apply_lock
     from batuta.catalogue import lookup
-    from batuta.router.select import default_backend
-    from batuta.runtime.launch import launch_for
-    from batuta.runtime.manager import Runtime
-    from batuta.runtime.spec import ServerSpec
 
     began = time.monotonic()
     if backend is None:
+        from batuta.router.select import default_backend
+
         record = default_backend()
         if record.key != "realizar" and not os.environ.get("BATUTA_SERVE_BACKEND"):
             click.echo(f"realizar is not installed; using {record.key}", err=True)
@@ -143,6 +140,16 @@ def start(
     port = _port_default(port, record.default_port)
     name = name or f"{record.key}-{port}"
     state = state_dir(manifest_file)
+    from batuta.runtime.daemon import warm_up
+
+    # The supervisor's own start-up (an interpreter and its imports) then runs while this
+    # command imports and resolves the rest, instead of after it.
+    warm_up(state)
+    from batuta.apply.state import apply_lock
+    from batuta.runtime.launch import launch_for
+    from batuta.runtime.manager import Runtime
+    from batuta.runtime.spec import ServerSpec
+
     runtime = Runtime(state)
     runtime.check_adhoc_name(name)  # before any download
     with apply_lock(state), _progress() as progress:
@@ -357,6 +364,14 @@ class _progress:  # lower case: reads like a function, `with _progress() as prog
     """A rich progress display on stderr, fed by (label, completed, total) callbacks."""
 
     def __enter__(self) -> Progress:
+        # rich is imported on the first callback: a start that downloads nothing (the
+        # usual case) never pays for it.
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._said: set[str] = set()
+        return self.update
+
+    def _start(self) -> Any:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -375,25 +390,21 @@ class _progress:  # lower case: reads like a function, `with _progress() as prog
             console=console,
             transient=not console.is_terminal,
         )
-        self._tasks: dict[str, Any] = {}
-        self._said: set[str] = set()
-        self._started = False
-        return self.update
+        self._bar.start()
+        return self._bar
 
     def update(self, label: str, completed: int, total: int | None) -> None:
-        if not self._started:
-            self._bar.start()
-            self._started = True
+        bar = self._bar or self._start()
         short = label.replace("sha256:", "")[:32]
         if total:
             task = self._tasks.get(label)
             if task is None:
-                task = self._tasks[label] = self._bar.add_task(short, total=total)
-            self._bar.update(task, completed=completed)
+                task = self._tasks[label] = bar.add_task(short, total=total)
+            bar.update(task, completed=completed)
         elif label not in self._said:
             self._said.add(label)
-            self._bar.console.print(short)
+            bar.console.print(short)
 
     def __exit__(self, *exc: object) -> None:
-        if self._started:
+        if self._bar is not None:
             self._bar.stop()

@@ -561,3 +561,21 @@ def test_an_unreachable_hub_is_one_quick_line(here, capsys, free_port, monkeypat
     assert time.monotonic() - began < 3
     assert code == 1 and out == ""
     assert err == "Error: cannot reach 127.0.0.1 (connection refused: are you offline?)\n"
+
+
+def test_the_download_display_imports_rich_only_when_there_is_something_to_show() -> None:
+    # A start that downloads nothing must not pay for rich before its server is spawned.
+    code = (
+        "import sys\n"
+        "from batuta.cli.serve_run import _progress\n"
+        "with _progress() as progress:\n"
+        "    pass\n"
+        "print('rich' in sys.modules)\n"
+        "with _progress() as progress:\n"
+        "    progress('pulling manifest', 0, None)\n"
+        "    progress('sha256:abc', 5, 10)\n"
+        "print('rich' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
+    assert "pulling manifest" in done.stderr
