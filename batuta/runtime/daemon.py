@@ -54,6 +54,7 @@ LINGER = 3.0  # a command's own start-up and model resolution take well under th
 
 _BOOT = "import sys; from batuta.cli.main import run; sys.argv[0] = 'batuta'; run()"
 _children: list[subprocess.Popen[bytes]] = []
+_warming: dict[Path, subprocess.Popen[bytes]] = {}  # started by warm_up, per state directory
 
 
 def supervisor_alive(state_dir: Path) -> bool:
@@ -81,6 +82,7 @@ def nudge(state_dir: Path) -> int | None:
     """
     _reap()
     state_dir = Path(state_dir)
+    _await_warm(state_dir)
     if supervisor_alive(state_dir):
         pid = supervisor_pid(state_dir)
         if pid is not None:
@@ -99,8 +101,20 @@ def warm_up(state_dir: Path) -> bool:
     state_dir = ensure_state_dir(Path(state_dir))
     if supervisor_alive(state_dir):
         return False
-    spawn_supervisor(state_dir, linger=LINGER)
+    _warming[state_dir.resolve()] = spawn_supervisor(state_dir, linger=LINGER)
     return True
+
+
+def _await_warm(state_dir: Path) -> None:
+    # A supervisor this process started ahead of its request may still be booting: wait
+    # until it holds its lock (or has left) instead of starting a second one, which would
+    # only take CPU from it and leave again.
+    popen = _warming.pop(state_dir.resolve(), None)
+    deadline = time.monotonic() + _LOCK_RETRY
+    while popen is not None and popen.poll() is None and time.monotonic() < deadline:
+        if supervisor_alive(state_dir):
+            return
+        time.sleep(0.005)
 
 
 def spawn_supervisor(state_dir: Path, linger: float = 0.0) -> subprocess.Popen[bytes]:

@@ -326,3 +326,17 @@ def test_a_warmed_up_supervisor_without_a_request_leaves_by_itself(
     wait_for(lambda: not daemon.supervisor_alive(state_dir))
     assert time.monotonic() - began >= 1.0  # it waited for a request first
     assert "nothing left to supervise" in (state_dir / daemon.LOG_FILE).read_text()
+
+
+def test_a_request_right_after_the_warm_up_waits_for_that_supervisor(
+    runtime: Runtime, free_port: int, state_dir: Path
+) -> None:
+    # The supervisor is still booting when the request comes: no second one is started
+    # (it would find the first one's lock taken, say so in the log, and leave).
+    daemon.warm_up(state_dir)
+    status = runtime.start(tiny_spec("a", free_port))
+    assert status.state == "ready"
+    assert runtime.supervisor_pid() == psutil.Process(status.pid).ppid()
+    runtime.stop("a")
+    wait_for(lambda: runtime.supervisor_pid() is None)
+    assert "another supervisor" not in (state_dir / daemon.LOG_FILE).read_text()
