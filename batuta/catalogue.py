@@ -163,6 +163,7 @@ class Recipe:
     executable_env: str | None = None  # variable naming the executable, e.g. BATUTA_LLAMA_SERVER
     always_threads: bool = False  # pass the core count even when not asked
     engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
+    default_ctx: int | None = None  # the context passed when the server sets none
     # How the server is told to require an API key: "--flag" (followed by the key) or
     # "env:NAME"; None when batuta knows no way.
     key_arg: str | None = None
@@ -353,6 +354,12 @@ def remote_backend(
     )
 
 
+# llama.cpp allocates the whole KV cache of its context up front, and without a context
+# llama-server takes the model's training context (8192 for SmolLM2, 128k for Llama 3.1):
+# seconds of start-up and hundreds of MiB for tokens a chat rarely reaches. Both engines
+# get this one unless the server sets ``ctx`` (llama-server's own default once, as Ollama's).
+LLAMACPP_DEFAULT_CTX = 4096
+
 # How each launchable backend is run (see Recipe).
 _RUN: dict[str, tuple[Recipe, ...]] = {
     # --metrics on llama-server: Prometheus /metrics, for scraping per-server figures.
@@ -363,6 +370,7 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             options=(("-c", "{ctx}"), ("-t", "{threads}")),
             executable_env="BATUTA_LLAMA_SERVER",
             engine="server",
+            default_ctx=LLAMACPP_DEFAULT_CTX,
             key_arg="env:LLAMA_API_KEY",
         ),
         # llama-cpp-python has no /health, defaults to a single thread, and by default
@@ -379,6 +387,7 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             health_path="/v1/models",
             always_threads=True,
             engine="python",
+            default_ctx=LLAMACPP_DEFAULT_CTX,
             key_arg="--api_key",
             install_hint="pip install 'batuta[llamacpp]'",
         ),

@@ -89,6 +89,11 @@ def start_adhoc(
 ) -> ServerStatus:
     """Start a local ``backend`` server for ``model`` on ``port`` (named BACKEND-PORT by
     default) and return its status once it is ready. ``extra`` goes to the server as is."""
+    from batuta.runtime.daemon import warm_up
+
+    # The supervisor's own start-up (an interpreter and its imports) then runs while this
+    # process imports and resolves the rest, instead of after it.
+    warm_up(state_dir)
     from batuta.runtime.launch import launch_for, spec_for
     from batuta.runtime.manager import Runtime
     from batuta.runtime.state import apply_lock

@@ -14,6 +14,11 @@ back what it observes. The supervisor exits by itself once nothing runs or waits
 restarted; it decides so while holding the state lock, so a command that adds a server
 at the same moment either wakes it in time or finds it gone and starts a new one.
 
+A command that is about to request a start (``batuta serve start``) may start the
+supervisor ahead of its request (:func:`warm_up`), so that the supervisor's own start-up
+runs while the command imports and resolves what it needs. A supervisor started that way
+waits :data:`LINGER` seconds for work before the idle rule applies.
+
 The supervisor is started with batuta's own location prepended to ``PYTHONPATH`` (so it
 imports this very batuta); it takes that addition back out of its environment as it
 starts, so the servers it runs get the user's ``PYTHONPATH`` (or none), not batuta's.
@@ -33,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 
 from batuta._util.files import atomic_write, flocked
+from batuta._util.paths import ensure_state_dir
 from batuta.errors import StateError
 from batuta.runtime import handoff, logs
 from batuta.runtime.process import create_time_of, owned
@@ -44,11 +50,14 @@ LOCK_FILE = "supervisor.lock"
 LOG_FILE = "supervisor.log"
 _LOCK_RETRY = 2.0  # a command may hold the lock for an instant to test liveness
 _USER_PATH = "_BATUTA_USER_PYTHONPATH"  # the user's PYTHONPATH before spawn_supervisor's
+_LINGER_ENV = "_BATUTA_SUPERVISOR_LINGER"  # set by warm_up: seconds to wait for a request
+LINGER = 3.0  # a command's own start-up and model resolution take well under this
 
 # The supervisor's own entry (batuta/runtime/__main__.py): it boots without the CLI. The
 # word "supervise" names the process in `ps`.
 _BOOT = ("-m", "batuta.runtime", "supervise", "--state-dir")
 _children: list[subprocess.Popen[bytes]] = []
+_warming: dict[Path, subprocess.Popen[bytes]] = {}  # started by warm_up, per state directory
 
 
 def supervisor_alive(state_dir: Path) -> bool:
@@ -76,6 +85,7 @@ def nudge(state_dir: Path) -> int | None:
     """
     _reap()
     state_dir = Path(state_dir)
+    _await_warm(state_dir)
     if supervisor_alive(state_dir):
         pid = supervisor_pid(state_dir)
         if pid is not None:
@@ -86,12 +96,39 @@ def nudge(state_dir: Path) -> int | None:
     return None
 
 
-def spawn_supervisor(state_dir: Path) -> subprocess.Popen[bytes]:
+def warm_up(state_dir: Path) -> bool:
+    """Start ``state_dir``'s supervisor now, ahead of a request this command is about to
+    make, unless one runs. It waits :data:`LINGER` seconds for work before exiting idle;
+    the request then only wakes it (:func:`nudge`). True when one was started."""
+    _reap()
+    state_dir = ensure_state_dir(Path(state_dir))
+    if supervisor_alive(state_dir):
+        return False
+    _warming[state_dir.resolve()] = spawn_supervisor(state_dir, linger=LINGER)
+    return True
+
+
+def _await_warm(state_dir: Path) -> None:
+    # A supervisor this process started ahead of its request may still be booting: wait
+    # until it holds its lock (or has left) instead of starting a second one, which would
+    # only take CPU from it and leave again.
+    popen = _warming.pop(state_dir.resolve(), None)
+    deadline = time.monotonic() + _LOCK_RETRY
+    while popen is not None and popen.poll() is None and time.monotonic() < deadline:
+        if supervisor_alive(state_dir):
+            return
+        time.sleep(0.005)
+
+
+def spawn_supervisor(state_dir: Path, linger: float = 0.0) -> subprocess.Popen[bytes]:
     """Start ``python -m batuta.runtime supervise --state-dir DIR`` detached (own session,
-    no terminal)."""
+    no terminal); with ``linger`` it waits that many seconds for work before the idle rule applies."""
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.pop(_LINGER_ENV, None)
+    if linger > 0:
+        env[_LINGER_ENV] = repr(linger)
     # The supervisor must import this very batuta, whatever its working directory; it
     # removes the addition again (see _user_pythonpath) before it starts any server.
     root = str(Path(__file__).resolve().parents[2])
@@ -122,6 +159,16 @@ def _reap() -> None:
 
 def _say(message: str) -> None:
     logs.say(message)
+
+
+def _linger() -> float:
+    """Seconds to wait for work (from warm_up), taken out of the environment that the
+    servers inherit."""
+    raw = os.environ.pop(_LINGER_ENV, "")
+    try:
+        return max(0.0, min(float(raw), 60.0)) if raw else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _user_pythonpath() -> None:
@@ -167,6 +214,7 @@ def run(state_dir: Path, seams: Seams | None = None) -> int:
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     _user_pythonpath()
+    idle_from = time.monotonic() + _linger()
     flags = {"reload": False, "term": False}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -179,7 +227,7 @@ def run(state_dir: Path, seams: Seams | None = None) -> int:
     for sig in _SIGNALS:
         signal.signal(sig, on_signal if sig != signal.SIGCHLD else _wake_only)
     try:
-        return _serve(state_dir, seams, flags, wake_r)
+        return _serve(state_dir, seams, flags, wake_r, idle_from)
     finally:
         signal.set_wakeup_fd(previous_fd)
         for sig, handler in handlers.items():
@@ -195,7 +243,9 @@ def _wake_only(signum: int, frame: FrameType | None) -> None:
     """SIGCHLD: nothing to do but wake the loop (through the wakeup fd) to reap."""
 
 
-def _serve(state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r: int) -> int:
+def _serve(
+    state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r: int, idle_from: float
+) -> int:
     lock_fd = _acquire_lock(state_dir / LOCK_FILE)
     if lock_fd is None:
         _say("another supervisor owns this state directory; exiting")
@@ -225,9 +275,13 @@ def _serve(state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r:
                 flags["reload"], seen = False, mtime
                 supervisor.load()
             timeout = supervisor.tick()
-            if supervisor.idle() and _exit_if_idle(state_dir, supervisor, lock_fd, listener):
-                _say("nothing left to supervise; exiting")
-                return 0
+            if supervisor.idle():
+                waiting = idle_from - time.monotonic()  # started ahead of a request
+                if waiting > 0:
+                    timeout = min(timeout, waiting)
+                elif _exit_if_idle(state_dir, supervisor, lock_fd, listener):
+                    _say("nothing left to supervise; exiting")
+                    return 0
             if handoff.wait(wake_r, listener, timeout) and listener is not None:
                 listener.serve(supervisor.receive)
             with contextlib.suppress(BlockingIOError):

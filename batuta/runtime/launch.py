@@ -155,6 +155,8 @@ def launch_for(
     recipe, prefix = _choose(record, executable, engine)
     if threads is None and recipe.always_threads:
         threads = cores()
+    if ctx is None:
+        ctx = recipe.default_ctx
     model = Path(model_path)
     is_file = model.is_file()
     values = {

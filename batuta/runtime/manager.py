@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LIVE = ("starting", "ready", "unhealthy", "stopping")
 _ENDED = ("exited", "crashloop", "stopped", "failed")
-_POLL = 0.02
+_POLL = 0.01  # how often a waiting command reads state.json: part of every start
 _STOP_GRACE = 5.0  # beyond a stop's own timeout, for the supervisor to notice and report
 
 

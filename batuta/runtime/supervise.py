@@ -61,8 +61,11 @@ BACKOFF_MAX = 30.0
 HEALTHY_RESET = 60.0
 CRASHLOOP_RESTARTS = 5
 CRASHLOOP_WINDOW = 60.0
-PROBE_STARTING = 0.05  # readiness poll while a server loads: this is start-up latency
-PROBE_SLOW_START = 0.25  # ... after the first few seconds
+# Readiness poll while a server loads: half of it is added to every start on average (a
+# small model is ready in a quarter of a second), and a probe of a server that does not
+# listen yet is one refused connect.
+PROBE_STARTING = 0.01
+PROBE_SLOW_START = 0.1  # ... after the first few seconds (a large model loads for minutes)
 PROBE_READY = 2.0
 UNHEALTHY_AFTER = 3  # consecutive failed probes before a ready server is unhealthy
 POLL_ADOPTED = 0.5  # adopted processes send no SIGCHLD: poll them

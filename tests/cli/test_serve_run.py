@@ -574,3 +574,21 @@ def test_backends_whose_record_takes_hub_models_get_the_repo_id(tmp_path, monkey
         assert (resolved.registry, str(resolved.path)) == ("hf", "org/model")
     with pytest.raises(ModelSourceError):
         adhoc_model("llamafile", "org/model", None)  # a file it must be
+
+
+def test_the_download_display_imports_rich_only_when_there_is_something_to_show() -> None:
+    # A start that downloads nothing must not pay for rich before its server is spawned.
+    code = (
+        "import sys\n"
+        "from batuta.cli.progress import DownloadBar as _progress\n"
+        "with _progress() as progress:\n"
+        "    pass\n"
+        "print('rich' in sys.modules)\n"
+        "with _progress() as progress:\n"
+        "    progress('pulling manifest', 0, None)\n"
+        "    progress('sha256:abc', 5, 10)\n"
+        "print('rich' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
+    assert "pulling manifest" in done.stderr

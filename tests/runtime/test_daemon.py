@@ -181,3 +181,11 @@ def test_spawned_supervisor_gives_back_the_users_pythonpath(monkeypatch) -> None
     assert os.environ["PYTHONPATH"] == "/user/lib"
     daemon._user_pythonpath()  # not spawned by spawn_supervisor: nothing to undo
     assert os.environ["PYTHONPATH"] == "/user/lib"
+
+
+def test_linger_is_read_once_and_bounded(monkeypatch) -> None:
+    for raw, seconds in (("2.5", 2.5), ("garbage", 0.0), ("-1", 0.0), ("1e9", 60.0), ("", 0.0)):
+        monkeypatch.setenv(daemon._LINGER_ENV, raw)
+        assert daemon._linger() == seconds
+        assert daemon._LINGER_ENV not in os.environ  # servers never see it
+    assert daemon._linger() == 0.0  # started by nudge: the idle rule applies at once

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from batuta.catalogue import LLAMACPP_DEFAULT_CTX
 from batuta.errors import NotInstalledError, RuntimeStartError
 from batuta.manifest.model import Defaults, Server
 from batuta.runtime.launch import build_spec, command_for, cores, launch_for
@@ -28,8 +29,8 @@ CASES = [
     ("llamacpp", ["llama-server"], M, {"ctx": 4096, "threads": 4},
      ["-m", M, "--port", "8080", "--host", "127.0.0.1", "--metrics", "-c", "4096", "-t", "4"],
      {}, "http://127.0.0.1:8080/health"),
-    ("llama.cpp", ["llama-server"], M, {},
-     ["-m", M, "--port", "8080", "--host", "127.0.0.1", "--metrics"], {},
+    ("llama.cpp", ["llama-server"], M, {},  # no ctx: a modest one, not the model's 8192+
+     ["-m", M, "--port", "8080", "--host", "127.0.0.1", "--metrics", "-c", "4096"], {},
      "http://127.0.0.1:8080/health"),
     ("llamafile", ["llamafile"], M, {"ctx": 2048, "threads": 2},
      ["--server", "-m", M, "--port", "8080", "--host", "127.0.0.1", "--nobrowser",
@@ -136,6 +137,19 @@ def test_llamacpp_falls_back_to_llama_cpp_python(bin_dir, model_file) -> None:
     assert env == {}
 
 
+def test_both_llama_cpp_engines_get_the_default_context_unless_one_is_set(
+    bin_dir, model_file
+) -> None:
+    # llama-server would otherwise allocate the model's whole training context.
+    executable(bin_dir, "llama-server")
+    for engine, flag in (("server", "-c"), ("python", "--n_ctx")):
+        run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine=engine)
+        at = run.argv.index(flag)
+        assert run.argv[at + 1] == str(LLAMACPP_DEFAULT_CTX) == "4096"
+        run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, ctx=512, engine=engine)
+        assert run.argv.count(flag) == 1 and run.argv[run.argv.index(flag) + 1] == "512"
+
+
 def test_llama_server_named_by_env_wins(bin_dir, model_file, tmp_path, monkeypatch) -> None:
     custom = executable(tmp_path, "my-llama-server")
     monkeypatch.setenv("BATUTA_LLAMA_SERVER", str(custom))
@@ -151,7 +165,7 @@ def test_explicit_executable_wins(bin_dir, model_file, tmp_path) -> None:
         env={"LLAMA_ARG_FLASH_ATTN": "1"}, executable=str(custom),
     )  # fmt: skip
     assert argv == [str(custom), "-m", str(model_file), "--port", "9000", "--host", "0.0.0.0",
-                    "--metrics", "--n-gpu-layers", "99"]  # fmt: skip
+                    "--metrics", "-c", "4096", "--n-gpu-layers", "99"]  # fmt: skip
 
 
 def test_extra_args_and_env_are_passed_through(bin_dir, model_file) -> None:

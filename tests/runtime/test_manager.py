@@ -297,3 +297,46 @@ def test_a_corrupt_state_file_does_not_kill_the_supervisor(
     record = wait_for(lambda: (r := read_state(state_dir).servers["a"]).pid != first.pid and r)
     assert owned(record.pid, record.create_time) and record.restarts == 1
     assert "state.json is readable again" in log.read_text()
+
+
+def test_a_warmed_up_supervisor_takes_the_request_that_follows(
+    runtime: Runtime, free_port: int, state_dir: Path
+) -> None:
+    assert daemon.warm_up(state_dir) is True  # a new state directory: one is started
+    assert (state_dir / ".gitignore").is_file()  # made as every state directory is
+    warm = wait_for(runtime.supervisor_pid)
+    assert daemon.warm_up(state_dir) is False  # one runs: nothing more is started
+    status = runtime.start(tiny_spec("a", free_port))
+    assert status.state == "ready"
+    assert runtime.supervisor_pid() == warm == psutil.Process(status.pid).ppid()
+    # The server does not inherit the supervisor's instruction to wait.
+    assert daemon._LINGER_ENV not in psutil.Process(status.pid).environ()
+    runtime.stop("a")
+    wait_for(lambda: runtime.supervisor_pid() is None)
+
+
+def test_a_warmed_up_supervisor_without_a_request_leaves_by_itself(
+    runtime: Runtime, state_dir: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(daemon, "LINGER", 1.0)
+    began = time.monotonic()
+    daemon.warm_up(state_dir)
+    wait_for(runtime.supervisor_pid)
+    assert daemon.supervisor_alive(state_dir)
+    wait_for(lambda: not daemon.supervisor_alive(state_dir))
+    assert time.monotonic() - began >= 1.0  # it waited for a request first
+    assert "nothing left to supervise" in (state_dir / daemon.LOG_FILE).read_text()
+
+
+def test_a_request_right_after_the_warm_up_waits_for_that_supervisor(
+    runtime: Runtime, free_port: int, state_dir: Path
+) -> None:
+    # The supervisor is still booting when the request comes: no second one is started
+    # (it would find the first one's lock taken, say so in the log, and leave).
+    daemon.warm_up(state_dir)
+    status = runtime.start(tiny_spec("a", free_port))
+    assert status.state == "ready"
+    assert runtime.supervisor_pid() == psutil.Process(status.pid).ppid()
+    runtime.stop("a")
+    wait_for(lambda: runtime.supervisor_pid() is None)
+    assert "another supervisor" not in (state_dir / daemon.LOG_FILE).read_text()

@@ -15,7 +15,13 @@ from batuta.runtime import logs
 from batuta.runtime.process import UNKNOWN_EXIT
 from batuta.runtime.spec import ServerSpec
 from batuta.runtime.state import ServerRecord, locked_state, read_state
-from batuta.runtime.supervise import Seams, Supervisor, describe_exit
+from batuta.runtime.supervise import (
+    PROBE_SLOW_START,
+    PROBE_STARTING,
+    Seams,
+    Supervisor,
+    describe_exit,
+)
 
 
 @dataclass
@@ -204,12 +210,14 @@ def test_loading_server_stays_starting_until_ready(tmp_path, world, sup) -> None
     sup.load()
     sup.tick()
     assert saved(tmp_path).state == "starting"
-    assert sup.tick() == pytest.approx(0.05)  # polls fast while loading
+    # Polls as often as a bare client would while loading (each poll adds latency) ...
+    assert sup.tick() == pytest.approx(PROBE_STARTING) and PROBE_STARTING <= 0.01
     world.advance(6)
     sup.tick()
-    assert sup._next_due(world.now) == pytest.approx(0.25)  # slower after a few seconds
+    # ... and less often after a few seconds, but still well within a second.
+    assert sup._next_due(world.now) == pytest.approx(PROBE_SLOW_START) and PROBE_SLOW_START <= 0.1
     world.health.clear()
-    world.advance(0.25)
+    world.advance(PROBE_SLOW_START)
     sup.tick()
     assert saved(tmp_path).state == "ready"
 
