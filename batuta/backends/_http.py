@@ -13,6 +13,12 @@ same way:
 
 - :func:`probe` is the short readiness or credentials check behind every ``health()``.
 
+Both sending functions take either client (:data:`HttpClient`): an ``httpx.AsyncClient``
+(the CLI's, health checks', downloads') or an :class:`~batuta.backends._aio.AioClient`
+(the gateway's: httpx's per-request cost caps a proxy near 700 req/s on two cores). The
+answer is a :class:`Response` either way, and failures classify alike: the aiohttp half
+raises the httpx error of the same failure.
+
 This module is the one import adapters need: it re-exports the error helpers of
 :mod:`~batuta.backends._failures`, the payload helpers of :mod:`~batuta.backends._payload`,
 the stream-ending rules of :mod:`~batuta.backends._stream` and
@@ -27,8 +33,8 @@ from __future__ import annotations
 import codecs
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import httpx
@@ -61,7 +67,33 @@ from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from batuta.backends._aio import AioClient
     from batuta.backends.types import Target
+
+    HttpClient: TypeAlias = httpx.AsyncClient | AioClient
+
+
+class Response(Protocol):
+    """What adapters use of a streamed answer: an ``httpx.Response`` or an
+    :class:`~batuta.backends._aio.AioResponse`."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def is_success(self) -> bool: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP/TLS connection
 READ_TIMEOUT = 600.0  # longest silence tolerated between two reads when nothing else is set
@@ -142,7 +174,7 @@ def _budget(*limits: float | None) -> float | None:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     method: str,
     url: str,
     *,
@@ -154,26 +186,33 @@ async def send(
     first_byte_timeout: float | None = None,
     deadline: float | None = None,
     secret: str | None = None,
-) -> httpx.Response:
+) -> Response:
     """Send one request and return the *streamed* 2xx response (close it when done).
-    The body is ``json_body`` encoded by httpx, or ``content`` sent as is (signed bodies).
+    The body is ``json_body`` encoded as JSON, or ``content`` sent as is (signed bodies).
 
     Raises a classified BackendError on connection failure, on a non-2xx status (the body
     is read for the provider's message) and when no response arrives within
     ``first_byte_timeout`` or before ``deadline``."""
     budget = _budget(first_byte_timeout, _remaining(deadline))
-    request = client.build_request(
-        method,
-        url,
-        headers=dict(headers or {}),
-        json=json_body,
-        content=content,
-        params=params,
-        timeout=request_timeout(total=_remaining(deadline)),
-    )
+    timeout = request_timeout(total=_remaining(deadline))
+    response: Response
     try:
         with anyio.fail_after(budget):
-            response = await _send_resending_stale(client, request)
+            if isinstance(client, httpx.AsyncClient):
+                request = client.build_request(
+                    method,
+                    url,
+                    headers=dict(headers or {}),
+                    json=json_body,
+                    content=content,
+                    params=params,
+                    timeout=timeout,
+                )
+                response = await _send_resending_stale(client, request)
+            else:
+                response = await _aio_send(
+                    client, method, url, headers, json_body, content, params, timeout
+                )
     except TimeoutError:
         raise _first_byte_timeout(provider, budget) from None
     except httpx.HTTPError as exc:
@@ -189,6 +228,36 @@ async def send(
         await response.aclose()
     raise error_from_response(
         response.status_code, response.headers, body, provider=provider, secret=secret
+    )
+
+
+async def _aio_send(
+    client: AioClient,
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None,
+    json_body: Any,
+    content: bytes | None,
+    params: Mapping[str, str] | None,
+    timeout: httpx.Timeout,
+) -> Response:
+    from batuta.backends import _aio
+
+    sent = dict(headers or {})
+    if content is None and json_body is not None:
+        content = _aio.encode_json(json_body)
+        if not any(name.lower() == "content-type" for name in sent):
+            sent["Content-Type"] = "application/json"
+    for _ in range(STALE_RESENDS):
+        try:
+            return await _aio.send(
+                client, method, url, headers=sent, body=content, params=params, timeout=timeout
+            )
+        except httpx.RemoteProtocolError as exc:
+            if not _stale(exc):
+                raise
+    return await _aio.send(
+        client, method, url, headers=sent, body=content, params=params, timeout=timeout
     )
 
 
@@ -219,23 +288,34 @@ async def _send_resending_stale(
 
 
 async def probe(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     headers: Mapping[str, str] | None = None,
     json_body: Any = None,
-) -> httpx.Response | None:
+) -> Response | None:
     """One short check (10 s in all): ``GET url``, or ``POST`` when ``json_body`` is given.
     None when the server cannot be reached; any answer is returned, read and closed."""
+    method = "GET" if json_body is None else "POST"
     try:
-        return await client.request(
-            "GET" if json_body is None else "POST",
-            url,
-            headers=dict(headers or {}),
-            json=json_body,
-            timeout=request_timeout(total=10.0),
-        )
-    except httpx.HTTPError:
+        if isinstance(client, httpx.AsyncClient):
+            return await client.request(
+                method,
+                url,
+                headers=dict(headers or {}),
+                json=json_body,
+                timeout=request_timeout(total=10.0),
+            )
+        with anyio.fail_after(10.0):
+            response = await _aio_send(
+                client, method, url, headers, json_body, None, None, request_timeout(total=10.0)
+            )
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+    except (httpx.HTTPError, TimeoutError):
         return None
 
 
@@ -244,7 +324,7 @@ def _first_byte_timeout(provider: str, budget: float | None) -> BackendError:
 
 
 async def iter_bytes(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -282,7 +362,7 @@ async def iter_bytes(
 
 
 async def read_json(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -302,7 +382,7 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 async def iter_lines(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -333,7 +413,7 @@ async def iter_lines(
 
 
 async def iter_ndjson(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -348,7 +428,7 @@ async def iter_ndjson(
 
 
 async def iter_sse(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -368,6 +448,7 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_MESSAGE",
     "READ_TIMEOUT",
+    "Response",
     "SSEEvent",
     "StopFilter",
     "api_url",

@@ -27,8 +27,6 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from batuta.backends import _http
 from batuta.backends.openai import OpenAIAdapter
 from batuta.backends.types import InferenceRequest, Target
@@ -42,7 +40,7 @@ _ENTRA_ENV = "AZURE_OPENAI_AD_TOKEN"
 class AzureOpenAIAdapter(OpenAIAdapter):
     """OpenAIAdapter addressed and authenticated the Azure way."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.api_version = target.options.get("api_version") or None
         self.deployment = target.options.get("deployment") or target.model

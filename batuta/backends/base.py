@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 
 if TYPE_CHECKING:
-    import httpx
+    from batuta.backends._http import HttpClient
 
 
 class Adapter(ABC):
-    """Speaks one wire protocol to one target over a shared ``httpx.AsyncClient``."""
+    """Speaks one wire protocol to one target over a shared HTTP client (an httpx or an
+    aiohttp one: :func:`batuta.backends._http.send` takes either)."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: HttpClient) -> None:
         self.target = target
         self.client = client
 

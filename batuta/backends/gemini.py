@@ -38,7 +38,6 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
-import httpx
 
 from batuta.backends import _http
 from batuta.backends._payload import CONTINUE_INSTRUCTION
@@ -114,7 +113,7 @@ class _ADC:
 class GeminiAdapter(Adapter):
     """``generateContent`` / ``streamGenerateContent`` for Gemini and Vertex AI."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.options = target.options
@@ -239,7 +238,7 @@ class GeminiAdapter(Adapter):
         params: dict[str, str] | None = None,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         """``method`` for ``request``; a refused trailing model turn is asked again once
         with the continuation as a user turn."""
         kwargs: dict[str, Any] = {
@@ -266,7 +265,7 @@ class GeminiAdapter(Adapter):
         params: dict[str, str] | None = None,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         credential = await self.credential()
         try:
             return await _http.send(

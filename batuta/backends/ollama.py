@@ -13,8 +13,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from batuta.backends import _http
 from batuta.backends.base import Adapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
@@ -39,7 +37,7 @@ def _keep_alive(value: str) -> str | int:
 class OllamaAdapter(Adapter):
     """Talks to a local Ollama (or ollama.com with a Bearer key)."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         base = target.base_url.rstrip("/")
@@ -70,7 +68,7 @@ class OllamaAdapter(Adapter):
 
     async def _send(
         self, request: InferenceRequest, stream: bool, fbt: float | None, deadline: float | None
-    ) -> httpx.Response:
+    ) -> _http.Response:
         return await _http.send(
             self.client,
             "POST",

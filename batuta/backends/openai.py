@@ -33,8 +33,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt, templated_prompt
 from batuta.backends.base import Adapter
@@ -71,7 +69,7 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
 class OpenAIAdapter(Adapter):
     """Chat Completions over HTTP: SSE streaming, blocking calls and a models probe."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         record = lookup(target.backend)
         self.dialect: Dialect = record.dialect if record else Dialect()
@@ -182,7 +180,7 @@ class OpenAIAdapter(Adapter):
         stream: bool,
         first_byte_timeout: float | None,
         deadline: float | None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         self._check_retired()
         path = (
             self.dialect.completions_path if self._raw_prompt(request) else self.dialect.chat_path

@@ -19,8 +19,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt
 from batuta.backends.base import Adapter
@@ -55,7 +53,7 @@ WIRE = {
 class RealizarAdapter(Adapter):
     """realizar, natively or through its OpenAI-compatible routes."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.base = _http.origin(target.base_url)
@@ -92,7 +90,7 @@ class RealizarAdapter(Adapter):
 
     async def _send(
         self, path: str, body: dict[str, Any], fbt: float | None, deadline: float | None
-    ) -> httpx.Response:
+    ) -> _http.Response:
         return await _http.send(
             self.client,
             "POST",

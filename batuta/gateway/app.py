@@ -151,7 +151,8 @@ class Gateway:
         if self._router is None:
             from batuta.router.engine import Router
 
-            self._router = Router(state_dir=self._state_dir)
+            # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
+            self._router = Router(state_dir=self._state_dir, http="aiohttp")
         return self._router
 
     async def aclose(self) -> None:
