@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
-import orjson
 
+from batuta._util import fastjson
 from batuta._util.net import environment_proxies, proxy_for
 
 CONNECTOR_LIMIT = 256
@@ -194,7 +194,7 @@ def translate(exc: BaseException, request: tuple[str, str], *, sent: bool) -> ht
 def encode_json(value: Any) -> bytes:
     """A JSON body as httpx writes one: compact UTF-8 (keys that are not strings, like a
     ``logit_bias`` token id, written as strings as ``json.dumps`` does)."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    return fastjson.dumps(value)
 
 
 __all__ = ["AioClient", "AioResponse", "encode_json", "send", "translate"]
