@@ -12,6 +12,7 @@ from ``*_PROXY`` / ``NO_PROXY`` as curl and httpx read them, and never one for l
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import urllib.request
@@ -40,6 +41,7 @@ def is_localhost_name(host: str) -> bool:
     return host == "localhost" or host.endswith(".localhost")
 
 
+@functools.lru_cache(maxsize=1024)  # asked per request by the privacy check
 def is_loopback(url_or_host: str) -> bool:
     """Whether a URL (or ``HOST:PORT``, or a host) points at this machine."""
     host = host_of(url_or_host)

@@ -246,8 +246,10 @@ def malformed(provider: str, what: str, sample: str | bytes = "") -> BackendErro
 
 def parse_json(data: str | bytes, *, provider: str) -> Any:
     """``json.loads`` that fails as MALFORMED."""
+    from batuta._util import fastjson  # orjson: not loaded by commands that never parse
+
     try:
-        return json.loads(data)
+        return fastjson.loads(data)
     except ValueError:
         raise malformed(provider, "invalid JSON", data) from None
 

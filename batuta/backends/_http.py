@@ -13,6 +13,12 @@ same way:
 
 - :func:`probe` is the short readiness or credentials check behind every ``health()``.
 
+Both sending functions take either client (:data:`HttpClient`): an ``httpx.AsyncClient``
+(the CLI's, health checks', downloads') or an :class:`~batuta.backends._aio.AioClient`
+(the gateway's: httpx's per-request cost caps a proxy near 700 req/s on two cores). The
+answer is a :class:`Response` either way, and failures classify alike: the aiohttp half
+raises the httpx error of the same failure.
+
 This module is the one import adapters need: it re-exports the error helpers of
 :mod:`~batuta.backends._failures`, the payload helpers of :mod:`~batuta.backends._payload`,
 the stream-ending rules of :mod:`~batuta.backends._stream` and
@@ -25,11 +31,14 @@ whole fallback chain. Messages never contain request headers, keys or query stri
 from __future__ import annotations
 
 import codecs
+import contextlib
+import functools
 import re
+import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import httpx
@@ -63,7 +72,45 @@ from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from batuta.backends._aio import AioClient
     from batuta.backends.types import Target
+
+    HttpClient: TypeAlias = httpx.AsyncClient | AioClient
+
+
+class Response(Protocol):
+    """What adapters use of a streamed answer: an ``httpx.Response`` or an
+    :class:`~batuta.backends._aio.AioResponse`."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def is_success(self) -> bool: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+if sys.version_info >= (3, 11):
+    # asyncio's own timeout costs a fraction of anyio's cancel scope, which was a tenth of
+    # the gateway's per-request time (one scope per send and per body chunk).
+    from asyncio import timeout as _within
+else:  # pragma: no cover - Python 3.10
+
+    @contextlib.asynccontextmanager
+    async def _within(delay: float | None) -> AsyncIterator[None]:
+        with anyio.fail_after(delay):
+            yield
+
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP/TLS connection
 READ_TIMEOUT = 600.0  # longest silence tolerated between two reads when nothing else is set
@@ -74,6 +121,7 @@ _VERSIONED = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
 # ---------------------------------------------------------------------------- URLs, auth
 
 
+@functools.lru_cache(maxsize=1024)  # parsing the URL is most of a proxy's per-request cost
 def api_url(base_url: str, path: str, *, prefix: str = "/v1") -> str:
     """Join ``base_url`` and ``path``, inserting ``prefix`` unless the base already ends in a
     version segment: ``http://h:8080`` + ``/chat/completions`` → ``.../v1/chat/completions``,
@@ -86,6 +134,7 @@ def api_url(base_url: str, path: str, *, prefix: str = "/v1") -> str:
     return base + path
 
 
+@functools.lru_cache(maxsize=256)
 def origin(base_url: str) -> str:
     """``base_url`` without a trailing version segment, for server routes outside the API
     (``http://h:8000/v1`` → ``http://h:8000`` so ``/health`` lands where vLLM serves it)."""
@@ -144,7 +193,7 @@ def _budget(*limits: float | None) -> float | None:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     method: str,
     url: str,
     *,
@@ -156,26 +205,33 @@ async def send(
     first_byte_timeout: float | None = None,
     deadline: float | None = None,
     secret: str | None = None,
-) -> httpx.Response:
+) -> Response:
     """Send one request and return the *streamed* 2xx response (close it when done).
-    The body is ``json_body`` encoded by httpx, or ``content`` sent as is (signed bodies).
+    The body is ``json_body`` encoded as JSON, or ``content`` sent as is (signed bodies).
 
     Raises a classified BackendError on connection failure, on a non-2xx status (the body
     is read for the provider's message) and when no response arrives within
     ``first_byte_timeout`` or before ``deadline``."""
     budget = _budget(first_byte_timeout, _remaining(deadline))
-    request = client.build_request(
-        method,
-        url,
-        headers=dict(headers or {}),
-        json=json_body,
-        content=content,
-        params=params,
-        timeout=request_timeout(total=_remaining(deadline)),
-    )
+    timeout = request_timeout(total=_remaining(deadline))
+    response: Response
     try:
-        with anyio.fail_after(budget):
-            response = await _send_resending_stale(client, request)
+        async with _within(budget):
+            if isinstance(client, httpx.AsyncClient):
+                request = client.build_request(
+                    method,
+                    url,
+                    headers=dict(headers or {}),
+                    json=json_body,
+                    content=content,
+                    params=params,
+                    timeout=timeout,
+                )
+                response = await _send_resending_stale(client, request)
+            else:
+                response = await _aio_send(
+                    client, method, url, headers, json_body, content, params, timeout
+                )
     except TimeoutError:
         raise _first_byte_timeout(provider, budget) from None
     except httpx.HTTPError as exc:
@@ -183,7 +239,7 @@ async def send(
     if response.is_success:
         return response
     try:
-        with anyio.fail_after(_budget(_remaining(deadline), 30.0)):
+        async with _within(_budget(_remaining(deadline), 30.0)):
             body = await response.aread()
     except (httpx.HTTPError, TimeoutError):
         body = b""
@@ -191,6 +247,36 @@ async def send(
         await response.aclose()
     raise error_from_response(
         response.status_code, response.headers, body, provider=provider, secret=secret
+    )
+
+
+async def _aio_send(
+    client: AioClient,
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None,
+    json_body: Any,
+    content: bytes | None,
+    params: Mapping[str, str] | None,
+    timeout: httpx.Timeout,
+) -> Response:
+    from batuta.backends import _aio
+
+    sent = dict(headers or {})
+    if content is None and json_body is not None:
+        content = _aio.encode_json(json_body)
+        if not any(name.lower() == "content-type" for name in sent):
+            sent["Content-Type"] = "application/json"
+    for _ in range(STALE_RESENDS):
+        try:
+            return await _aio.send(
+                client, method, url, headers=sent, body=content, params=params, timeout=timeout
+            )
+        except httpx.RemoteProtocolError as exc:
+            if not _stale(exc):
+                raise
+    return await _aio.send(
+        client, method, url, headers=sent, body=content, params=params, timeout=timeout
     )
 
 
@@ -221,23 +307,34 @@ async def _send_resending_stale(
 
 
 async def probe(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     headers: Mapping[str, str] | None = None,
     json_body: Any = None,
-) -> httpx.Response | None:
+) -> Response | None:
     """One short check (10 s in all): ``GET url``, or ``POST`` when ``json_body`` is given.
     None when the server cannot be reached; any answer is returned, read and closed."""
+    method = "GET" if json_body is None else "POST"
     try:
-        return await client.request(
-            "GET" if json_body is None else "POST",
-            url,
-            headers=dict(headers or {}),
-            json=json_body,
-            timeout=request_timeout(total=10.0),
-        )
-    except httpx.HTTPError:
+        if isinstance(client, httpx.AsyncClient):
+            return await client.request(
+                method,
+                url,
+                headers=dict(headers or {}),
+                json=json_body,
+                timeout=request_timeout(total=10.0),
+            )
+        async with _within(10.0):
+            response = await _aio_send(
+                client, method, url, headers, json_body, None, None, request_timeout(total=10.0)
+            )
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+    except (httpx.HTTPError, TimeoutError):
         return None
 
 
@@ -246,7 +343,7 @@ def _first_byte_timeout(provider: str, budget: float | None) -> BackendError:
 
 
 async def iter_bytes(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -265,7 +362,7 @@ async def iter_bytes(
                 else _budget(first_byte_timeout, _remaining(deadline))
             )
             try:
-                with anyio.fail_after(limit):
+                async with _within(limit):
                     chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 return
@@ -284,7 +381,7 @@ async def iter_bytes(
 
 
 async def read_json(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -301,7 +398,7 @@ async def read_json(
 
 
 async def read_answer(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     deadline: float | None = None,
@@ -327,7 +424,7 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 async def iter_lines(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -358,7 +455,7 @@ async def iter_lines(
 
 
 async def iter_ndjson(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -373,7 +470,7 @@ async def iter_ndjson(
 
 
 async def iter_sse(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -390,7 +487,7 @@ async def iter_sse(
 
 
 def sse_stream(
-    response: httpx.Response,
+    response: Response,
     *,
     provider: str,
     first_byte_timeout: float | None = None,
@@ -409,6 +506,7 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_MESSAGE",
     "READ_TIMEOUT",
+    "Response",
     "SSEEvent",
     "StopFilter",
     "api_url",

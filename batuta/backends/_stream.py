@@ -28,7 +28,7 @@ import anyio
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
-    import httpx
+    from batuta.backends._http import Response
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ async def drain(
 async def opened(
     events: AsyncGenerator[T, None],
     *,
-    response: httpx.Response | None = None,
+    response: Response | None = None,
     answered: Callable[[], bool] | None = None,
 ) -> AsyncIterator[AsyncGenerator[T, None]]:
     """``events`` to loop over (with ``answered``, a STREAM_CUT once it is true ends them

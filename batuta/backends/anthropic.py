@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends.base import Adapter
@@ -41,7 +39,7 @@ class AnthropicAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.no_prefill = False  # set once the model refused a trailing assistant turn
@@ -88,7 +86,7 @@ class AnthropicAdapter(Adapter):
 
     async def _send(
         self, body: dict[str, Any], fbt: float | None, deadline: float | None
-    ) -> httpx.Response:
+    ) -> _http.Response:
         return await _http.send(
             self.client,
             "POST",
@@ -108,7 +106,7 @@ class AnthropicAdapter(Adapter):
         stream: bool,
         fbt: float | None,
         deadline: float | None,
-    ) -> tuple[httpx.Response, str, tuple[str, ...]]:
+    ) -> tuple[_http.Response, str, tuple[str, ...]]:
         """Send ``request``; a model refusing the prefill is asked again (once) with the
         continuation as a user turn, and from then on always that way."""
         body, trimmed, local = self.body(request, stream=stream)

@@ -27,8 +27,6 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends.openai import OpenAIAdapter
@@ -43,7 +41,7 @@ _ENTRA_ENV = "AZURE_OPENAI_AD_TOKEN"
 class AzureOpenAIAdapter(OpenAIAdapter):
     """OpenAIAdapter addressed and authenticated the Azure way."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.api_version = text(target.options, "api_version") or None
         self.deployment = text(target.options, "deployment") or target.model

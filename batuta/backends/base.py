@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, ClassVar
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target, Usage
 
 if TYPE_CHECKING:
-    import httpx
-
+    from batuta.backends._http import HttpClient
     from batuta.catalogue import BackendCapabilities
 
 
 class Adapter(ABC):
-    """Speaks one wire protocol to one target over a shared ``httpx.AsyncClient``."""
+    """Speaks one wire protocol to one target over a shared HTTP client (an httpx or an
+    aiohttp one: :func:`batuta.backends._http.send` takes either)."""
 
     # True: stream() and complete() honour first_byte_timeout and deadline themselves.
     enforces_deadlines: ClassVar[bool] = False
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: HttpClient) -> None:
         self.target = target
         self.client = client
 

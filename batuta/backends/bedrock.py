@@ -36,8 +36,6 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._payload import CONTINUE_INSTRUCTION
@@ -115,7 +113,7 @@ class BedrockAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.options = target.options
@@ -252,7 +250,7 @@ class BedrockAdapter(Adapter):
         *,
         first_byte_timeout: float | None,
         deadline: float | None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         """Send; a model refusing the trailing assistant turn is asked again (once) with
         the continuation as a user turn."""
         try:
@@ -274,7 +272,7 @@ class BedrockAdapter(Adapter):
         *,
         first_byte_timeout: float | None,
         deadline: float | None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         """Sign and send; the bytes signed are the bytes sent (httpx must not re-encode)."""
         url = self.url(operation, request.model)
         content = json.dumps(self.body(request), separators=(",", ":")).encode()

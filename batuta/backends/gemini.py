@@ -37,7 +37,6 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
-import httpx
 
 from batuta._util.options import text
 from batuta.backends import _http
@@ -116,7 +115,7 @@ class GeminiAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.options = target.options
@@ -242,7 +241,7 @@ class GeminiAdapter(Adapter):
         params: dict[str, str] | None = None,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         """``method`` for ``request``; a refused trailing model turn is asked again once
         with the continuation as a user turn."""
         kwargs: dict[str, Any] = {
@@ -269,7 +268,7 @@ class GeminiAdapter(Adapter):
         params: dict[str, str] | None = None,
         first_byte_timeout: float | None = None,
         deadline: float | None = None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         credential = await self.credential()
         try:
             return await _http.send(

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-
-import httpx
+from typing import TYPE_CHECKING
 
 from batuta._util.options import text
 from batuta.backends.openai import OpenAIAdapter
@@ -26,13 +25,16 @@ from batuta.backends.tgi import TGIAdapter
 from batuta.backends.types import Chunk, Completion, InferenceRequest, Target
 from batuta.errors import BackendError, FailureKind
 
+if TYPE_CHECKING:
+    from batuta.backends._http import HttpClient
+
 ENGINES = ("openai", "tgi")
 
 
 class HFEndpointAdapter(TGIAdapter):
     """A TGI adapter whose protocol (native or Messages API) is the endpoint's engine."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: HttpClient) -> None:
         super().__init__(target, client)
         self.engine = text(target.options, "engine", "openai").lower()
         self.messages_api = OpenAIAdapter(target, client) if self.engine == "openai" else None

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from batuta._util.options import OptionValue, text
 from batuta.backends import _http
 from batuta.backends.base import Adapter
@@ -45,7 +43,7 @@ class OllamaAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         base = target.base_url.rstrip("/")
@@ -76,7 +74,7 @@ class OllamaAdapter(Adapter):
 
     async def _send(
         self, request: InferenceRequest, stream: bool, fbt: float | None, deadline: float | None
-    ) -> httpx.Response:
+    ) -> _http.Response:
         return await _http.send(
             self.client,
             "POST",

@@ -36,8 +36,6 @@ import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from batuta._util.options import text
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt, templated_prompt
@@ -77,7 +75,7 @@ class OpenAIAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         record = lookup(target.backend)
         self.dialect: Dialect = record.dialect if record else Dialect()
@@ -201,7 +199,7 @@ class OpenAIAdapter(Adapter):
         stream: bool,
         first_byte_timeout: float | None,
         deadline: float | None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         self._check_retired()
         path = (
             self.dialect.completions_path if self._raw_prompt(request) else self.dialect.chat_path

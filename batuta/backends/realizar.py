@@ -19,8 +19,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from batuta._util.options import flag, text
 from batuta.backends import _http
 from batuta.backends._template import chat_prompt
@@ -57,7 +55,7 @@ class RealizarAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.base = _http.origin(target.base_url)
@@ -94,7 +92,7 @@ class RealizarAdapter(Adapter):
 
     async def _send(
         self, path: str, body: dict[str, Any], fbt: float | None, deadline: float | None
-    ) -> httpx.Response:
+    ) -> _http.Response:
         return await _http.send(
             self.client,
             "POST",

@@ -13,8 +13,7 @@ from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
-    import httpx
-
+    from batuta.backends._http import HttpClient
     from batuta.backends.base import Adapter
     from batuta.backends.types import Target
 
@@ -64,7 +63,7 @@ def adapter_class(target: Target) -> type[Adapter]:
     return cls
 
 
-def adapter_for(target: Target, client: httpx.AsyncClient) -> Adapter:
+def adapter_for(target: Target, client: HttpClient) -> Adapter:
     """A ready adapter for ``target`` sharing ``client``. Raises BackendError(CLIENT) when
     no adapter can serve it, so a router falls over to the next target."""
     return adapter_class(target)(target, client)

@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
-import httpx
 
 from batuta._util.options import number, text
 from batuta.backends import _http
@@ -66,7 +65,7 @@ class ReplicateAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.options = target.options
@@ -200,9 +199,11 @@ class ReplicateAdapter(Adapter):
         if not url:
             return
         with contextlib.suppress(Exception):
-            await self.client.post(
-                url, headers=self.headers(), timeout=_http.request_timeout(total=5.0)
-            )
+            response = await _http.send(
+                self.client, "POST", url, provider=self.target.name,
+                headers=self.headers(), deadline=time.monotonic() + 5.0,
+            )  # fmt: skip
+            await response.aclose()
 
     async def _abandon(self, prediction: dict[str, Any]) -> None:
         # Shielded so a router's cancellation still lets the cancel request go out.

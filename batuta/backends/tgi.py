@@ -15,11 +15,9 @@ limits (the catalogue record's dialect).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from batuta._util.options import text
 from batuta.backends import _http
@@ -39,7 +37,7 @@ class TGIAdapter(Adapter):
 
     enforces_deadlines = True
 
-    def __init__(self, target: Target, client: httpx.AsyncClient) -> None:
+    def __init__(self, target: Target, client: _http.HttpClient) -> None:
         super().__init__(target, client)
         self.provider = target.name or target.backend
         self.base = _http.origin(target.base_url)
@@ -71,7 +69,7 @@ class TGIAdapter(Adapter):
 
     async def _send(
         self, path: str, request: InferenceRequest, fbt: float | None, deadline: float | None
-    ) -> httpx.Response:
+    ) -> _http.Response:
         return await _http.send(
             self.client,
             "POST",
@@ -88,7 +86,7 @@ class TGIAdapter(Adapter):
         return _http.error_from_body(body, provider=self.provider)
 
     @staticmethod
-    def _prompt_tokens(details: dict[str, Any], headers: httpx.Headers) -> int | None:
+    def _prompt_tokens(details: dict[str, Any], headers: Mapping[str, str]) -> int | None:
         count = _http.int_or_none(details.get("input_length"))
         return count if count is not None else _http.int_or_none(headers.get("x-prompt-tokens"))
 

@@ -8,11 +8,11 @@ an error after the stream began is an ``error`` event, as Anthropic's own.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from batuta._util import fastjson
 from batuta.backends.types import InferenceRequest, InferenceResponse, Message
 from batuta.gateway import _parse
 from batuta.gateway.errors import GatewayError, anthropic_body, bad_field
@@ -95,9 +95,7 @@ def message(model: str, resp: InferenceResponse) -> dict[str, Any]:
 
 def event(name: str, data: Any) -> bytes:
     """One named event."""
-    return (
-        f"event: {name}\ndata: ".encode() + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
-    )
+    return f"event: {name}\ndata: ".encode() + fastjson.dumps(data) + b"\n\n"
 
 
 class MessageStream:

@@ -17,7 +17,6 @@ upstream connection.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batuta._util import fastjson
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
@@ -101,7 +101,7 @@ class _Exchange:
     async def json(
         self, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        body = json.dumps(data, ensure_ascii=False).encode()
+        body = fastjson.dumps(data)
         length = (b"content-length", str(len(body)).encode())
         await self.start(status, [*_JSON, length, *(headers or [])])
         await self.body(body)
@@ -152,7 +152,8 @@ class Gateway:
         if self._router is None:
             from batuta.router.engine import Router
 
-            self._router = Router(state_dir=self._state_dir)
+            # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
+            self._router = Router(state_dir=self._state_dir, http="aiohttp")
         return self._router
 
     async def aclose(self) -> None:
@@ -272,7 +273,7 @@ class Gateway:
                 type_="timeout", code="request_timeout",
             ) from None  # fmt: skip
         try:
-            return json.loads(b"".join(pieces))
+            return fastjson.loads(b"".join(pieces))
         except ValueError as exc:
             raise GatewayError(400, f"the request body is not valid JSON: {exc}",
                                code="invalid_json") from None  # fmt: skip

@@ -9,12 +9,12 @@ chunk as ``x_batuta`` (headers are gone by then), as Groq sends ``x_groq``.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from batuta._util import fastjson
 from batuta.backends.types import InferenceRequest, InferenceResponse, Message
 from batuta.gateway import _parse
 from batuta.gateway.errors import GatewayError, bad_field, openai_body
@@ -127,7 +127,7 @@ def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
 
 def event(data: Any) -> bytes:
     """One ``data:`` event."""
-    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + fastjson.dumps(data) + b"\n\n"
 
 
 class ChatStream:

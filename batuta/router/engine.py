@@ -14,8 +14,8 @@ one answer; ``failed_over_from`` and an ``on_event`` line say so.
 streamed chunk, as llama.cpp and OpenAI-style servers send them) are taken off what the next
 one may generate, and when none are left the shown text is the answer.
 
-One shared ``httpx.AsyncClient`` (connection pooling) serves every call; nothing is
-probed before a query, failures are handled as they come.
+One shared HTTP client (connection pooling; httpx, or aiohttp with ``http="aiohttp"``)
+serves every call; nothing is probed before a query, failures are handled as they come.
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ from batuta.router.targets import check_privacy, entry_for, target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 
 if TYPE_CHECKING:
-    import httpx
-
+    from batuta.backends._http import HttpClient
     from batuta.backends.base import Adapter
+    from batuta.router._client import ClientKind
 
-AdapterFactory = Callable[[Target, "httpx.AsyncClient"], "Adapter"]
+AdapterFactory = Callable[[Target, "HttpClient"], "Adapter"]
 TextSink = Callable[[str], None]
 T = TypeVar("T")
 
@@ -160,8 +160,9 @@ class Router:
 
     def __init__(
         self,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         *,
+        http: ClientKind = "httpx",
         state_dir: Path | None = None,
         breakers: Breakers | None = None,
         ledger: SpendLedger | None = None,
@@ -173,6 +174,7 @@ class Router:
     ) -> None:
         self._client = client
         self._own_client = client is None
+        self._http: ClientKind = http
         self.breakers = breakers or Breakers(state_dir / BREAKERS_FILE if state_dir else None)
         self.ledger = ledger or SpendLedger(state_dir / SPEND_FILE if state_dir else None)
         self._factory = adapter_factory
@@ -185,12 +187,13 @@ class Router:
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The shared client, created on first use (see :mod:`batuta.router._client`)."""
+    def client(self) -> HttpClient:
+        """The shared client, created on first use (see :mod:`batuta.router._client`): an
+        ``httpx.AsyncClient``, or with ``http="aiohttp"`` an aiohttp session."""
         if self._client is None:
             from batuta.router._client import make_client
 
-            self._client = make_client()
+            self._client = make_client(self._http)
         return self._client
 
     async def aclose(self) -> None:

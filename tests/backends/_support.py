@@ -12,11 +12,21 @@ from batuta.backends.types import Chunk, Completion, InferenceRequest, Target
 from batuta.errors import BackendError
 
 SECRET = "sk-test-0123456789abcdef"  # the value tests put in key variables
+KIND = "httpx"  # the client the helpers send with; test_over_aiohttp.py sets "aiohttp"
+
+
+def new_client() -> Any:
+    """A fresh client of :data:`KIND` (use as ``async with``)."""
+    if KIND == "aiohttp":
+        from batuta.backends._aio import AioClient
+
+        return AioClient()
+    return httpx.AsyncClient()
 
 
 async def _drain(target: Target, request: InferenceRequest, **kw: Any):
     got: list[Chunk] = []
-    async with httpx.AsyncClient() as client:
+    async with new_client() as client:
         try:
             async for chunk in adapter_for(target, client).stream(request, **kw):
                 got.append(chunk)
@@ -34,7 +44,7 @@ def drain(
 
 def complete(target: Target, request: InferenceRequest | None = None, **kw: Any) -> Completion:
     async def go() -> Completion:
-        async with httpx.AsyncClient() as client:
+        async with new_client() as client:
             adapter = adapter_for(target, client)
             return await adapter.complete(request or InferenceRequest(prompt="Hi"), **kw)
 
@@ -53,7 +63,7 @@ def complete_error(
 
 def health(target: Target) -> bool:
     async def go() -> bool:
-        async with httpx.AsyncClient() as client:
+        async with new_client() as client:
             return await adapter_for(target, client).health()
 
     return asyncio.run(go())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from batuta.backends import _http
 from batuta.backends.types import Target
 from batuta.errors import BackendError, FailureKind
+from tests.backends._support import new_client
 from tests.fakes.scripted import QuietFake as FakeServer
 
 # ---------------------------------------------------------------------------- URLs, auth, misc
@@ -77,7 +77,7 @@ def serve(pieces, status=200, content_type="text/event-stream"):
 
 
 async def _collect(url, reader, **kw):
-    async with httpx.AsyncClient() as client:
+    async with new_client() as client:
         response = await _http.send(client, "POST", url, provider="p", json_body={"a": 1})
         return [x async for x in reader(response, provider="p", **kw)]
 
@@ -142,7 +142,7 @@ def test_deadline_already_passed_times_out_at_once():
     with serve([b"data: x\n\n"]) as server:
 
         async def go():
-            async with httpx.AsyncClient() as client:
+            async with new_client() as client:
                 await _http.send(
                     client, "POST", server.url + "/s", provider="p", deadline=time.monotonic() - 1
                 )
@@ -225,7 +225,7 @@ class DropsKeptAlive:
 def _post_twice(url: str) -> list[bytes | BackendError]:
     async def go() -> list[bytes | BackendError]:
         out: list[bytes | BackendError] = []
-        async with httpx.AsyncClient() as client:
+        async with new_client() as client:
             for _ in range(2):
                 try:
                     response = await _http.send(client, "POST", url, provider="p", json_body={})
