@@ -167,7 +167,7 @@ def test_changed_server_is_replaced_alone_and_removed_one_stopped(work: Path) ->
     path = manifest(work, {"a": {"port": p1}, "b": {"port": p2}, "c": {"port": p3}})
     apply(path, echo=lambda _: None)
     before = pids(work)
-    manifest(work, {"a": {"port": p1, "ctx": 4096}, "b": {"port": p2}})
+    manifest(work, {"a": {"port": p1, "ctx": 2048}, "b": {"port": p2}})
     plan = make_plan(path)
     assert {s.name: s.action for s in plan.servers} == {
         "a": "replace",
@@ -182,7 +182,7 @@ def test_changed_server_is_replaced_alone_and_removed_one_stopped(work: Path) ->
     assert after["b"] == before["b"]
     assert after["a"] != before["a"] and "c" not in after
     assert not psutil.pid_exists(before["c"]) or psutil.Process(before["c"]).status() == "zombie"
-    assert any("server.a: Replacing... [ctx: (none) → 4096]" in line for line in out)
+    assert any("server.a: Replacing... [ctx: 4096 → 2048]" in line for line in out)
     assert any(line.startswith("server.c: Destruction complete") for line in out)
 
 
