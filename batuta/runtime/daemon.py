@@ -36,14 +36,20 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from batuta._util.files import atomic_write, flocked
 from batuta._util.paths import ensure_state_dir
 from batuta.errors import StateError
-from batuta.runtime import handoff, logs
-from batuta.runtime.process import create_time_of, owned
-from batuta.runtime.state import STATE_FILE, STATE_LOCK
-from batuta.runtime.supervise import Seams, Supervisor
+from batuta.runtime import logs
+
+if TYPE_CHECKING:
+    from batuta.runtime import handoff
+    from batuta.runtime.supervise import Seams, Supervisor
+
+# What only the supervisor itself runs (the loop, the hand-off listener, the process
+# table) is imported there: a command that merely starts or wakes one, first thing at its
+# own start-up (warm_up), does not pay for it.
 
 PID_FILE = "supervisor.pid"
 LOCK_FILE = "supervisor.lock"
@@ -73,6 +79,8 @@ def supervisor_pid(state_dir: Path) -> int | None:
         pid, create_time = int(data["pid"]), float(data["create_time"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    from batuta.runtime.process import owned
+
     return pid if owned(pid, create_time) else None
 
 
@@ -246,6 +254,11 @@ def _wake_only(signum: int, frame: FrameType | None) -> None:
 def _serve(
     state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r: int, idle_from: float
 ) -> int:
+    from batuta.runtime import handoff
+    from batuta.runtime.process import create_time_of
+    from batuta.runtime.state import STATE_FILE
+    from batuta.runtime.supervise import Supervisor
+
     lock_fd = _acquire_lock(state_dir / LOCK_FILE)
     if lock_fd is None:
         _say("another supervisor owns this state directory; exiting")
@@ -299,6 +312,8 @@ def _exit_if_idle(
     # Decide under the state lock, and let go of the supervisor lock before the state
     # lock: a command that then adds a server sees no supervisor and starts a new one.
     # The socket goes first: it belongs to whoever holds the supervisor lock.
+    from batuta.runtime.state import STATE_LOCK
+
     with flocked(state_dir / STATE_LOCK):
         supervisor.load(save=False)
         if not supervisor.idle():
