@@ -322,15 +322,10 @@ class Availability:
     detail: str
 
 
-def _installed(package: str) -> bool:
-    # Locates a top-level package on sys.path without importing it (and without the cost
-    # of importing importlib.util, which this fast path does not otherwise need).
-    return package in sys.modules or PathFinder.find_spec(package) is not None
-
-
 def module_installed(module: str) -> bool:
     """Whether ``python -m module`` can run here, found without importing anything (a
-    plain ``find_spec("a.b")`` would import ``a``)."""
+    plain ``find_spec("a.b")`` would import ``a``; PathFinder also spares this fast path
+    the cost of importing importlib.util)."""
     top, _, rest = module.partition(".")
     if top in sys.modules and not rest:
         return True
