@@ -15,6 +15,8 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from batuta._util import passthrough
+
 
 class ServingBackend(str, Enum):
     """Every backend of the product's data model, plus the desktop/local servers it lists."""
@@ -95,6 +97,9 @@ class BackendCapabilities:
     quantization: tuple[str, ...] = ()
     max_context: int = 8192
     formats: tuple[ModelFormat, ...] = ()
+    # Request fields the neutral request does not model that it takes as sent
+    # (batuta._util.passthrough); empty: none, so such a request goes elsewhere.
+    passthrough: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,13 @@ _GGUF = (ModelFormat.GGUF,)
 _LOCAL = Privacy.LOCAL
 
 
+def _passthrough(adapter: str, dialect: Dialect | None, tools: bool) -> frozenset[str]:
+    # Only the OpenAI adapters (and Azure's, which is one) send such fields unchanged.
+    speaks_openai = adapter in (_OPENAI_ADAPTER, "batuta.backends.azure:AzureOpenAIAdapter")
+    open_body = speaks_openai and (dialect is None or dialect.fields is None)
+    return passthrough.openai_fields(tools=tools, open_body=open_body)
+
+
 def local_backend(
     key: str,
     kind: ServingBackend | None,
@@ -284,6 +296,7 @@ def local_backend(
             quantization=quants,
             max_context=max_context,
             formats=formats,
+            passthrough=_passthrough(adapter, dialect, tools),
         ),
         tree_group=f"local/{group}",
         tree_label=key,
@@ -340,6 +353,7 @@ def remote_backend(
             quantization=(),
             max_context=max_context,
             formats=(),
+            passthrough=_passthrough(adapter, dialect, True),
         ),
         tree_group=f"remote/{group}" if group != "frontier_apis" else group,
         tree_label=label or key,

@@ -28,18 +28,19 @@ from batuta._util import fastjson
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
-from batuta.gateway.select import Selected, model_ids, select
+from batuta.gateway.select import Selected, model_ids, require_fields, select
 from batuta.router.targets import target_of
 from batuta.routing.table import RoutingTable, read_table
 
 if TYPE_CHECKING:
-    from batuta.backends.types import InferenceRequest, InferenceResponse
+    from batuta.backends.types import InferenceRequest, InferenceResponse, ToolCall
     from batuta.router.engine import Router
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Frames = openai.ChatStream | anthropic.MessageStream
 
 KEEPALIVE_SECONDS = 15.0
 BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body (then 408)
@@ -125,6 +126,13 @@ def _routing_headers(resp: InferenceResponse, started: float) -> list[tuple[byte
         (b"x-batuta-fallbacks", str(resp.fallbacks).encode()),
         (b"x-batuta-overhead-ms", f"{overhead:.2f}".encode()),
     ]
+
+
+def _frame(frames: Frames, piece: str | tuple[ToolCall, ...]) -> bytes:
+    if isinstance(piece, str):
+        return frames.text(piece)
+    assert isinstance(frames, openai.ChatStream)  # only chat streams are given tool calls
+    return frames.tools(piece)
 
 
 class Gateway:
@@ -281,6 +289,7 @@ class Gateway:
     async def _chat(self, ex: _Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
         selected = select(self.table.current(), call.model)
+        require_fields(selected, call.request)
         if call.request.stream:
             frames = openai.ChatStream(call.model, call.include_usage)
             await self._stream(ex, selected, call.request, frames)
@@ -300,15 +309,20 @@ class Gateway:
     # ------------------------------------------------------------------ routing
 
     def _route(
-        self, selected: Selected, request: InferenceRequest, on_text: Callable[[str], None] | None
+        self,
+        selected: Selected,
+        request: InferenceRequest,
+        on_text: Callable[[str], None] | None,
+        on_tools: Callable[[tuple[ToolCall, ...]], None] | None = None,
     ) -> Awaitable[InferenceResponse]:
         route = selected.route
         if selected.bare:
             target = target_of(route.targets[0])
             return self.router.query_target(
-                target, request, on_text=on_text, timeout=route.timeout, retries=route.retries
-            )
-        return self.router.query(route, request, on_text=on_text)
+                target, request, on_text=on_text, timeout=route.timeout, retries=route.retries,
+                on_tools=on_tools,
+            )  # fmt: skip
+        return self.router.query(route, request, on_text=on_text, on_tools=on_tools)
 
     async def _answer(
         self, ex: _Exchange, selected: Selected, request: InferenceRequest
@@ -335,10 +349,12 @@ class Gateway:
         ex: _Exchange,
         selected: Selected,
         request: InferenceRequest,
-        frames: openai.ChatStream | anthropic.MessageStream,
+        frames: Frames,
     ) -> None:
-        texts: asyncio.Queue[str] = asyncio.Queue()
-        work = asyncio.ensure_future(self._route(selected, request, texts.put_nowait))
+        # Text and (chat streams only) tool-call deltas, in the order they arrived.
+        texts: asyncio.Queue[str | tuple[ToolCall, ...]] = asyncio.Queue()
+        tools = texts.put_nowait if isinstance(frames, openai.ChatStream) else None
+        work = asyncio.ensure_future(self._route(selected, request, texts.put_nowait, tools))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         headers = [*_SSE, (b"x-batuta-route", selected.route.name.encode())]
 
@@ -361,7 +377,7 @@ class Gateway:
                     raise _Gone
                 if piece in done:
                     await begin()
-                    await ex.body(frames.text(piece.result()), more=True)
+                    await ex.body(_frame(frames, piece.result()), more=True)
                     shown = True
                     continue
                 piece.cancel()
@@ -371,7 +387,8 @@ class Gateway:
                     continue
                 break
             while not texts.empty():
-                await ex.body(frames.text(texts.get_nowait()), more=True)
+                await begin()
+                await ex.body(_frame(frames, texts.get_nowait()), more=True)
             try:
                 resp = work.result()
             except RoutingError as exc:

@@ -38,6 +38,7 @@ from batuta.errors import (
     FailureKind,
     StateError,
 )
+from batuta.router import capable
 from batuta.router.breaker import Breakers
 from batuta.router.budget import (
     Hold,
@@ -62,10 +63,12 @@ from batuta.routing.table import RouteEntry, TargetEntry
 if TYPE_CHECKING:
     from batuta.backends._http import HttpClient
     from batuta.backends.base import Adapter
+    from batuta.backends.types import ToolCall
     from batuta.router._client import ClientKind
 
 AdapterFactory = Callable[[Target, "HttpClient"], "Adapter"]
 TextSink = Callable[[str], None]
+ToolSink = Callable[[tuple["ToolCall", ...]], None]
 T = TypeVar("T")
 
 BREAKERS_FILE = "breakers.json"
@@ -118,6 +121,11 @@ class _Run:
     splice: Splice | None = None
     finish: str | None = None
     usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] | None = None
+    # Streamed tool-call deltas cannot be spliced onto another target's: once one went
+    # out, a failure ends the route (an in-band error) instead of failing over.
+    on_tools: ToolSink | None = None
+    tools_shown: bool = False
 
     def event(self, line: str) -> None:
         if self.on_event is not None:
@@ -232,11 +240,13 @@ class Router:
         *,
         on_text: TextSink | None = None,
         on_event: TextSink | None = None,
+        on_tools: ToolSink | None = None,
     ) -> InferenceResponse:
         """Answer ``request`` through ``route``; raises AllTargetsFailed (with every
-        attempt) when no target answers, RoutingError when the route breaks its privacy tier."""
+        attempt) when no target answers, RoutingError when the route breaks its privacy tier.
+        ``on_tools`` receives streamed tool-call deltas (see ``_Run.tools_shown``)."""
         check_privacy(route)
-        return await self._route(route, request, on_text, on_event, managed=True)
+        return await self._route(route, request, on_text, on_event, managed=True, tools=on_tools)
 
     async def query_target(
         self,
@@ -248,6 +258,7 @@ class Router:
         timeout: float = 30.0,
         first_byte_timeout: float | None = None,
         retries: int = 1,
+        on_tools: ToolSink | None = None,
     ) -> InferenceResponse:
         """Answer through one bare target. It was named explicitly, so its breaker is not
         consulted and no route budget applies (the cost is still reported)."""
@@ -256,7 +267,7 @@ class Router:
             targets=(entry_for(target),), timeout=timeout,
             first_byte_timeout=first_byte_timeout, retries=retries,
         )  # fmt: skip
-        return await self._route(route, request, on_text, on_event, managed=False)
+        return await self._route(route, request, on_text, on_event, managed=False, tools=on_tools)
 
     # ------------------------------------------------------------------ the chain
 
@@ -268,9 +279,10 @@ class Router:
         on_event: TextSink | None,
         *,
         managed: bool,
+        tools: ToolSink | None = None,
     ) -> InferenceResponse:
         now = self._clock()
-        run = _Run(route, request, now, now + route.timeout, on_text, on_event)
+        run = _Run(route, request, now, now + route.timeout, on_text, on_event, on_tools=tools)
         pricing: Pricing | None = None
         try:
             for index, entry in enumerate(route.targets):
@@ -288,6 +300,8 @@ class Router:
                     return self._answer(run, target, pricing, index, managed)
                 if managed and error.kind is not FailureKind.CLIENT:
                     _bookkeep(run, self.breakers.record_failure, target)
+                if run.tools_shown:
+                    break
                 if run.spent():  # it died after its last token: nothing is left to ask for
                     run.event(f"{run.note}; the answer had reached max_tokens")
                     run.note, run.finish, run.untold = None, "length", None
@@ -305,6 +319,9 @@ class Router:
     ) -> str | None:
         if self._clock() >= run.deadline:
             return f"the route's {run.route.timeout:g} s deadline has passed"
+        refused = capable.skip_reason(run.request, target)
+        if refused is not None:
+            return refused
         if not managed:
             return None
         if _bookkeep(run, self.breakers.allow, target) is False:
@@ -367,7 +384,7 @@ class Router:
             run.text, run.chunks, run.finish, run.usage = [], 0, None, Usage()
             decision = decide(
                 error, retries_done=retries_done, max_retries=run.route.retries,
-                output_shown=shown_here, now=self._clock(), deadline=run.deadline,
+                output_shown=shown_here or run.tools_shown, now=self._clock(), deadline=run.deadline,
                 rnd=self._random(), backoff=self._backoff,
             )  # fmt: skip
             if decision.action is Action.RETRY:
@@ -422,7 +439,7 @@ class Router:
             done = await (work if own_deadlines else _bounded(work, first_byte, "no answer"))
             if done.text:
                 run.take(done.text, self._clock(), target.name)
-            run.finish, run.usage = done.finish_reason, done.usage
+            run.finish, run.usage, run.tool_calls = done.finish_reason, done.usage, done.tool_calls
             return
         chunks = adapter.stream(request, **limits)
         try:
@@ -438,6 +455,9 @@ class Router:
                 limit = run.deadline - self._clock()
                 if chunk.text:
                     run.take(chunk.text, self._clock(), target.name)
+                if chunk.tool_calls and run.on_tools is not None:
+                    run.tools_shown = True
+                    run.on_tools(chunk.tool_calls)
                 run.finish = chunk.finish_reason or run.finish
                 run.usage = chunk.usage or run.usage
         finally:
@@ -485,6 +505,7 @@ class Router:
             input_tokens=inputs,
             usage_source="server" if exact else "estimate",
             cost_usd=cost,
+            tool_calls=run.tool_calls,
         )
 
 
