@@ -22,11 +22,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batuta._util import fastjson
 from batuta.errors import RoutingError
-from batuta.gateway import anthropic, openai
+from batuta.gateway import anthropic, completions, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
 from batuta.gateway.select import Selected, model_ids, require_fields, select
 from batuta.router.targets import target_of
@@ -40,7 +40,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Frames = openai.ChatStream | anthropic.MessageStream
+T = TypeVar("T")
+Frames = openai.ChatStream | anthropic.MessageStream | completions.TextStream
 
 KEEPALIVE_SECONDS = 15.0
 BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body (then 408)
@@ -197,7 +198,8 @@ class Gateway:
                 return
 
     async def _dispatch(self, ex: _Exchange, method: str, path: str) -> None:
-        posts = {"/v1/chat/completions": self._chat, "/v1/messages": self._messages}
+        posts = {"/v1/chat/completions": self._chat, "/v1/messages": self._messages,
+                 "/v1/completions": self._completions, "/v1/embeddings": self._embeddings}  # fmt: skip
         if path in posts:
             if method != "POST":
                 raise GatewayError(405, f"{path} takes POST", code="method_not_allowed")
@@ -297,6 +299,34 @@ class Gateway:
         resp = await self._answer(ex, selected, call.request)
         await ex.json(200, openai.completion(call.model, resp), _routing_headers(resp, ex.started))
 
+    async def _completions(self, ex: _Exchange) -> None:
+        call = completions.parse_completion(await self._read_json(ex))
+        selected = select(self.table.current(), call.model)
+        require_fields(selected, call.request)
+        if call.request.stream:
+            frames = completions.TextStream(call.model, call.include_usage)
+            await self._stream(ex, selected, call.request, frames)
+            return
+        resp = await self._answer(ex, selected, call.request)
+        body = completions.text_completion(call.model, resp)
+        await ex.json(200, body, _routing_headers(resp, ex.started))
+
+    async def _embeddings(self, ex: _Exchange) -> None:
+        from batuta.gateway import embeddings
+        from batuta.router.embed import embed_route
+
+        call = embeddings.parse_embeddings(await self._read_json(ex))
+        selected = select(self.table.current(), call.model)
+        embeddings.require_embedder(selected)
+        work = embed_route(self.router, selected.route, call.request, managed=not selected.bare)
+        done = await self._until_gone(ex, work)
+        headers = [
+            (b"x-batuta-target", done.target.encode()),
+            (b"x-batuta-attempts", str(done.attempts).encode()),
+            (b"x-batuta-fallbacks", str(done.fallbacks).encode()),
+        ]
+        await ex.json(200, embeddings.response(call, done), headers)
+
     async def _messages(self, ex: _Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
         selected = select(self.table.current(), call.model)
@@ -328,7 +358,11 @@ class Gateway:
         self, ex: _Exchange, selected: Selected, request: InferenceRequest
     ) -> InferenceResponse:
         """A blocking answer; cancelled when the client goes away first."""
-        work = asyncio.ensure_future(self._route(selected, request, None))
+        return await self._until_gone(ex, self._route(selected, request, None))
+
+    async def _until_gone(self, ex: _Exchange, call: Awaitable[T]) -> T:
+        """``call``'s result; cancelled when the client goes away first."""
+        work = asyncio.ensure_future(call)
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)

@@ -96,7 +96,7 @@ def finish(reason: str | None) -> str:
     return _FINISH.get(reason or "stop", reason or "stop")
 
 
-def _usage(resp: InferenceResponse) -> dict[str, int]:
+def usage_of(resp: InferenceResponse) -> dict[str, int]:
     prompt = resp.input_tokens or 0
     return {
         "prompt_tokens": prompt,
@@ -134,7 +134,7 @@ def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
                 "finish_reason": finish(resp.finish_reason),
             }
         ],
-        "usage": _usage(resp),
+        "usage": usage_of(resp),
     }
 
 
@@ -181,7 +181,7 @@ class ChatStream:
         }
         out = self._chunk([last], x_batuta=facts(resp))
         if self.include_usage:
-            out += self._chunk([], usage=_usage(resp))
+            out += self._chunk([], usage=usage_of(resp))
         return out + self.DONE
 
     def error(self, error: GatewayError) -> bytes:
