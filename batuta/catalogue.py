@@ -169,6 +169,7 @@ class Recipe:
     always_threads: bool = False  # pass the core count even when not asked
     engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
     default_ctx: int | None = None  # the context passed when the server sets none
+    embeddings_argv: tuple[str, ...] = ()  # added for a server with ``embeddings: true``
     # How the server is told to require an API key: "--flag" (followed by the key) or
     # "env:NAME"; None when batuta knows no way.
     key_arg: str | None = None
@@ -386,6 +387,9 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             engine="server",
             default_ctx=LLAMACPP_DEFAULT_CTX,
             key_arg="env:LLAMA_API_KEY",
+            # A chat model has no pooling of its own, and llama-server refuses OpenAI-style
+            # embeddings without one; chat completions keep working beside them.
+            embeddings_argv=("--embeddings", "--pooling", "mean"),
         ),
         # llama-cpp-python has no /health, defaults to a single thread, and by default
         # aborts a running generation when a second request arrives.
@@ -404,6 +408,7 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             default_ctx=LLAMACPP_DEFAULT_CTX,
             key_arg="--api_key",
             install_hint="pip install 'batuta[llamacpp]'",
+            embeddings_argv=("--embedding", "True"),
         ),
     ),
     "candle": (

@@ -160,6 +160,11 @@ class Server(_Strict):
         " llama-cpp-python's server; default: llama-server when installed",
     )
     ready_timeout: Duration = 120.0
+    embeddings: bool = Field(
+        default=False,
+        description="serve POST /v1/embeddings too (llama.cpp: --embeddings, mean pooling"
+        " unless args set --pooling); the gateway sends embeddings only to such servers",
+    )
     api_key_env: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",

@@ -136,7 +136,10 @@ def server_target(
         model=served_model_id(spec),
         local=True,
         api_key_env=key_env,
-        options=dict(template) if template and needs_template else {},
+        options={
+            **(template if template and needs_template else {}),
+            **({"embeddings": True} if server.embeddings else {}),
+        },
         health=health,
     )
 

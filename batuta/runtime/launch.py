@@ -149,8 +149,10 @@ def launch_for(
     executable: str | None = None,
     engine: str | None = None,
     api_key_env: str | None = None,
+    embeddings: bool = False,
 ) -> Launch:
-    """Like :func:`command_for`, with the engine pinned (or chosen) and named."""
+    """Like :func:`command_for`, with the engine pinned (or chosen) and named;
+    ``embeddings`` adds the recipe's switch for embeddings (those of it ``args`` lacks)."""
     record = _backend(backend)
     recipe, prefix = _choose(record, executable, engine)
     if threads is None and recipe.always_threads:
@@ -174,6 +176,8 @@ def launch_for(
         key = placeholder[placeholder.index("{") + 1 : placeholder.index("}")]
         if values[key]:
             argv += [flag, placeholder.format(**values)]
+    if embeddings:
+        argv += _embeddings_argv(recipe.embeddings_argv, args)
     argv += list(args)
     out_env = {
         name: value.format(**values)
@@ -202,6 +206,20 @@ def _pass_key(
         env[form.removeprefix("env:")] = ref
     else:
         argv += [form, ref]
+
+
+def _embeddings_argv(flags: tuple[str, ...], args: Sequence[str]) -> list[str]:
+    """The recipe's embeddings flags (a flag followed by a value counts as one), minus
+    those ``args`` already sets: ``args: [--pooling, cls]`` keeps its own pooling."""
+    out: list[str] = []
+    i = 0
+    while i < len(flags):
+        takes_value = i + 1 < len(flags) and not flags[i + 1].startswith("-")
+        group = list(flags[i : i + (2 if takes_value else 1)])
+        if group[0] not in args:
+            out += group
+        i += len(group)
+    return out
 
 
 def _placeholders(template: str) -> list[str]:
@@ -245,6 +263,7 @@ def build_spec(
         executable=server.executable,
         engine=server.engine,
         api_key_env=server.api_key_env,
+        embeddings=server.embeddings,
     )
     return spec_for(
         name,
