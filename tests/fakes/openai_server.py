@@ -204,6 +204,8 @@ class OpenAIFake(ScriptedFake):
             fault = self.take_fault()
             if fault is not None and fault.kind == "status":
                 self.send_error(resp, fault)
+            elif fault is not None and fault.kind == "malformed":
+                self.send_malformed(resp)
             else:
                 answer_embeddings(req, resp, self.model)
 

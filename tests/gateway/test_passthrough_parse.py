@@ -86,3 +86,30 @@ def test_which_targets_embed() -> None:
     # a llama.cpp server embeds only when it was started with --embeddings
     assert not embeds(target("llamacpp", local=True))
     assert embeds(target("llamacpp", local=True, embeddings=True))
+
+
+def test_completion_and_embeddings_bodies() -> None:
+    from batuta.gateway.completions import TextStream, parse_completion
+    from batuta.gateway.embeddings import parse_embeddings
+
+    call = parse_completion({"model": "m", "prompt": "Once", "suffix": "end", "n": 1,
+                             "stream": True, "stream_options": {"include_usage": True}})  # fmt: skip
+    assert call.request.raw_prompt and call.request.prompt == "Once" and call.include_usage
+    assert dict(call.request.extra) == {"suffix": "end"}
+    for body, param in (({"model": "m", "prompt": "x", "n": 2}, "n"),
+                        ({"model": "m", "prompt": "x", "stream_options": 1}, "stream_options"),
+                        ({"model": "m"}, "prompt")):  # fmt: skip
+        with pytest.raises(GatewayError) as caught:
+            parse_completion(body)
+        assert caught.value.param == param
+    error = TextStream("m", False).error(GatewayError(502, "upstream died"))
+    assert error.startswith(b"data: ") and b"upstream died" in error
+    for value in ([1, 2], [[1, 2], [3]], ["a", "b"], "a"):
+        assert parse_embeddings({"model": "m", "input": value}).request.input == value
+    for value in ([], [""], [1, "a"], [[]], 3):
+        with pytest.raises(GatewayError, match="input"):
+            parse_embeddings({"model": "m", "input": value})
+    with pytest.raises(GatewayError, match="dimensions"):
+        parse_embeddings({"model": "m", "input": "a", "dimensions": 0})
+    extra = parse_embeddings({"model": "m", "input": "a", "dimensions": 4, "user": None})
+    assert dict(extra.request.extra) == {"dimensions": 4} and not extra.base64

@@ -143,3 +143,16 @@ def test_a_stream_that_showed_tool_deltas_fails_in_band_instead_of_splicing(
                 seen += chunk.choices[0].delta.tool_calls or []
     assert len(seen) == 2
     assert spare.requests == []  # no failover: another target's deltas cannot be spliced
+
+
+def test_a_failure_before_any_tool_delta_still_fails_over(gateway: GatewayThread) -> None:
+    oai, spare, _ = gateway.fakes  # type: ignore[attr-defined]
+    oai.fail_next(503)
+    chunks = list(
+        sdk(gateway).chat.completions.create(model="pair", messages=HI, tools=TOOLS, stream=True)
+    )
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert "".join((d.function.arguments or "") for d in deltas if d.function) == ARGS
+    assert chunks[-1].model_extra is not None
+    assert chunks[-1].model_extra["x_batuta"]["target"] == "spare"
+    assert len(spare.requests) == 1
