@@ -50,6 +50,9 @@ def _floats(raw: Any, provider: str) -> list[float]:
         isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw
     ):
         return [float(x) for x in raw]
+    if isinstance(raw, list) and raw and all(isinstance(x, list) for x in raw):
+        # llama-cpp-python's answer for a model without pooling: one vector per token
+        raise _http.malformed(provider, "per-token embeddings (the model has no pooling)")
     raise _http.malformed(provider, "an embedding is not a list of numbers")
 
 

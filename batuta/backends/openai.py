@@ -17,7 +17,15 @@ strictly inside (0, 1), reasoning models without sampling knobs), plus the targe
   prefix appended, which the model continues token for token (without a template, or with
   one that cannot render the chat, it stays a chat request, and the router splices the
   restarted answer);
-- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``);
+- a legacy text completion (``InferenceRequest.raw_prompt``) goes to ``/completions`` as
+  the prompt it is on local servers and ``api: completions`` targets (others get it as one
+  user message), and its continuation after a failover is that prompt plus the shown text;
+- the request's pass-through fields (``InferenceRequest.extra``: ``tools``,
+  ``response_format``, …) are added to the body as the client sent them; a conversation
+  with tool calls goes out as the client's own message list; tool calls in the answer come
+  back on ``Completion.tool_calls`` / ``Chunk.tool_calls`` as the server sent them;
+- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``), after
+  the client's fields, so the operator's settings win;
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``;
 - ``proxy_key_env`` / ``proxy_secret_env`` name the variables holding a Modal proxy-auth

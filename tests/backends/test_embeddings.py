@@ -45,7 +45,12 @@ def test_base64_answers_are_decoded_and_data_is_put_in_input_order() -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [{"data": {"x": 1}}, {"data": [{"embedding": ["x"]}]}, {"data": [{"embedding": True}]}],
+    [
+        {"data": {"x": 1}},
+        {"data": [{"embedding": ["x"]}]},
+        {"data": [{"embedding": True}]},
+        {"data": [{"embedding": [[0.1, 0.2], [0.3, 0.4]]}]},  # per token: no pooling
+    ],
 )
 def test_answers_that_are_not_embeddings_are_malformed(answer: Any) -> None:
     with serve(answer) as fake, pytest.raises(BackendError) as caught:
