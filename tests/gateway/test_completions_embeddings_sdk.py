@@ -165,3 +165,20 @@ def test_the_fake_refuses_what_the_spec_refuses(gateway: GatewayThread) -> None:
     bad = httpx.post(first.url + "/v1/embeddings", headers={"authorization": f"Bearer {KEY}"},
                      json={"model": "m", "input": "x", "encoding_format": "int8"})  # fmt: skip
     assert bad.status_code == 400 and "encoding_format" in bad.text
+
+
+def test_a_completion_cut_mid_stream_continues_its_text_on_the_next_server(
+    tmp_path: Path,
+) -> None:
+    with OpenAIFake() as a, OpenAIFake() as b:
+        a.cut_after(3)
+        table = write_routes(tmp_path, route_of("text", local("a", a), local("b", b)))
+        with GatewayThread(table, keepalive=0.05) as gw:
+            chunks = list(sdk(gw).completions.create(model="text", prompt=PROMPT, stream=True))
+    shown = "".join(c.choices[0].text for c in chunks[:3])  # what a streamed before dying
+    assert shown and DEFAULT_TEXT.startswith(shown)
+    continued = b.requests[-1].json()["prompt"]
+    assert continued == PROMPT + shown  # the text so far, continued as it is: no splice
+    assert chunks[-1].model_extra is not None
+    assert chunks[-1].model_extra["x_batuta"]["failed_over_from"] == ["a"]
+    assert "".join(c.choices[0].text for c in chunks if c.choices).startswith(shown)
