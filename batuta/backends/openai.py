@@ -303,7 +303,7 @@ class OpenAIAdapter(Adapter):
             done = await self.complete(
                 request, first_byte_timeout=first_byte_timeout, deadline=deadline
             )
-            yield Chunk(done.text, done.finish_reason, done.usage)
+            yield Chunk(done.text, done.finish_reason, done.usage, tuple(done.tool_calls or ()))
             return
         response = await self._send(
             request, stream=True, first_byte_timeout=first_byte_timeout, deadline=deadline

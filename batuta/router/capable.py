@@ -32,12 +32,16 @@ def skip_reason(request: InferenceRequest, target: Target) -> str | None:
 
 
 def embeds(target: Target) -> bool:
-    """Whether ``target`` answers ``/embeddings``: its backend embeds, and a local server
-    batuta launches was started for it (``embeddings: true``, which routing passes on as
-    the ``embeddings`` option; llama-server answers 501 without ``--embeddings``)."""
+    """Whether ``target`` answers OpenAI's ``/embeddings``: its backend embeds and speaks
+    that route (OpenAI-protocol servers and APIs, Ollama's ``/v1``), and a local server
+    whose engine needs a switch for it (llama.cpp: llama-server answers 501 without
+    ``--embeddings``) was started with it: ``embeddings: true``, which routing passes on
+    as the ``embeddings`` option."""
     record = lookup(target.backend)
     if record is None or not record.capabilities.embeddings:
         return False
-    if target.local and record.launch and record.protocol == "openai":
+    if record.protocol not in ("openai", "ollama"):
+        return False
+    if target.local and any(recipe.embeddings_argv for recipe in record.launch):
         return flag(target.options, "embeddings")
     return True

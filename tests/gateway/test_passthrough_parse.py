@@ -86,6 +86,9 @@ def test_which_targets_embed() -> None:
     # a llama.cpp server embeds only when it was started with --embeddings
     assert not embeds(target("llamacpp", local=True))
     assert embeds(target("llamacpp", local=True, embeddings=True))
+    assert embeds(target("vllm", local=True)) and embeds(target("ollama", local=True))
+    for other in ("tgi", "realizar", "azure-openai", "hf-endpoints"):  # no /v1/embeddings here
+        assert not embeds(target(other, local=other in ("tgi", "realizar"))), other
 
 
 def test_completion_and_embeddings_bodies() -> None:
