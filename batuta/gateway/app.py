@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batuta._util import fastjson
+from batuta._util.timeouts import within
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
@@ -44,6 +45,9 @@ Send = Callable[[Message], Awaitable[None]]
 KEEPALIVE_SECONDS = 15.0
 BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body (then 408)
 MAX_BODY = 16 * 2**20
+# Seconds between looks at the breakers file for what ``serve query`` beside the gateway
+# changed: stat-ing it twice per request would be a tenth of the gateway's own time.
+BREAKER_RECHECK = 0.05
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -153,7 +157,9 @@ class Gateway:
             from batuta.router.engine import Router
 
             # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
-            self._router = Router(state_dir=self._state_dir, http="aiohttp")
+            self._router = Router(
+                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK
+            )
         return self._router
 
     async def aclose(self) -> None:
@@ -266,8 +272,9 @@ class Gateway:
                     return
 
         try:
-            await asyncio.wait_for(read(), self.body_timeout)
-        except asyncio.TimeoutError:
+            async with within(self.body_timeout):  # no task per request, as wait_for makes
+                await read()
+        except TimeoutError:
             raise GatewayError(
                 408, f"the request body did not arrive within {self.body_timeout:g} s",
                 type_="timeout", code="request_timeout",
@@ -316,19 +323,17 @@ class Gateway:
         """A blocking answer; cancelled when the client goes away first."""
         work = asyncio.ensure_future(self._route(selected, request, None))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
+        gone.add_done_callback(lambda _: work.cancel())
         try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, gone):
-                if not task.done():
-                    task.cancel()
-        if not work.done() or work.cancelled():
-            await asyncio.gather(work, return_exceptions=True)
-            raise _Gone
-        try:
-            return work.result()
+            return await work
         except RoutingError as exc:
             raise from_routing(exc) from None
+        except asyncio.CancelledError:
+            if gone.done() and not gone.cancelled():  # the client left, not a shutdown
+                raise _Gone from None
+            raise
+        finally:
+            gone.cancel()
 
     async def _stream(
         self,
