@@ -29,6 +29,7 @@ from batuta._util.timeouts import within
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
+from batuta.gateway.inbox import Inbox
 from batuta.gateway.select import Selected, model_ids, select
 from batuta.router.targets import target_of
 from batuta.routing.table import RoutingTable, read_table
@@ -342,41 +343,35 @@ class Gateway:
         request: InferenceRequest,
         frames: openai.ChatStream | anthropic.MessageStream,
     ) -> None:
-        texts: asyncio.Queue[str] = asyncio.Queue()
-        work = asyncio.ensure_future(self._route(selected, request, texts.put_nowait))
+        inbox = Inbox()
+        work = asyncio.ensure_future(self._route(selected, request, inbox.put))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
+        work.add_done_callback(inbox.wake)
+        gone.add_done_callback(inbox.wake)
         headers = [*_SSE, (b"x-batuta-route", selected.route.name.encode())]
 
-        async def begin() -> None:
+        async def begin(data: bytes) -> None:
+            """Send ``data``; first the headers and the opening frame, when not yet sent
+            (in one body message with ``data``)."""
             if not ex.begun:
                 await ex.start(200, headers)
-                await ex.body(frames.start(), more=True)
+                data = frames.start() + data
+            await ex.body(data, more=True)
 
         shown = False
         try:
             while True:
-                piece = asyncio.ensure_future(texts.get())
-                done, _ = await asyncio.wait(
-                    {piece, work, gone},
-                    timeout=None if shown else self.keepalive,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if gone in done:
-                    piece.cancel()
+                if gone.done():
                     raise _Gone
-                if piece in done:
-                    await begin()
-                    await ex.body(frames.text(piece.result()), more=True)
+                pieces = inbox.take()
+                if pieces:
+                    await begin(b"".join([frames.text(piece) for piece in pieces]))
                     shown = True
                     continue
-                piece.cancel()
-                if not done:  # no text yet: a keep-alive, so proxies and clients wait on
-                    await begin()
-                    await ex.body(frames.KEEPALIVE, more=True)
-                    continue
-                break
-            while not texts.empty():
-                await ex.body(frames.text(texts.get_nowait()), more=True)
+                if work.done():
+                    break
+                if not await inbox.wait(None if shown else self.keepalive):
+                    await begin(frames.KEEPALIVE)  # no text yet: proxies and clients wait on
             try:
                 resp = work.result()
             except RoutingError as exc:
@@ -385,7 +380,8 @@ class Gateway:
                     raise error from None
                 await ex.body(frames.error(error))
                 return
-            await begin()
+            if not ex.begun:
+                await begin(b"")
             await ex.body(frames.end(resp))
         finally:
             for task in (work, gone):
