@@ -8,6 +8,7 @@ stream in flight) by ``down``; a taken port is refused before anything changes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,10 +22,13 @@ import httpx
 import psutil
 import pytest
 
-from batuta.apply.execute import apply
+from batuta.apply.execute import ApplyFailed, apply
+from batuta.apply.gateway import start_gateway
 from batuta.apply.teardown import destroy
 from batuta.cli.main import main
-from batuta.plan import make_plan
+from batuta.manifest import load_manifest
+from batuta.plan import desired_state, make_plan
+from batuta.plan.diff import ServerChange
 from batuta.plan.gateway import GatewayPortError
 from batuta.runtime import Runtime
 from batuta.runtime.gateway import GATEWAY
@@ -290,3 +294,39 @@ def test_down_lets_the_stream_in_flight_finish(work: Path) -> None:
     assert any(c["choices"] and c["choices"][0]["finish_reason"] == "stop" for c in chunks)
     assert took < 10  # bounded by the drain timeout (8 s), well before the SIGKILL at 10 s
     assert not psutil.pid_exists(status.pid) or psutil.Process(status.pid).status() == "zombie"
+
+
+def test_a_gateway_that_cannot_start_fails_the_apply_with_its_log(
+    work: Path, fake: OpenAIFake
+) -> None:
+    # The table it would serve is gone by the time it starts (a stand-in for any start-up
+    # error): apply reports the gateway as failed, with its log, and leaves it stopped.
+    port = _free_port()
+    path = write(work, fake, port, routes="")
+    loaded = load_manifest(path)
+    desired = desired_state(loaded, {})
+    assert desired.gateway is not None
+    spec = dataclasses.replace(desired.gateway, restart="never")
+    change = ServerChange(name=GATEWAY, action="create", desired=spec)
+    out: list[str] = []
+    failure = start_gateway(Runtime(work / ".batuta"), change, spec, out.append)
+    assert failure is not None
+    assert "exited while starting (exit code 1)" in str(failure)
+    assert "Error: no routing table at" in failure.log_tail
+    assert out[0] == f"gateway: Creating... [listen on http://127.0.0.1:{port}]"
+    assert out[-1].startswith("gateway: failed: server '_gateway' (gateway) exited")
+    assert gateway_status(work) is None
+
+
+def test_apply_fails_when_the_gateway_is_not_ready_in_time(work: Path, fake: OpenAIFake) -> None:
+    port = _free_port()
+    path = write(work, fake, port, routes="defaults:\n  ready_timeout: 0.05\n")
+    out: list[str] = []
+    with pytest.raises(ApplyFailed) as caught:
+        apply(path, echo=out.append)
+    assert set(caught.value.failures) == {"gateway"}
+    assert "gateway: server '_gateway' (gateway) not ready after 0.05s" in str(caught.value)
+    assert (work / ".batuta" / "routes.json").exists()  # the routes were applied
+    assert gateway_status(work) is None  # stopped, so the next apply creates it again
+    plan = make_plan(path)
+    assert plan.gateway is not None and plan.gateway.action == "create"
