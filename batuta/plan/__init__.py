@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING
 from batuta._util.options import OptionValue
 from batuta.errors import ManifestError, ManifestIssue, ModelSourceError
 from batuta.plan.diff import LIVE_STATES, ModelPull, Plan, diff, owned_by
-from batuta.plan.gateway import desired_gateway, gateway_change, split_gateway, wants_gateway
+from batuta.plan.gateway import (
+    desired_gateway,
+    gateway_change,
+    gateway_port_problem,
+    split_gateway,
+    wants_gateway,
+)
 from batuta.plan.observe import Observation, observe
 from batuta.routing.build import build_table, template_options
 from batuta.routing.table import RoutingTable
@@ -274,6 +280,9 @@ def plan_from(
     change = gateway_change(desired.gateway, gateway, manifest=plan.manifest, health=health)
     plan = dataclasses.replace(plan, gateway=change)
     notes = tuple(f"deprecated: {w}" for w in loaded.warnings)
+    clash = gateway_port_problem(loaded, change, desired.specs)
+    if clash:
+        notes += (f"apply will refuse to start the gateway: {clash}",)
     if observation.table_error:
         notes += (f"{observation.table_error}; apply rewrites it",)
     if notes:

@@ -125,17 +125,18 @@ def gateway_change(
     return seen
 
 
-def check_gateway_port(
+def gateway_port_problem(
     loaded: LoadedManifest,
     change: ServerChange | None,
     specs: Mapping[str, ServerSpec],
-) -> None:
-    """Refuse, naming the manifest line of ``gateway.listen``, a gateway about to start on
-    an address that is taken (by another process, or by a server this manifest declares)."""
+) -> str | None:
+    """Why the gateway cannot start where the manifest says (its address is taken by
+    another process, or by a server this manifest declares), naming the manifest line of
+    ``gateway.listen``; None when it can, or when it is not about to start."""
     from batuta.runtime.ports import holder, port_free
 
     if change is None or change.action not in ("create", "replace") or change.desired is None:
-        return
+        return None
     spec = change.desired
     recorded = change.recorded
     keeps = (
@@ -147,14 +148,27 @@ def check_gateway_port(
     where = f"{loaded.display or loaded.path}:{line}:{col}: gateway.listen"
     for name, server in sorted(specs.items()):
         if server.port == spec.port:
-            raise GatewayPortError(
+            return (
                 f"{where}: port {spec.port} is also server {name!r}'s; "
                 "give the gateway or the server another port"
             )
     if not keeps and not port_free(spec.host, spec.port):
         who = holder(spec.port)
-        raise GatewayPortError(
+        return (
             f"{where}: port {spec.port} on {spec.host} is already in use"
             + (f" by {who}" if who else "")
-            + "; choose another gateway.listen or stop what listens there (nothing was changed)"
+            + "; choose another gateway.listen or stop what listens there"
         )
+    return None
+
+
+def check_gateway_port(
+    loaded: LoadedManifest,
+    change: ServerChange | None,
+    specs: Mapping[str, ServerSpec],
+) -> None:
+    """Raise GatewayPortError when :func:`gateway_port_problem` finds one (``apply`` asks
+    before it changes anything)."""
+    problem = gateway_port_problem(loaded, change, specs)
+    if problem is not None:
+        raise GatewayPortError(f"{problem} (nothing was changed)")

@@ -207,6 +207,10 @@ def test_a_taken_port_names_the_manifest_line_and_changes_nothing(
         port = taken.getsockname()[1]
         path = write(work, fake, port, server_port=_free_port())
         line = path.read_text().splitlines().index(f"  listen: 127.0.0.1:{port}") + 1
+        notes = make_plan(path).notes
+        assert any(
+            n.startswith(f"apply will refuse to start the gateway: {path}:{line}:3:") for n in notes
+        ), notes
         with pytest.raises(GatewayPortError) as caught:
             apply(path, echo=lambda _: None)
         message = str(caught.value)
