@@ -44,9 +44,13 @@ def start_gateway(
     try:
         status = runtime.start(spec, wait=True, timeout=spec.ready_timeout)
     except BatutaError as exc:
-        failure = exc if isinstance(exc, RuntimeStartError) else RuntimeStartError(str(exc))
-        echo(f"{SHOWN}: failed: {str(exc).splitlines()[0]}")
-        return failure
+        # The runtime names the record ('_gateway'); every line this text reaches starts
+        # with "gateway:" already.
+        tail = exc.log_tail if isinstance(exc, RuntimeStartError) else ""
+        text = str(exc).split("\n--- last log lines ---")[0]
+        text = text.replace(f"server {GATEWAY!r} ({spec.backend}) ", "")
+        echo(f"{SHOWN}: failed: {text.splitlines()[0]}")
+        return RuntimeStartError(text, tail)
     noun = "Creation" if verb == "Creating" else "Replacement"
     echo(
         f"{SHOWN}: {noun} complete after {time.monotonic() - started:.1f}s "

@@ -318,7 +318,7 @@ def test_a_gateway_that_cannot_start_fails_the_apply_with_its_log(
     assert "exited while starting (exit code 1)" in str(failure)
     assert "Error: no routing table at" in failure.log_tail
     assert out[0] == f"gateway: Creating... [listen on http://127.0.0.1:{port}]"
-    assert out[-1].startswith("gateway: failed: server '_gateway' (gateway) exited")
+    assert out[-1].startswith("gateway: failed: exited while starting (exit code 1); log: ")
     assert gateway_status(work) is None
 
 
@@ -329,7 +329,7 @@ def test_apply_fails_when_the_gateway_is_not_ready_in_time(work: Path, fake: Ope
     with pytest.raises(ApplyFailed) as caught:
         apply(path, echo=out.append)
     assert set(caught.value.failures) == {"gateway"}
-    assert "gateway: server '_gateway' (gateway) not ready after 0.05s" in str(caught.value)
+    assert "\n  gateway: not ready after 0.05s; log: " in str(caught.value)
     assert (work / ".batuta" / "routes.json").exists()  # the routes were applied
     assert gateway_status(work) is None  # stopped, so the next apply creates it again
     plan = make_plan(path)
