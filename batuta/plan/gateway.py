@@ -84,6 +84,8 @@ def gateway_change(
 ) -> ServerChange | None:
     """The plan's entry for the gateway (None: neither wanted nor recorded)."""
     if status is not None and not owned_by(status, manifest):
+        if desired is None:
+            return None  # another manifest's, sharing the state directory: not ours to stop
         raise StateError(
             f"the gateway of this state directory belongs to {status.spec.manifest}: stop it "
             f"(batuta down -f {status.spec.manifest}) or give this manifest its own directory"

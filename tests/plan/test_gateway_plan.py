@@ -155,6 +155,14 @@ def test_another_manifests_gateway_in_the_same_directory_is_refused(tmp_path: Pa
         plan_from(load_manifest(path), observed(path, {GATEWAY: running(other)}))
 
 
+def test_another_manifests_gateway_is_left_alone_by_one_without_a_block(tmp_path: Path) -> None:
+    path = write(tmp_path, gateway=listen(8088))
+    other = dataclasses.replace(applied_gateway(path), manifest=str(tmp_path / "other.yaml"))
+    write(tmp_path)
+    plan = plan_from(load_manifest(path), observed(path, {GATEWAY: running(other)}))
+    assert plan.gateway is None and not plan.has_changes
+
+
 def test_a_saved_plan_keeps_its_gateway_change(tmp_path: Path) -> None:
     path = write(tmp_path, gateway=listen(8088))
     plan = plan_from(load_manifest(path), observed(path, {}))
