@@ -2,8 +2,8 @@
 routing table.
 
 200 streaming chats through the ``openai`` SDK (async, 25 at a time) go to route
-``default`` while five applies reorder its targets and add and remove another route and
-an alias. Upstream are two strict OpenAI fakes that stream slowly enough for requests to
+``default`` while five applies, each begun with a batch of streams in flight, reorder its
+targets and add and remove another route and an alias. Upstream are two strict OpenAI fakes that stream slowly enough for requests to
 overlap every apply. No request may fail, every stream must end with its finish reason
 after the whole text, and the gateway must be the same process at the end.
 """
@@ -11,9 +11,7 @@ after the whole text, and the gateway must be the same process at the end.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -64,69 +62,78 @@ def manifest(folder: Path, a: OpenAIFake, b: OpenAIFake, port: int, routes: str)
     return path
 
 
-async def one_stream(client: openai.AsyncOpenAI, i: int) -> tuple[str, str | None]:
-    stream = await client.chat.completions.create(
-        model="default", stream=True, messages=[{"role": "user", "content": f"request {i}"}]
-    )
-    text, finish = "", None
-    async for chunk in stream:
-        for choice in chunk.choices:
-            text += choice.delta.content or ""
-            finish = choice.finish_reason or finish
-    return text, finish
+class Load:
+    """200 streams, 25 at a time; during batches 1 to 5 (once their first text arrived, so
+    25 streams are in flight) one apply runs, and the next batch waits for it."""
 
+    def __init__(self, port: int, edit: Callable[[int], None]) -> None:
+        self.client = openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0, timeout=30
+        )
+        self.edit = edit
+        self.in_flight = 0
+        self.at_apply: list[int] = []  # streams in flight as each apply began
+        self.first_text = asyncio.Event()
 
-async def load(port: int, started: threading.Event) -> list[tuple[str, str | None] | BaseException]:
-    client = openai.AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0, timeout=30
-    )
-    results: list[tuple[str, str | None] | BaseException] = []
-    async with client:
-        for first in range(0, REQUESTS, AT_ONCE):
-            batch = [one_stream(client, i) for i in range(first, first + AT_ONCE)]
-            started.set()
-            results += await asyncio.gather(*batch, return_exceptions=True)
-    return results
+    async def one(self, i: int) -> tuple[str, str | None]:
+        self.in_flight += 1
+        try:
+            stream = await self.client.chat.completions.create(
+                model="default", stream=True, messages=[{"role": "user", "content": f"#{i}"}]
+            )
+            text, finish = "", None
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    text += choice.delta.content or ""
+                    finish = choice.finish_reason or finish
+                    self.first_text.set()
+            return text, finish
+        finally:
+            self.in_flight -= 1
+
+    async def run(self) -> list[tuple[str, str | None] | BaseException]:
+        results: list[tuple[str, str | None] | BaseException] = []
+        async with self.client:
+            for batch, first in enumerate(range(0, REQUESTS, AT_ONCE)):
+                self.first_text.clear()
+                tasks = [asyncio.create_task(self.one(i)) for i in range(first, first + AT_ONCE)]
+                if 1 <= batch <= len(EDITS):
+                    await self.first_text.wait()
+                    self.at_apply.append(self.in_flight)
+                    await asyncio.to_thread(self.edit, batch - 1)  # the streams go on
+                results += await asyncio.gather(*tasks, return_exceptions=True)
+        return results
 
 
 def test_two_hundred_streams_while_apply_rewrites_the_table_five_times(work: Path) -> None:
     port = _free_port()
+    # 14 chunks 0.1 s apart: a batch streams for about 1.4 s, across its apply.
     with (
-        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.03) as a,
-        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.03) as b,
+        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.1) as a,
+        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.1) as b,
     ):
         path = manifest(work, a, b, port, "  default: {targets: [a, b]}\n")
         apply(path, echo=lambda _: None)
         before = Runtime(work / ".batuta").status()[GATEWAY]
-        started = threading.Event()
-        applied: list[float] = []
-        failures: list[BaseException] = []
+        outputs: list[list[str]] = []
 
-        def rewrite() -> None:
-            try:
-                assert started.wait(30)
-                for routes in EDITS:
-                    time.sleep(0.3)
-                    out: list[str] = []
-                    apply(manifest(work, a, b, port, routes), echo=out.append)
-                    assert not any(line.startswith("gateway:") for line in out), out
-                    applied.append(time.monotonic())
-            except BaseException as exc:  # reported by the main thread
-                failures.append(exc)
+        def edit(n: int) -> None:
+            out: list[str] = []
+            apply(manifest(work, a, b, port, EDITS[n]), echo=out.append)
+            outputs.append(out)
 
-        editor = threading.Thread(target=rewrite)
-        editor.start()
-        results = asyncio.run(load(port, started))
-        finished = time.monotonic()
-        editor.join(60)
-        assert not failures, failures
-        assert len(applied) == len(EDITS) and applied[-1] < finished  # all under load
+        load = Load(port, edit)
+        results = asyncio.run(load.run())
         served = len(a.requests) + len(b.requests)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
     assert len(results) == REQUESTS
     assert all(r == (DEFAULT_TEXT, "stop") for r in results)
     assert served == REQUESTS
+    assert len(outputs) == len(EDITS) and all(n > 0 for n in load.at_apply), load.at_apply
+    for out in outputs:  # each apply changed routes only, and never the gateway
+        assert any(line.startswith("routes: Wrote") for line in out), out
+        assert not any(line.startswith("gateway:") for line in out), out
     after = Runtime(work / ".batuta").status()[GATEWAY]
     assert (after.pid, after.create_time, after.restarts) == (before.pid, before.create_time, 0)
     table = read_table(work / ".batuta" / "routes.json")
