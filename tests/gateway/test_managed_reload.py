@@ -107,10 +107,10 @@ class Load:
 
 def test_two_hundred_streams_while_apply_rewrites_the_table_five_times(work: Path) -> None:
     port = _free_port()
-    # 14 chunks 0.1 s apart: a batch streams for about 1.4 s, across its apply.
+    # 14 chunks 0.04 s apart: a batch streams for about half a second, across its apply.
     with (
-        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.1) as a,
-        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.1) as b,
+        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.04) as a,
+        OpenAIFake(api_key="sk-test", model="gpt-4o-mini", chunk_delay=0.04) as b,
     ):
         path = manifest(work, a, b, port, "  default: {targets: [a, b]}\n")
         apply(path, echo=lambda _: None)
