@@ -89,7 +89,7 @@ test: lint typecheck unit
 GATEWAY_QUERY := from batuta.manifest import load_manifest; from openai import OpenAI; \
 	url = 'http://' + load_manifest().manifest.gateway.listen + '/v1'; \
 	answer = OpenAI(base_url=url, api_key='any').chat.completions.create(model='default', \
-	max_tokens=64, messages=[{'role': 'user', 'content': 'In one sentence: what is a gateway?'}]); \
+	max_tokens=48, messages=[{'role': 'user', 'content': 'In one sentence: what is a gateway?'}]); \
 	print('through the gateway at', url + ':', answer.choices[0].message.content.strip())
 
 demo: install
