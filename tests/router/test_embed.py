@@ -96,3 +96,14 @@ def test_a_passed_deadline_and_a_broken_privacy_tier(fakes) -> None:
     with pytest.raises(RoutingError):
         run(Router(), route_of(remote, privacy="sovereign"))
     assert a.requests == []
+
+
+def test_unwritable_breakers_do_not_lose_the_vectors(fakes, tmp_path) -> None:
+    a, b = fakes
+    (tmp_path / "breakers.json").mkdir()  # every write of the breakers file fails
+    a.fail_next(500)
+    done = run(
+        Router(state_dir=tmp_path, sleep=Sleeps()),
+        route_of(server("a", a), server("b", b), retries=0),
+    )
+    assert done.target == "b" and done.embeddings.vectors == [pytest.approx(vector("hi", 8))]
