@@ -20,7 +20,9 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # An image reference: [registry/]repository[:tag][@digest], no spaces.
 IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
 
-Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, description="e.g. 500m, 2, 4Gi")]
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, description="e.g. 500m, 4Gi")]
+# A bare number is a quantity too (``cpu: 2``).
+Amount = Annotated[Quantity | Annotated[float, Field(gt=0)], Field(description="e.g. 2, 500m, 4Gi")]
 Image = Annotated[str, Field(pattern=IMAGE_PATTERN, description="registry/repository:tag")]
 
 
@@ -31,8 +33,8 @@ class _Strict(BaseModel):
 class Resources(_Strict):
     """What one replica of a server asks the cluster for (requests = limits)."""
 
-    cpu: Quantity | None = None
-    memory: Quantity | None = None
+    cpu: Amount | None = None
+    memory: Amount | None = None
     gpu: int | None = Field(default=None, ge=0, description="NVIDIA GPUs (nvidia.com/gpu)")
 
 
