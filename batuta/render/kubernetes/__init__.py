@@ -39,9 +39,13 @@ class RenderError(BatutaError):
 
 def gateway_image(loaded: LoadedManifest) -> str:
     """``kubernetes.images.gateway``, else ``batuta-gateway:VERSION`` (deploy/Dockerfile)."""
-    from batuta import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return loaded.manifest.kubernetes.images.get("gateway", f"{GATEWAY_NAME}:{__version__}")
+    try:
+        tag = version("batuta")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        tag = "latest"
+    return loaded.manifest.kubernetes.images.get("gateway", f"{GATEWAY_NAME}:{tag}")
 
 
 def with_namespace(loaded: LoadedManifest, namespace: str | None) -> LoadedManifest:
