@@ -33,10 +33,22 @@ def test_write_files_replaces_only_what_batuta_rendered(tmp_path: Path) -> None:
     mine.write_text("kind: mine\n")
     gone = tmp_path / "deployment-server-removed.yaml"
     gone.write_text("metadata:\n  labels:\n    app.kubernetes.io/managed-by: batuta\n")
+    binary = tmp_path / "blob.yaml"
+    binary.write_bytes(b"\xff\xfe app.kubernetes.io/managed-by: batuta")  # not text: not ours
     write_files(tmp_path, files)
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == set(files) | {"notes.yaml"}
+    assert names == set(files) | {"notes.yaml", "blob.yaml"}
     assert all((tmp_path / n).read_text() == t for n, t in files.items())
+
+
+def test_the_public_api_renders_and_writes_only_when_asked(tmp_path: Path) -> None:
+    import batuta
+
+    files = batuta.render_kubernetes(FLEET, env={})
+    assert files == render_path(FLEET)
+    out = tmp_path / "out"
+    assert batuta.render_kubernetes(FLEET, output=out, namespace="llm", env={}) == files
+    assert {p.name for p in out.iterdir()} == set(files)
 
 
 def regenerate() -> None:

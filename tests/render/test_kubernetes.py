@@ -382,15 +382,27 @@ def test_another_engine_needs_its_own_image(tmp_path: Path) -> None:
     assert pod["command"] == ["python3"] and pod["args"][:2] == ["-m", "llama_cpp.server"]
 
 
-def test_an_ollama_model_needs_an_ollama_server(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace(
-        "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q8_0.gguf",
-        "ollama://smollm2:135m",
-    )
+def test_an_ollama_server_needs_an_ollama_model(tmp_path: Path) -> None:
+    text = SOVEREIGN.replace("  b:\n    backend: llamacpp", "  b:\n    backend: ollama")
+    ((line, path, message),) = _issues(tmp_path, text)
+    assert (line, path) == (line_of(text, "  b:") + 2, "servers.b.model")
+    assert "ollama:// models only" in message
+
+
+def test_a_server_name_too_long_for_a_service(tmp_path: Path) -> None:
+    long = "b" * 60
+    text = SOVEREIGN.replace("  b:\n", f"  {long}:\n").replace("[a, b]", f"[a, {long}]")
+    ((line, path, message),) = _issues(tmp_path, text)
+    assert (line, path) == (line_of(text, f"  {long}:"), f"servers.{long}")
+    assert "too long" in message
+
+
+def test_a_backend_batuta_cannot_launch(tmp_path: Path) -> None:
+    text = SOVEREIGN.replace("  b:\n    backend: llamacpp", "  b:\n    backend: gpt4all")
     found = _issues(tmp_path, text)
-    assert [(p, "ollama://" in m) for _, p, m in found] == [
-        ("servers.a.model", True), ("servers.b.model", True),
-    ]  # fmt: skip
+    assert ("servers.b.backend", True) in [
+        (p, "does not know how to launch" in m) for _, p, m in found
+    ]
 
 
 def test_an_unknown_image_override_is_an_error(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from batuta.catalogue import Backend, Recipe, lookup
-from batuta.errors import RuntimeStartError
 from batuta.render.kubernetes.models import FETCH_IMAGE, ClusterModel
 from batuta.render.kubernetes.objects import (
     CONFIG_HASH,
@@ -214,11 +213,11 @@ def cluster_server(
     if not backend.launch:
         problems.add(f"{where}.backend", f"batuta does not know how to launch {backend.display}")
         return None
-    if (model.scheme == "ollama") != (backend.key == "ollama"):
+    if backend.key == "ollama" and model.scheme != "ollama":  # the rules say the converse
         problems.add(
             f"{where}.model",
-            "in a cluster, ollama:// models are served by ollama servers only, and ollama"
-            " servers serve ollama:// models only",
+            "an ollama server in a cluster serves ollama:// models only (it pulls them into"
+            " its volume itself)",
         )
         return None
     recipe = _recipe(backend, server)
@@ -236,15 +235,11 @@ def cluster_server(
     port = server.port or backend.default_port or 8080
     defaults = manifest.defaults
     explicit = server.model_fields_set
-    try:
-        run = launch_with(
-            backend, recipe, _prefix(backend, recipe, image), model.ref, "0.0.0.0", port,
-            ctx=server.ctx, threads=server.threads, args=args, env=env,
-            api_key_env=server.api_key_env, is_file=model.is_file,
-        )  # fmt: skip
-    except RuntimeStartError as exc:
-        problems.add(f"{where}.api_key_env", str(exc))
-        return None
+    run = launch_with(
+        backend, recipe, _prefix(backend, recipe, image), model.ref, "0.0.0.0", port,
+        ctx=server.ctx, threads=server.threads, args=args, env=env,
+        api_key_env=server.api_key_env, is_file=model.is_file,
+    )  # fmt: skip
     resolved = ResolvedModel(
         path=Path(model.ref),  # never opened: a registry name says so
         source=manifest.models[server.model].source,
