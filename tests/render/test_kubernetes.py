@@ -410,6 +410,23 @@ def test_an_unknown_image_override_is_an_error(tmp_path: Path) -> None:
     ((line, path, message),) = _issues(tmp_path, text)
     assert (line, path) == (line_of(text, "  images:"), "kubernetes.images.vlm")
     assert "gateway, fetch" in message
+    alias = SOVEREIGN + "  images: {llama.cpp: example.com/x:1}\n"  # a name the image map misses
+    ((_, path, message),) = _issues(tmp_path, alias)
+    assert path == "kubernetes.images.llama.cpp" and "(did you mean llamacpp?)" in message
+
+
+def test_endpoints_alone_render_a_gateway(tmp_path: Path) -> None:
+    text = (
+        "version: 1\nendpoints:\n  groq: {provider: groq, model: m, api_key_env: GROQ_API_KEY}\n"
+        "routes:\n  default: {targets: [groq]}\n"
+    )
+    files = render_text(tmp_path, text)
+    assert {o["kind"] for o in objects(files).values()} == {
+        "Namespace", "ConfigMap", "Deployment", "Service",
+    }  # fmt: skip
+    assert secret_keys(files) == {"GROQ_API_KEY"}
+    for obj in objects(files).values():
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
 def test_the_image_of_a_backend_can_be_replaced(tmp_path: Path) -> None:

@@ -65,11 +65,13 @@ def with_namespace(loaded: LoadedManifest, namespace: str | None) -> LoadedManif
 def _check_images(loaded: LoadedManifest, problems: Problems) -> None:
     for key in loaded.manifest.kubernetes.images:
         backend = lookup(key)
-        if key not in ("gateway", "fetch") and (backend is None or not backend.local):
-            problems.add(
-                f"kubernetes.images.{key}",
-                "names no image batuta renders: use gateway, fetch or a local backend's name",
-            )
+        if key in ("gateway", "fetch") or (backend is not None and backend.key == key):
+            continue
+        hint = f" (did you mean {backend.key}?)" if backend is not None and backend.local else ""
+        problems.add(
+            f"kubernetes.images.{key}",
+            f"names no image batuta renders{hint}: use gateway, fetch or a local backend's name",
+        )
 
 
 def _models(loaded: LoadedManifest, problems: Problems) -> dict[str, ClusterModel]:

@@ -151,10 +151,9 @@ def _probes(path: str, ready_timeout: float) -> Obj:
     }  # fmt: skip
 
 
-def _pod(name: str, server: Server, run: ServerSpec, image: str, model: ClusterModel,
-         fetch_image: str) -> Obj:  # fmt: skip
+def _pod(server: Server, run: ServerSpec, image: str, model: ClusterModel, fetch_image: str) -> Obj:
+    """The pod of one server: its init container fills the model's claim, then it serves."""
     path = urlsplit(run.health_url).path or "/"
-    ready_timeout = run.ready_timeout
     container: Obj = {
         "name": "server",
         "image": image,
@@ -162,7 +161,7 @@ def _pod(name: str, server: Server, run: ServerSpec, image: str, model: ClusterM
         "args": [_k8s(a) for a in run.argv[1:]],
         "ports": [{"name": PORT_NAME, "containerPort": run.port, "protocol": "TCP"}],
         "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}],
-        **_probes(path, ready_timeout),
+        **_probes(path, run.ready_timeout),
     }
     env = _container_env(run)
     if env:
@@ -266,7 +265,7 @@ def cluster_server(
             "selector": {"matchLabels": match},
             "template": {
                 "metadata": {"labels": dict(label), "annotations": dict(hashed)},
-                "spec": _pod(name, server, spec, image, model, fetch_image),
+                "spec": _pod(server, spec, image, model, fetch_image),
             },
         },
     }
