@@ -3,6 +3,7 @@ a non-zero exit and nothing written."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,27 @@ def test_help_lists_render(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "render" in out and "Render batuta.yaml for Kubernetes." in out
     code, out, _ = run(["render", "--help"], capsys)
     assert code == 0 and "kubernetes" in out
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        (
+            "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q8_0.gguf",
+            "./smollm2.gguf",
+            "models.smollm2.source",
+        ),
+        ("  b:\n    backend: llamacpp", "  b:\n    backend: candle", "servers.b"),
+    ],
+    ids=["local-path", "no-image"],
+)
+def test_errors_name_the_line_exit_non_zero_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, path: str
+) -> None:
+    manifest = tmp_path / "batuta.yaml"
+    manifest.write_text(SOVEREIGN.replace(old, new))
+    out_dir = tmp_path / "k8s"
+    code, out, err = run(["render", "kubernetes", "-f", str(manifest), "-o", str(out_dir)], capsys)
+    assert code == 1 and out == ""
+    assert re.match(rf"{re.escape(str(manifest))}:\d+:\d+: {re.escape(path)}: ", err)
+    assert not out_dir.exists()
