@@ -99,6 +99,8 @@ def serve(
     if listen is None:
         listen, where = _manifest_listen(manifest) or DEFAULT_LISTEN, "gateway.listen"
     host, port = listen_address(listen, where, any_address=any_address)
+    if table is not None and not table.is_file():
+        raise GatewaySetupError(f"--table: no routing table at {table}")
     try:
         served = read_table(path)
     except RoutingError as exc:

@@ -201,6 +201,9 @@ def test_a_given_table_on_any_address(tmp_path: Path, procs: list[subprocess.Pop
         refused = subprocess.run([*ARGV, "--table", str(table), *listen], cwd=tmp_path,
                                  capture_output=True, timeout=60)  # fmt: skip
         assert refused.returncode == 1 and b"is not this machine" in refused.stderr
+        missing = [*ARGV, "--table", str(tmp_path / "none.json"), "--listen", f"127.0.0.1:{port}"]
+        absent = subprocess.run(missing, cwd=tmp_path, capture_output=True, timeout=60)
+        assert absent.returncode == 1 and b"--table: no routing table at" in absent.stderr
         proc = run(tmp_path / "empty-state", "--table", str(table), *listen, "--any-address",
                    cwd=tmp_path)  # fmt: skip
         procs.append(proc)

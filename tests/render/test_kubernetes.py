@@ -380,6 +380,13 @@ def test_another_engine_needs_its_own_image(tmp_path: Path) -> None:
     fixed = text.replace("    engine: python", "    engine: python\n    image: example.com/lcp:1")
     pod = _pods(render_text(tmp_path, fixed))["server-b"]["spec"]["containers"][0]
     assert pod["command"] == ["python3"] and pod["args"][:2] == ["-m", "llama_cpp.server"]
+    assert "--n_threads" not in pod["args"]  # not this machine's cores: the pod's own default
+    for cpu, threads in (("3", "3"), ("2.5", "2"), ("500m", None)):
+        sized = fixed.replace(
+            "    engine: python", f"    engine: python\n    resources: {{cpu: {cpu}}}"
+        )
+        args = _pods(render_text(tmp_path, sized))["server-b"]["spec"]["containers"][0]["args"]
+        assert (args[args.index("--n_threads") + 1] if "--n_threads" in args else None) == threads
 
 
 def test_an_ollama_server_needs_an_ollama_model(tmp_path: Path) -> None:

@@ -120,6 +120,19 @@ def _container_env(spec: ServerSpec) -> list[Obj]:
     return out
 
 
+def _threads(server: Server, recipe: Recipe) -> int | None:
+    """``threads``; for an engine that needs a count (batuta gives it this machine's cores),
+    the whole CPUs the pod asks for, else none (its own default)."""
+    if server.threads is not None or not recipe.always_threads or server.resources is None:
+        return server.threads
+    cpu = server.resources.cpu
+    try:
+        count = float(cpu) if cpu is not None else 0.0
+    except ValueError:  # 500m and the like: less than one core
+        return None
+    return int(count) if count >= 1 else None
+
+
 def _quantity(amount: str | float) -> str:
     if isinstance(amount, float):
         return str(int(amount)) if amount.is_integer() else repr(amount)
@@ -236,7 +249,7 @@ def cluster_server(
     explicit = server.model_fields_set
     run = launch_with(
         backend, recipe, _prefix(backend, recipe, image), model.ref, "0.0.0.0", port,
-        ctx=server.ctx, threads=server.threads, args=args, env=env,
+        ctx=server.ctx, threads=_threads(server, recipe), args=args, env=env,
         api_key_env=server.api_key_env, is_file=model.is_file,
     )  # fmt: skip
     resolved = ResolvedModel(
