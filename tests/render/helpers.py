@@ -78,3 +78,8 @@ def secret_keys(files: Mapping[str, str]) -> set[str]:
 
 def routes_json(files: Mapping[str, str]) -> str:
     return str(of_kind(files, "ConfigMap")["batuta-routes"]["data"]["routes.json"])
+
+
+def pods_of(files: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each Deployment's pod template, by the Deployment's name."""
+    return {n: d["spec"]["template"] for n, d in of_kind(files, "Deployment").items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -13,7 +12,6 @@ import yaml
 
 from batuta.catalogue import lookup
 from batuta.errors import ManifestError
-from batuta.manifest import load_manifest
 from batuta.render.kubernetes import RenderError
 from batuta.render.kubernetes.write import KUSTOMIZATION, SECRETS_EXAMPLE
 from tests.render.helpers import (
@@ -23,6 +21,7 @@ from tests.render.helpers import (
     SOVEREIGN,
     objects,
     of_kind,
+    pods_of,
     render_path,
     render_text,
     routes_json,
@@ -90,12 +89,8 @@ def test_kustomization_lists_every_object_file(rendered: dict[str, str]) -> None
     assert set(listed) == set(rendered) - {KUSTOMIZATION, SECRETS_EXAMPLE}
 
 
-def _pods(files: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {n: d["spec"]["template"] for n, d in of_kind(files, "Deployment").items()}
-
-
 def test_selectors_match_their_pods(rendered: dict[str, str]) -> None:
-    pods = _pods(rendered)
+    pods = pods_of(rendered)
     for name, deployment in of_kind(rendered, "Deployment").items():
         wanted = deployment["spec"]["selector"]["matchLabels"].items()
         assert wanted <= pods[name]["metadata"]["labels"].items()
@@ -120,7 +115,7 @@ def test_every_reference_resolves(rendered: dict[str, str]) -> None:
     maps = of_kind(rendered, "ConfigMap")
     keys = secret_keys(rendered)
     used_claims = set()
-    for name, pod in _pods(rendered).items():
+    for name, pod in pods_of(rendered).items():
         spec = pod["spec"]
         volumes = {v["name"]: v for v in spec["volumes"]}
         for container in spec.get("initContainers", []) + spec["containers"]:
@@ -156,7 +151,7 @@ def test_names_are_dns_labels_and_labels_standard(rendered: dict[str, str]) -> N
 
 def test_probes_hit_the_catalogues_health_path(fleet: dict[str, str]) -> None:
     seen = set()
-    for name, pod in _pods(fleet).items():
+    for name, pod in pods_of(fleet).items():
         if name == "batuta-gateway":
             continue
         backend = lookup(pod["metadata"]["labels"]["app.kubernetes.io/name"])
@@ -169,7 +164,7 @@ def test_probes_hit_the_catalogues_health_path(fleet: dict[str, str]) -> None:
 
 
 def test_the_command_line_is_the_launchers(fleet: dict[str, str]) -> None:
-    pods = _pods(fleet)
+    pods = pods_of(fleet)
     tiny = pods["server-tiny"]["spec"]["containers"][0]
     assert tiny["image"] == lookup("llamacpp").image  # type: ignore[union-attr]
     assert tiny["command"] == ["/app/llama-server"]
@@ -191,18 +186,18 @@ def test_the_command_line_is_the_launchers(fleet: dict[str, str]) -> None:
 
 
 def test_the_server_key_comes_from_the_secret(fleet: dict[str, str]) -> None:
-    env = _pods(fleet)["server-big"]["spec"]["containers"][0]["env"]
+    env = pods_of(fleet)["server-big"]["spec"]["containers"][0]["env"]
     assert env[0]["name"] == "VLLM_SERVER_KEY" and "secretKeyRef" in env[0]["valueFrom"]
     assert {"name": "VLLM_API_KEY", "value": "$(VLLM_SERVER_KEY)"} in env  # vLLM's own variable
     table = yaml.safe_load(routes_json(fleet))
     big = next(t for t in table["routes"]["default"]["targets"] if t["name"] == "big")
     assert big["api_key_env"] == "VLLM_SERVER_KEY"
-    gateway = _pods(fleet)["batuta-gateway"]["spec"]["containers"][0]["env"]
+    gateway = pods_of(fleet)["batuta-gateway"]["spec"]["containers"][0]["env"]
     assert "VLLM_SERVER_KEY" in {e["name"] for e in gateway}
 
 
 def test_models_are_filled_by_init_containers(fleet: dict[str, str]) -> None:
-    pods = _pods(fleet)
+    pods = pods_of(fleet)
     hf = pods["server-chat"]["spec"]["initContainers"][0]
     assert hf["command"][-5:] == [
         "bartowski/Llama-3.2-3B-Instruct-GGUF", "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
@@ -253,7 +248,7 @@ def test_no_secret_value_in_any_file(tmp_path: Path) -> None:
     for name, body in files.items():
         for value in values.values():
             assert value not in body, name
-    env = _pods(files)["server-big"]["spec"]["containers"][0]["env"]
+    env = pods_of(files)["server-big"]["spec"]["containers"][0]["env"]
     assert {"name": "LOG", "value": "x-$(LOG_KEY)"} in env
     assert [e["name"] for e in env if "valueFrom" in e] == [
         "HF_TOKEN",
@@ -267,13 +262,13 @@ def test_sovereign_routes_only_get_an_egress_policy(tmp_path: Path, fleet: dict[
     assert of_kind(fleet, "NetworkPolicy") == {}  # `default` may leave the cluster
     files = render_text(tmp_path, SOVEREIGN)
     policy = of_kind(files, "NetworkPolicy")["batuta-gateway-egress"]
-    gateway = _pods(files)["batuta-gateway"]["metadata"]["labels"]
+    gateway = pods_of(files)["batuta-gateway"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= gateway.items()
     assert policy["spec"]["policyTypes"] == ["Egress"]
     to_servers, to_dns = policy["spec"]["egress"]
     servers = to_servers["to"][0]["podSelector"]["matchLabels"]
     for name in ("server-a", "server-b"):
-        assert servers.items() <= _pods(files)[name]["metadata"]["labels"].items()
+        assert servers.items() <= pods_of(files)[name]["metadata"]["labels"].items()
     assert {p["port"] for p in to_dns["ports"]} == {53}
 
 
@@ -316,7 +311,7 @@ def test_a_changed_server_changes_only_its_own_hash(
 def test_the_hash_is_batutas_own(fleet: dict[str, str]) -> None:
     from batuta.runtime.spec import ServerSpec
 
-    container = _pods(fleet)["server-tiny"]["spec"]["containers"][0]
+    container = pods_of(fleet)["server-tiny"]["spec"]["containers"][0]
     spec = ServerSpec(
         name="tiny", backend="llamacpp", argv=(*container["command"], *container["args"]),
         host="0.0.0.0", port=8081, health_url="http://127.0.0.1:8081/health",
@@ -333,174 +328,3 @@ def test_namespace_option(tmp_path: Path) -> None:
     assert "server-a.other.svc.cluster.local" in routes_json(files)
     with pytest.raises(RenderError, match="not a valid namespace"):
         render_text(tmp_path, SOVEREIGN, namespace="Not_Valid")
-
-
-def line_of(text: str, start: str) -> int:
-    """The 1-based number of the one line of ``text`` that starts with ``start``."""
-    (number,) = [i for i, line in enumerate(text.splitlines(), 1) if line.startswith(start)]
-    return number
-
-
-def _issues(tmp_path: Path, text: str) -> list[tuple[int, str, str]]:
-    with pytest.raises(ManifestError) as info:
-        render_text(tmp_path, text)
-    return [(i.line, i.path, i.message) for i in info.value.issues]
-
-
-def test_a_local_model_is_an_error_at_its_line(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace(
-        "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q8_0.gguf",
-        "./models/smollm2.gguf",
-    )
-    ((line, path, message),) = _issues(tmp_path, text)
-    assert (line, path) == (line_of(text, "    source:"), "models.smollm2.source")
-    assert "a local path" in message and "hf://" in message
-
-
-def test_https_without_a_digest_is_an_error(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace("hf://HuggingFaceTB", "https://example.com/HuggingFaceTB")
-    ((line, path, message),) = _issues(tmp_path, text)
-    assert path == "models.smollm2.sha256" and "sha256" in message
-    assert line == line_of(text, "  smollm2:")  # the model: it has no sha256 line yet
-
-
-def test_a_backend_without_an_image_asks_for_one(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace("  b:\n    backend: llamacpp", "  b:\n    backend: llamafile")
-    ((line, path, message),) = _issues(tmp_path, text)
-    assert (line, path) == (line_of(text, "  b:"), "servers.b") and "give image:" in message
-    fixed = text.replace("    port: 8082", "    port: 8082\n    image: example.com/llamafile:1")
-    pod = _pods(render_text(tmp_path, fixed))["server-b"]["spec"]["containers"][0]
-    assert pod["image"] == "example.com/llamafile:1" and pod["command"] == ["llamafile"]
-
-
-def test_another_engine_needs_its_own_image(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace("    port: 8082", "    port: 8082\n    engine: python")
-    ((_, path, message),) = _issues(tmp_path, text)
-    assert path == "servers.b" and "engine python" in message
-    fixed = text.replace("    engine: python", "    engine: python\n    image: example.com/lcp:1")
-    pod = _pods(render_text(tmp_path, fixed))["server-b"]["spec"]["containers"][0]
-    assert pod["command"] == ["python3"] and pod["args"][:2] == ["-m", "llama_cpp.server"]
-    assert "--n_threads" not in pod["args"]  # not this machine's cores: the pod's own default
-    for cpu, threads in (("3", "3"), ("2.5", "2"), ("500m", None)):
-        sized = fixed.replace(
-            "    engine: python", f"    engine: python\n    resources: {{cpu: {cpu}}}"
-        )
-        args = _pods(render_text(tmp_path, sized))["server-b"]["spec"]["containers"][0]["args"]
-        assert (args[args.index("--n_threads") + 1] if "--n_threads" in args else None) == threads
-
-
-def test_an_ollama_server_needs_an_ollama_model(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace("  b:\n    backend: llamacpp", "  b:\n    backend: ollama")
-    ((line, path, message),) = _issues(tmp_path, text)
-    assert (line, path) == (line_of(text, "  b:") + 2, "servers.b.model")
-    assert "ollama:// models only" in message
-
-
-def test_a_server_name_too_long_for_a_service(tmp_path: Path) -> None:
-    long = "b" * 60
-    text = SOVEREIGN.replace("  b:\n", f"  {long}:\n").replace("[a, b]", f"[a, {long}]")
-    ((line, path, message),) = _issues(tmp_path, text)
-    assert (line, path) == (line_of(text, f"  {long}:"), f"servers.{long}")
-    assert "too long" in message
-
-
-def test_a_backend_batuta_cannot_launch(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace("  b:\n    backend: llamacpp", "  b:\n    backend: gpt4all")
-    found = _issues(tmp_path, text)
-    assert ("servers.b.backend", True) in [
-        (p, "does not know how to launch" in m) for _, p, m in found
-    ]
-
-
-def test_an_unknown_image_override_is_an_error(tmp_path: Path) -> None:
-    text = SOVEREIGN + "  images: {vlm: example.com/x:1}\n"
-    ((line, path, message),) = _issues(tmp_path, text)
-    assert (line, path) == (line_of(text, "  images:"), "kubernetes.images.vlm")
-    assert "gateway, fetch" in message
-    alias = SOVEREIGN + "  images: {llama.cpp: example.com/x:1}\n"  # a name the image map misses
-    ((_, path, message),) = _issues(tmp_path, alias)
-    assert path == "kubernetes.images.llama.cpp" and "(did you mean llamacpp?)" in message
-
-
-def test_endpoints_alone_render_a_gateway(tmp_path: Path) -> None:
-    text = (
-        "version: 1\nendpoints:\n  groq: {provider: groq, model: m, api_key_env: GROQ_API_KEY}\n"
-        "routes:\n  default: {targets: [groq]}\n"
-    )
-    files = render_text(tmp_path, text)
-    assert {o["kind"] for o in objects(files).values()} == {
-        "Namespace", "ConfigMap", "Deployment", "Service",
-    }  # fmt: skip
-    assert secret_keys(files) == {"GROQ_API_KEY"}
-    for obj in objects(files).values():
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-
-
-def test_the_image_of_a_backend_can_be_replaced(tmp_path: Path) -> None:
-    cuda = "ghcr.io/ggml-org/llama.cpp:server-cuda-b6715"
-    files = render_text(
-        tmp_path, SOVEREIGN + f"  images: {{llamacpp: {cuda}, fetch: example.com/f:1}}\n"
-    )
-    pod = _pods(files)["server-a"]["spec"]
-    assert pod["containers"][0]["image"] == cuda
-    assert pod["containers"][0]["command"] == ["/app/llama-server"]  # the same image's layout
-    assert pod["initContainers"][0]["image"] == "example.com/f:1"
-
-
-def test_names_that_collide_in_the_cluster(tmp_path: Path) -> None:
-    text = SOVEREIGN.replace("  b:\n", "  A:\n").replace("[a, b]", "[a, A]")
-    found = _issues(tmp_path, text)
-    assert [(p, "rename one" in m) for _, p, m in found] == [("servers.a", True)]
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "path"),
-    [
-        ("  namespace: team-a", "  namespace: Team_A", "kubernetes.namespace"),
-        (
-            "    ctx: 2048\n  b:",
-            "    ctx: 2048\n    resources: {gpu: -1}\n  b:",
-            "servers.a.resources.gpu",
-        ),
-        (
-            "    ctx: 2048\n  b:",
-            "    ctx: 2048\n    resources: {memory: 4 GB}\n  b:",
-            "servers.a.resources.memory",
-        ),
-        (
-            "    ctx: 2048\n  b:",
-            "    ctx: 2048\n    tolerations: [{effect: Never}]\n  b:",
-            "servers.a.tolerations[0].effect",
-        ),
-        (
-            "  namespace: team-a",
-            "  namespace: team-a\n  gateway: {replica: 2}",
-            "kubernetes.gateway.replica",
-        ),
-    ],
-)
-def test_the_kubernetes_fields_are_validated_at_their_line(
-    tmp_path: Path, old: str, new: str, path: str
-) -> None:
-    text = SOVEREIGN.replace(old, new)
-    assert text != SOVEREIGN
-    with pytest.raises(ManifestError) as info:
-        load_manifest(write(tmp_path, text), env={})
-    issue = info.value.issues[0]
-    assert issue.path == path
-    key = path.rsplit(".", 1)[-1].split("[")[0]
-    assert key in text.splitlines()[issue.line - 1]
-
-
-def test_apply_ignores_the_cluster_fields(tmp_path: Path) -> None:
-    from batuta.runtime.launch import build_spec
-    from batuta.runtime.sources import ResolvedModel
-
-    loaded = load_manifest(write(tmp_path, FLEET.read_text()), env={})
-    placed = loaded.manifest.servers["chat"]
-    assert placed.replicas == 3 and placed.resources is not None
-    plain = placed.model_copy(update={"replicas": 1, "resources": None})
-    model = ResolvedModel(path=Path("/m.gguf"), registry="x")
-    one = build_spec("chat", placed, model, origin="manifest", manifest=None)
-    two = build_spec("chat", plain, model, origin="manifest", manifest=None)
-    assert one == two and one.config_hash == two.config_hash
