@@ -8,6 +8,7 @@ gives the same bytes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,7 @@ class Problems:
     """Problems found while rendering, each at the manifest position it is about."""
 
     display: str
-    positions: Any  # LoadedManifest.position
+    positions: Callable[[str], tuple[int, int]]  # LoadedManifest.position
     issues: list[ManifestIssue] = field(default_factory=list)
 
     def add(self, dotted: str, message: str) -> None:
