@@ -23,6 +23,7 @@ _ROOT_COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("batuta.cli.loop_cmds:down", "Stop everything batuta started for this manifest."),
     "logs": ("batuta.cli.loop_cmds:logs", "Show a server's log."),
     "gateway": ("batuta.cli.gateway:gateway", "Serve routes as OpenAI/Anthropic-compatible HTTP."),
+    "render": ("batuta.cli.render:render", "Render batuta.yaml for Kubernetes."),
     "supervise": ("batuta.cli.supervise_cmd:supervise", "Run the supervisor (internal)."),
 }
 

@@ -26,8 +26,12 @@ class GatewaySetupError(BatutaError):
     """The gateway cannot start: no routing table, or an address it may not listen on."""
 
 
-def listen_address(value: str, where: str = "--listen") -> tuple[str, int]:
-    """``HOST:PORT`` on this machine; a GatewaySetupError saying why not."""
+def listen_address(
+    value: str, where: str = "--listen", *, any_address: bool = False
+) -> tuple[str, int]:
+    """``HOST:PORT`` on this machine (any address with ``any_address``: in a cluster pod,
+    where the Service and its NetworkPolicy decide who connects); a GatewaySetupError
+    saying why not."""
     from batuta._util.net import is_localhost_name, is_loopback
     from batuta.manifest.model import parse_listen
 
@@ -35,7 +39,7 @@ def listen_address(value: str, where: str = "--listen") -> tuple[str, int]:
         host, port = parse_listen(value)
     except ValueError as exc:
         raise GatewaySetupError(f"{where}: {exc}") from None
-    if not (is_localhost_name(host) or is_loopback(host)):
+    if not any_address and not (is_localhost_name(host) or is_loopback(host)):
         raise GatewaySetupError(f"{where}: {host!r} is not this machine; {LOOPBACK_ONLY}")
     return host, port
 
@@ -75,25 +79,30 @@ def serve(
     *,
     listen: str | None = None,
     state_dir: Path | None = None,
+    table: Path | None = None,
+    any_address: bool = False,
     keepalive: float = KEEPALIVE_SECONDS,
     drain_timeout: float = DRAIN_SECONDS,
     announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the routing table that the last ``apply`` of ``manifest`` wrote, on ``listen``
-    (default: the manifest's ``gateway.listen``), until SIGTERM or SIGINT. ``announce`` is
-    told, in one line, where it listens and what it serves."""
+    """Serve the routing table that the last ``apply`` of ``manifest`` wrote (or the file
+    ``table``: a cluster's ConfigMap), on ``listen`` (default: the manifest's
+    ``gateway.listen``; any address only with ``any_address``), until SIGTERM or SIGINT.
+    ``announce`` is told, in one line, where it listens and what it serves."""
     from batuta._util.paths import state_dir_for
     from batuta.errors import RoutingError
     from batuta.routing.table import read_table, table_path
 
     state = state_dir or state_dir_for(manifest)
-    path = table_path(state)
+    path = table or table_path(state)
     where = "--listen"
     if listen is None:
         listen, where = _manifest_listen(manifest) or DEFAULT_LISTEN, "gateway.listen"
-    host, port = listen_address(listen, where)
+    host, port = listen_address(listen, where, any_address=any_address)
+    if table is not None and not table.is_file():
+        raise GatewaySetupError(f"--table: no routing table at {table}")
     try:
-        table = read_table(path)
+        served = read_table(path)
     except RoutingError as exc:
         named = f" (with -f {manifest})" if manifest else ""
         raise GatewaySetupError(f"{exc}{named}") from None
@@ -101,7 +110,7 @@ def serve(
                          drain_timeout=drain_timeout)  # fmt: skip
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
-        routes = ", ".join(sorted(table.routes)) or "none"
+        routes = ", ".join(sorted(served.routes)) or "none"
         announce(f"batuta gateway: listening on http://{shown}:{port} (routes: {routes})")
     # uvicorn re-raises the signal that stopped it once it has drained; answered by a
     # handler that does nothing, the drain then ends in a normal return (exit status 0).
