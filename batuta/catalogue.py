@@ -341,8 +341,10 @@ def remote_backend(
     key_required: bool = True,
     health: str | None = "/models",
     retired: str | None = None,
+    embeddings: bool | None = None,
 ) -> Backend:
-    """A remote API's record, with the defaults a hosted service has (a plugin's too)."""
+    """A remote API's record, with the defaults a hosted service has (a plugin's too).
+    ``embeddings`` defaults to whether it speaks the OpenAI protocol."""
     return Backend(
         key=key,
         kind=kind,
@@ -356,7 +358,7 @@ def remote_backend(
             streaming=True,
             function_calling=True,
             vision=vision,
-            embeddings=protocol == "openai",
+            embeddings=protocol == "openai" if embeddings is None else embeddings,
             batch_inference=True,
             quantization=(),
             max_context=max_context,
@@ -609,7 +611,8 @@ _BUILTIN: dict[str, Backend] = {
                 key_env="FIREWORKS_API_KEY", pricing=(0.2, 0.2)),
         remote_backend("groq", S.GROQ, "Groq", feature="LPU, ultra-fast",
                 group="inference_providers", base_url="https://api.groq.com/openai/v1",
-                key_env="GROQ_API_KEY", pricing=(0.05, 0.08)),
+                key_env="GROQ_API_KEY", pricing=(0.05, 0.08),
+                embeddings=False),  # no /embeddings route
         remote_backend("modal", S.MODAL, "Modal", feature="Python-native", group="serverless_gpu",
                 base_url="", key_env="MODAL_API_KEY", key_required=False, pricing=(0.0, 0.0)),
         remote_backend("anyscale", S.ANYSCALE, "Anyscale", feature="Ray-based",
