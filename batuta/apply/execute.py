@@ -173,6 +173,9 @@ class _Executor:
         )
         self.echo(f"server.{change.name}: {verb}... [{detail}]")
         started = time.monotonic()
+        if spec.start == "on-demand":
+            self.record(change.name, spec, started)
+            return
         try:
             status = self.runtime.start(spec, wait=True, timeout=spec.ready_timeout)
         except BatutaError as exc:
@@ -187,6 +190,24 @@ class _Executor:
         self.echo(
             f"server.{change.name}: {noun} complete after {time.monotonic() - started:.1f}s "
             f"[pid {status.pid}]"
+        )
+
+    def record(self, name: str, spec: ServerSpec, started: float) -> None:
+        """An on-demand server is recorded, idle: its first request starts it."""
+        from batuta.runtime.ondemand import record_idle
+
+        try:
+            record_idle(self.runtime, spec)
+        except BatutaError as exc:
+            with self._lock:
+                self.failures[name] = RuntimeStartError(str(exc))
+            self.echo(f"server.{name}: failed: {str(exc).splitlines()[0]}")
+            return
+        with self._lock:
+            self.started.append(name)
+        self.echo(
+            f"server.{name}: Recorded after {time.monotonic() - started:.1f}s"
+            " [on-demand: idle until its first request]"
         )
 
 

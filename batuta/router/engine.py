@@ -21,6 +21,7 @@ serves every call; nothing is probed before a query, failures are handled as the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -56,6 +57,7 @@ from batuta.router.failover import (
     continuation,
     decide,
 )
+from batuta.router.ondemand import Wake, Waker, visit_held
 from batuta.router.targets import check_privacy, entry_for, target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 
@@ -171,6 +173,7 @@ class Router:
         sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
         backoff: Backoff = DEFAULT_BACKOFF,
+        wake: Wake | None = None,
     ) -> None:
         self._client = client
         self._own_client = client is None
@@ -183,6 +186,8 @@ class Router:
         self._random = random
         self._backoff = backoff
         self._adapters: dict[tuple[Any, ...], Adapter] = {}
+        # On-demand servers are woken through ``wake`` (see batuta.router.ondemand).
+        self.waker = Waker(state_dir, wake) if wake is not None and state_dir else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +203,8 @@ class Router:
 
     async def aclose(self) -> None:
         """Close the client if this router created it."""
+        if self.waker is not None:
+            self.waker.close()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -281,7 +288,8 @@ class Router:
                     run.attempts.append(Attempt(target.name, reason))
                     run.event(f"· {target.name} skipped: {reason}")
                     continue
-                error = await self._visit(run, target, pricing, managed)
+                visit = functools.partial(self._visit, run, target, pricing, managed)
+                error = await visit_held(self.waker, run, entry, self._clock, visit)
                 if error is None:
                     if managed:
                         _bookkeep(run, self.breakers.record_success, target)

@@ -138,6 +138,7 @@ def server_target(
         api_key_env=key_env,
         options=dict(template) if template and needs_template else {},
         health=health,
+        on_demand=server.start == "on-demand",
     )
 
 

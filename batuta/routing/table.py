@@ -39,6 +39,7 @@ class TargetEntry:
     options: dict[str, OptionValue] = field(default_factory=dict)  # JSON values
     pricing: tuple[float, float] | None = None
     health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
+    on_demand: bool = False  # a local server the router wakes before its first request
 
 
 @dataclass(frozen=True)
