@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
+from batuta._util.sizes import human_bytes
 from batuta.plan.diff import CHANGED, LIVE_STATES, AttrChange, ServerChange
 from batuta.runtime.spec import ServerSpec, ServerStatus
 
@@ -19,18 +21,46 @@ def _fmt_seconds(value: float) -> str:
     return f"{value:g}s"
 
 
+def _fmt_bytes(value: int | None) -> str | None:
+    return None if value is None else human_bytes(value)
+
+
 def start_changes(before: ServerSpec, after: ServerSpec) -> tuple[AttrChange, ...]:
-    """``start`` and ``idle_timeout`` differences (the latter only between on-demand specs)."""
+    """``start`` differences; between on-demand specs also ``idle_timeout``, ``memory`` and
+    the budget (what a wake reads from the record)."""
     out: list[AttrChange] = []
     if before.start != after.start:
         out.append(AttrChange("start", before.start, after.start))
-    elif after.start == "on-demand" and before.idle_timeout != after.idle_timeout:
+        return tuple(out)
+    if after.start != "on-demand":
+        return ()
+    if before.idle_timeout != after.idle_timeout:
         out.append(
             AttrChange(
                 "idle_timeout", _fmt_seconds(before.idle_timeout), _fmt_seconds(after.idle_timeout)
             )
         )
+    for label in ("memory", "memory_budget"):
+        was, now = getattr(before, label), getattr(after, label)
+        if was != now:
+            out.append(AttrChange(label, _fmt_bytes(was), _fmt_bytes(now)))
     return tuple(out)
+
+
+def with_memory(
+    spec: ServerSpec, declared: int | None, model_file: Path | None, budget: int | None
+) -> ServerSpec:
+    """``spec`` with what it uses (``declared``, else estimated from ``model_file``) and,
+    for an on-demand one, the budget its wake must fit; unchanged without a budget."""
+    if budget is None:
+        return spec
+    from batuta.runtime.memory import ctx_of, estimate
+
+    memory = declared
+    if memory is None and model_file is not None and model_file.is_file():
+        memory = estimate(model_file, ctx_of(spec.argv))
+    on_demand = spec.start == "on-demand"
+    return dataclasses.replace(spec, memory=memory, memory_budget=budget if on_demand else None)
 
 
 def on_demand_change(

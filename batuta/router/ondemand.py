@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batuta._util.lease import Lease, lease_path
-from batuta.errors import Attempt, BackendError, BatutaError, FailureKind
+from batuta.errors import Attempt, BackendError, BatutaError, FailureKind, MemoryBudgetError
 from batuta.routing.table import TargetEntry
 
 if TYPE_CHECKING:
@@ -103,7 +103,10 @@ async def visit_held(
     try:
         leave = await waker.hold(entry.name)
     except BatutaError as exc:
-        error = BackendError(FailureKind.CONNECT, f"{entry.name} could not be started: {exc}")
+        # Over budget is the machine being busy (503, try later); anything else is a server
+        # that does not come up, like one that refuses connections.
+        kind = FailureKind.OVERLOADED if isinstance(exc, MemoryBudgetError) else FailureKind.CONNECT
+        error = BackendError(kind, f"{entry.name} could not be started: {exc}")
         elapsed = (clock() - started) * 1000.0
         run.attempts.append(Attempt(entry.name, str(error), error.kind, elapsed))
         run.event(f"✗ {entry.name}: {error}")

@@ -14,19 +14,22 @@ import functools
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from batuta.errors import RuntimeStartError, StateError
+from batuta._util import lease
+from batuta.errors import MemoryBudgetError, RuntimeStartError, StateError
 from batuta.runtime import daemon, logs
 from batuta.runtime.manager import Runtime, _alive, _env_values, _refuse_manifest_name
+from batuta.runtime.memory import Resident, plan_budget
 from batuta.runtime.spec import ServerSpec, ServerStatus
-from batuta.runtime.state import ServerRecord, locked_state, read_state, write_state
+from batuta.runtime.state import ServerRecord, State, locked_state, read_state, write_state
 from batuta.runtime.supervise import describe_exit
 
 _POLL = 0.01  # how often a waking request reads state.json: part of every cold start
 _WAKING = ("starting", "ready", "unhealthy")
 _ENDED = ("exited", "crashloop", "failed", "stopped")
+_RESIDENT = ("starting", "ready", "unhealthy", "stopping")  # states that hold memory
 
 
 def record_idle(runtime: Runtime, spec: ServerSpec) -> ServerStatus:
@@ -70,21 +73,120 @@ def wake(state_dir: Path, name: str, timeout: float | None = None) -> tuple[Serv
     runs; returns its status and whether this call asked for the start (a cold start).
     Raises RuntimeStartError when it does not come up within ``timeout`` (default: its
     ``ready_timeout``), StateError when it is not on record."""
-    with locked_state(state_dir) as state:
-        rec = state.servers.get(name)
-        if rec is None:
-            raise StateError(f"server {name!r} is not on record in {state_dir}: run `batuta apply`")
-        cold = not (rec.desired == "running" and rec.state in _WAKING)
-        if cold:
-            rec = replace(
-                rec, desired="running", generation=rec.generation + 1, state="starting", message=""
-            )
-            state.servers[name] = rec
-            write_state(state_dir, state)
-            daemon.nudge(state_dir)
+    while True:
+        with locked_state(state_dir) as state:
+            rec = state.servers.get(name)
+            if rec is None:
+                raise StateError(
+                    f"server {name!r} is not on record in {state_dir}: run `batuta apply`"
+                )
+            cold = not (rec.desired == "running" and rec.state in _WAKING)
+            evicting = _make_room(state_dir, state, rec) if cold else None
+            if evicting is None:
+                if cold:
+                    rec = replace(
+                        rec, desired="running", generation=rec.generation + 1,
+                        state="starting", message="",
+                    )  # fmt: skip
+                    state.servers[name] = rec
+                    write_state(state_dir, state)
+                    daemon.nudge(state_dir)
+                break
+        # Room is being made: start only once the evicted servers have let go of it.
+        evicting.wait(name, timeout or rec.spec.ready_timeout)
     if cold:
+        counts.cold_starts += 1
         logs.note(logs.log_path(state_dir, name), "a request asks for it: starting (on-demand)")
     return _await_ready(state_dir, rec, timeout or rec.spec.ready_timeout), cold
+
+
+@dataclass
+class Counts:
+    """What this process did to on-demand servers (read by the gateway's metrics)."""
+
+    cold_starts: int = 0  # starts asked for by a request or `serve load`
+    evictions: int = 0  # servers stopped to make room within the memory budget
+    over_budget: int = 0  # starts refused: the budget was in use by what cannot stop
+
+
+counts = Counts()
+
+
+class _Evicting:
+    """Servers being stopped to make room; their leases are held (no request enters them)
+    until they are idle."""
+
+    def __init__(self, state_dir: Path, victims: dict[str, tuple[int, int]]) -> None:
+        self.state_dir, self.victims = state_dir, victims  # name -> (generation, lease fd)
+
+    def wait(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                servers = read_state(self.state_dir).servers
+                if all(
+                    (r := servers.get(v)) is None or r.generation != gen or r.state == "idle"
+                    for v, (gen, _) in self.victims.items()
+                ):
+                    return
+                time.sleep(_POLL)
+            listed = ", ".join(self.victims)
+            raise RuntimeStartError(f"server {name!r} not started: {listed} did not stop in time")
+        finally:
+            for _, fd in self.victims.values():
+                lease.release(fd)
+
+
+def _make_room(state_dir: Path, state: State, rec: ServerRecord) -> _Evicting | None:
+    """Ask the supervisor to stop what must go for ``rec`` to fit the memory budget (None:
+    it fits already). MemoryBudgetError when it cannot fit."""
+    budget, needs = rec.spec.memory_budget, rec.spec.memory
+    if budget is None or needs is None:
+        return None
+    residents: list[Resident] = []
+    holds: dict[str, int] = {}
+    try:
+        for other in state.servers.values():
+            if other.name == rec.name or not (
+                other.state in _RESIDENT or (other.desired == "running" and other.state != "idle")
+            ):
+                continue
+            fd = None
+            if other.spec.start == "on-demand" and other.state == "ready":
+                fd = lease.take_exclusive(lease.lease_path(state_dir, other.name))
+            if fd is not None:
+                holds[other.name] = fd
+            used = lease.last_used(lease.lease_path(state_dir, other.name))
+            residents.append(Resident(other.name, other.spec.memory or 0, fd is not None, used))
+        try:
+            victims = plan_budget(rec.name, needs, budget, residents)
+        except MemoryBudgetError:
+            counts.over_budget += 1
+            raise
+    except BaseException:
+        for fd in holds.values():
+            lease.release(fd)
+        raise
+    for held, fd in list(holds.items()):
+        if held not in victims:
+            lease.release(fd)
+            del holds[held]
+    if not victims:
+        return None
+    evicting: dict[str, tuple[int, int]] = {}
+    for victim in victims:
+        old = state.servers[victim]
+        state.servers[victim] = replace(old, desired="idle", generation=old.generation + 1)
+        evicting[victim] = (old.generation + 1, holds[victim])
+        counts.evictions += 1
+        logs.note(
+            logs.log_path(state_dir, victim),
+            f"stopping to make room for {rec.name!r} within the memory budget (least recently"
+            " used)",
+        )
+    write_state(state_dir, state)
+    daemon.nudge(state_dir)
+    return _Evicting(state_dir, evicting)
 
 
 def _await_ready(state_dir: Path, asked: ServerRecord, timeout: float) -> ServerStatus:

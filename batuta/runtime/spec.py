@@ -48,6 +48,8 @@ class ServerSpec:
     # How it is run, not what runs: outside config_hash (the plan compares them itself).
     start: Literal["always", "on-demand"] = "always"
     idle_timeout: float = 600.0  # on-demand: stopped after this long without a request
+    memory: int | None = None  # bytes it uses (declared, or estimated from the GGUF)
+    memory_budget: int | None = None  # on-demand: what local servers may use together
 
     @property
     def url(self) -> str:
