@@ -340,8 +340,10 @@ _ROUTE_FIELDS = (
     "retries",
     "daily_usd",
     "per_request_usd",
+    "strategy",
 )
-_TARGET_FIELDS = ("backend", "protocol", "base_url", "model", "local", "api_key_env", "pricing")
+_TARGET_FIELDS = ("backend", "protocol", "base_url", "model", "local", "api_key_env", "pricing",
+                  "on_demand", "max_concurrency", "queue_max", "queue_timeout")  # fmt: skip
 
 
 def _fmt(value: object) -> str | None:

@@ -49,6 +49,7 @@ from batuta.router.budget import (
     pricing_for,
     request_input_tokens,
 )
+from batuta.router.concurrency import Gates, visit_gated
 from batuta.router.failover import (
     DEFAULT_BACKOFF,
     Action,
@@ -58,6 +59,7 @@ from batuta.router.failover import (
     decide,
 )
 from batuta.router.ondemand import Wake, Waker, visit_held
+from batuta.router.strategy import Strategies
 from batuta.router.targets import check_privacy, entry_for, target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 
@@ -188,6 +190,8 @@ class Router:
         self._adapters: dict[tuple[Any, ...], Adapter] = {}
         # On-demand servers are woken through ``wake`` (see batuta.router.ondemand).
         self.waker = Waker(state_dir, wake) if wake is not None and state_dir else None
+        self.gates = Gates()  # max_concurrency and queues; in-flight counts per target
+        self._strategies = Strategies()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,7 +284,7 @@ class Router:
         run = _Run(route, request, now, now + route.timeout, on_text, on_event)
         pricing: Pricing | None = None
         try:
-            for index, entry in enumerate(route.targets):
+            for index, entry in enumerate(self._strategies.order(route, self.gates.busy)):
                 target = target_of(entry)
                 pricing = pricing_for(entry)
                 reason = self._skip_reason(run, entry, target, pricing, managed)
@@ -289,7 +293,8 @@ class Router:
                     run.event(f"· {target.name} skipped: {reason}")
                     continue
                 visit = functools.partial(self._visit, run, target, pricing, managed)
-                error = await visit_held(self.waker, run, entry, self._clock, visit)
+                held = functools.partial(visit_held, self.waker, run, entry, self._clock, visit)
+                error = await visit_gated(self.gates, run, entry, self._clock, held)
                 if error is None:
                     if managed:
                         _bookkeep(run, self.breakers.record_success, target)
