@@ -112,6 +112,23 @@ class Counts:
 counts = Counts()
 
 
+def stats(state_dir: Path) -> dict[str, int]:
+    """The on-demand counts a metrics endpoint shows: this process's cold starts,
+    evictions and over-budget refusals, and the stops of every on-demand server of
+    ``state_dir`` (idle, unload, eviction, by any process: the leases count them)."""
+    folder = Path(state_dir) / lease.LEASE_DIR
+    try:
+        stops = sum(p.stat().st_size for p in folder.glob("*.lease"))
+    except OSError:
+        stops = 0
+    return {
+        "cold_starts": counts.cold_starts,
+        "evictions": counts.evictions,
+        "over_budget": counts.over_budget,
+        "stops": stops,
+    }
+
+
 class _Evicting:
     """Servers being stopped to make room; their leases are held (no request enters them)
     until they are idle."""
@@ -176,7 +193,10 @@ def _make_room(state_dir: Path, state: State, rec: ServerRecord) -> _Evicting | 
     evicting: dict[str, tuple[int, int]] = {}
     for victim in victims:
         old = state.servers[victim]
-        state.servers[victim] = replace(old, desired="idle", generation=old.generation + 1)
+        why = f"stopped to make room for {rec.name!r} within the memory budget"
+        state.servers[victim] = replace(
+            old, desired="idle", generation=old.generation + 1, message=why
+        )
         evicting[victim] = (old.generation + 1, holds[victim])
         counts.evictions += 1
         logs.note(
@@ -237,7 +257,13 @@ def unload(state_dir: Path, name: str, timeout: float = 10.0) -> bool:
             )
         if rec.desired == "idle" and rec.state == "idle":
             return False
-        rec = replace(rec, desired="idle", generation=rec.generation + 1, stop_timeout=timeout)
+        rec = replace(
+            rec,
+            desired="idle",
+            generation=rec.generation + 1,
+            stop_timeout=timeout,
+            message="unloaded by `batuta serve unload`",
+        )
         state.servers[name] = rec
         write_state(state_dir, state)
         daemon.nudge(state_dir)

@@ -372,9 +372,9 @@ class Supervisor:
         if not self.idle_stops.due(spec, slot.ready_at):
             return False
         slot.record = replace(slot.record, desired="idle")
-        message = f"idle for {spec.idle_timeout:g}s with no request: stopping (on-demand)"
-        logs.note(self._log(slot), message)
-        self.seams.say(f"{spec.name}: {message}")
+        slot.message = f"stopped after {spec.idle_timeout:g}s without a request (on-demand)"
+        logs.note(self._log(slot), slot.message)
+        self.seams.say(f"{spec.name}: {slot.message}")
         self._begin_stop(slot, now)
         return True
 

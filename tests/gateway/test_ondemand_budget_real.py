@@ -86,6 +86,7 @@ def test_budget_for_one_evicts_the_idle_one(
         assert answer.status_code == 200, answer.text
         servers = read_state(state).servers
         assert servers["a"].state == "idle" and servers["b"].state == "ready"
+        assert servers["a"].message == "stopped to make room for 'b' within the memory budget"
         assert not psutil.pid_exists(first.pid or 0) or (
             psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
         )

@@ -62,6 +62,9 @@ def test_idle_timeout_stops_it_and_a_wake_restarts_it(
     wait_for(lambda: read_state(state_dir).servers["od"].state == "idle", timeout=15)
     rec = read_state(state_dir).servers["od"]
     assert rec.desired == "idle" and rec.pid is None and not owned(first.pid, first.create_time)
+    assert rec.message == "stopped after 1s without a request (on-demand)"  # what status says
+    log = (state_dir / "logs" / "od.log").read_text()
+    assert "a request asks for it: starting (on-demand)" in log and rec.message in log
     assert runtime.status()["od"].state == "idle"
     again, cold = wake(state_dir, "od", 20.0)
     assert cold and again.pid not in (None, first.pid)
@@ -116,6 +119,7 @@ def test_unload_and_load(runtime: Runtime, free_port: int, state_dir: Path) -> N
     assert unload(state_dir, "od") is True
     rec = read_state(state_dir).servers["od"]
     assert (rec.desired, rec.state, rec.pid) == ("idle", "idle", None)
+    assert rec.message == "unloaded by `batuta serve unload`"
     assert not owned(status.pid, status.create_time)
 
 
@@ -149,3 +153,16 @@ def test_re_recording_a_running_one_stops_it(
     wait_for(lambda: read_state(state_dir).servers["od"].state == "idle", timeout=15)
     assert not owned(status.pid, status.create_time)
     assert read_state(state_dir).servers["od"].spec.idle_timeout == 30.0
+
+
+def test_stats_count_starts_and_stops(runtime: Runtime, free_port: int, state_dir: Path) -> None:
+    from batuta.runtime.ondemand import counts, stats
+
+    assert stats(state_dir)["stops"] == 0
+    record_idle(runtime, on_demand("od", free_port))  # type: ignore[arg-type]
+    before = counts.cold_starts
+    wake(state_dir, "od", 20.0)
+    unload(state_dir, "od")
+    now = stats(state_dir)
+    assert now["cold_starts"] == before + 1 and now["stops"] == 1
+    assert set(now) == {"cold_starts", "evictions", "over_budget", "stops"}
