@@ -61,8 +61,8 @@ def record_idle(runtime: Runtime, spec: ServerSpec) -> ServerStatus:
             )
         state.servers[spec.name] = record
         write_state(runtime.state_dir, state)
-        if running or token or daemon.supervisor_alive(runtime.state_dir):
-            daemon.nudge(runtime.state_dir)
+        # The supervisor keeps watch over it from now on: a wake is then only a signal.
+        daemon.nudge(runtime.state_dir)
     if token and values is not None:
         runtime._hand_over(spec, token, values)
     return record.status()

@@ -554,10 +554,11 @@ class Supervisor:
 
     def idle(self) -> bool:
         """Nothing runs, nothing is scheduled: the supervisor may exit."""
-        # An idle on-demand server whose ${env:} values we hold keeps us: a successor
-        # would not have them when a request wakes it.
+        # A sleeping on-demand server keeps us: its wake is then a signal rather than a
+        # supervisor's start (part of every cold start), and a successor would not have
+        # the ${env:} values we hold for it.
         return all(
-            s.proc is None and s.next_start is None and not (s.state == "idle" and s.record.handoff)
+            s.proc is None and s.next_start is None and s.state != "idle"
             for s in self.slots.values()
         )
 

@@ -29,6 +29,15 @@ def test_recorded_idle_not_started(runtime: Runtime, free_port: int, state_dir: 
     rec = read_state(state_dir).servers["od"]
     assert (rec.desired, rec.state, rec.pid) == ("idle", "idle", None)
     assert runtime.status()["od"].state == "idle"
+    # The supervisor watches over it asleep (a wake is then only a signal), and leaves
+    # once nothing is on record.
+    from batuta.runtime import daemon
+
+    wait_for(lambda: daemon.supervisor_pid(state_dir), timeout=10)
+    time.sleep(1.0)
+    assert daemon.supervisor_alive(state_dir)
+    runtime.stop_all()
+    wait_for(lambda: not daemon.supervisor_alive(state_dir), timeout=15)
 
 
 def test_concurrent_wakes_start_it_once(runtime: Runtime, free_port: int, state_dir: Path) -> None:
