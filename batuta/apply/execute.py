@@ -299,7 +299,8 @@ def execute(
         in_parallel(one, todo, MAX_PARALLEL_STARTS)
     declared = set(desired.specs)
     live = {n: s for n, s in runtime.status().items() if n in declared}
-    health = {name: "down" for name in declared}
+    # An on-demand server asleep is not down: its health is unknown until a request.
+    health = {name: "down" for name in declared if desired.specs[name].start != "on-demand"}
     health.update(probe_all(live, timeout=probe_timeout))
     table = with_health(desired.table, health, declared)
     path = table_path(loaded.state_dir)

@@ -15,7 +15,6 @@ they last saw ready is gone.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +41,15 @@ class IdleStops:
     def idle_for(self, spec: ServerSpec, ready_at: float | None) -> float:
         """Seconds since the server was last used (or became ready, if later)."""
         return self.wall() - max(lease.last_used(self._path(spec.name)), ready_at or 0.0)
+
+    def unused(self, spec: ServerSpec, state: str, pending: object, ready_at: float | None) -> str:
+        """Why the server should stop now ("" when it should not): on demand, ready, no
+        newer request for it pending, and unused for its idle_timeout (see :meth:`due`)."""
+        if spec.start != "on-demand" or state != "ready" or pending is not None:
+            return ""
+        if not self.due(spec, ready_at):
+            return ""
+        return f"stopped after {spec.idle_timeout:g}s without a request (on-demand)"
 
     def due(self, spec: ServerSpec, ready_at: float | None) -> bool:
         """Whether ``spec``'s server (ready, on demand) should stop now. When it should,
@@ -75,13 +83,9 @@ class IdleStops:
                 file.write(b".")
 
     def stopped(self, name: str) -> None:
-        """The process is gone: requests may enter again (and will start it anew)."""
+        """The process is gone: requests may enter again (and will start it anew). The
+        lease file stays, even when the server leaves the record: a request handler may
+        hold it open, and a file made anew would not be the one it watches."""
         fd = self._holds.pop(name, None)
         if fd is not None:
             lease.release(fd)
-
-    def forget(self, name: str) -> None:
-        """The server is no longer on record: its lease goes too."""
-        self.stopped(name)
-        with contextlib.suppress(OSError):
-            os.unlink(self._path(name))

@@ -351,7 +351,11 @@ class Supervisor:
                 # group now is ours, and proves the group ours after the leader exits.
                 slot.next_census = now + CENSUS_EVERY
                 slot.group.update(self.seams.members(slot.proc.pid))
-            if self._unused(slot, now):
+            if why := self.idle_stops.unused(slot.spec, slot.state, slot.pending, slot.ready_at):
+                slot.record, slot.message = replace(slot.record, desired="idle"), why
+                logs.note(self._log(slot), why)
+                self.seams.say(f"{slot.spec.name}: {why}")
+                self._begin_stop(slot, now)
                 return
             if slot.state == "stopping":
                 deadline = slot.stop_deadline
@@ -363,20 +367,6 @@ class Supervisor:
                 self._probe(slot, now)
         elif slot.next_start is not None and now >= slot.next_start:
             self._start(slot, now)
-
-    def _unused(self, slot: _Slot, now: float) -> bool:
-        """Stop a ready on-demand server nobody used for its idle_timeout (see idle.py)."""
-        spec = slot.spec
-        if spec.start != "on-demand" or slot.state != "ready" or slot.pending is not None:
-            return False
-        if not self.idle_stops.due(spec, slot.ready_at):
-            return False
-        slot.record = replace(slot.record, desired="idle")
-        slot.message = f"stopped after {spec.idle_timeout:g}s without a request (on-demand)"
-        logs.note(self._log(slot), slot.message)
-        self.seams.say(f"{spec.name}: {slot.message}")
-        self._begin_stop(slot, now)
-        return True
 
     def _values_for(self, slot: _Slot, now: float) -> Mapping[str, str] | None:
         """The ``${env:}`` values to start ``slot`` with; None when it cannot start now
@@ -525,7 +515,6 @@ class Supervisor:
         self.idle_stops.stopped(name)
         if slot.forget:
             del self.slots[name]
-            self.idle_stops.forget(name)
         elif slot.pending is not None:
             self._install(slot.pending, now)
         elif slot.record.desired == "idle":
