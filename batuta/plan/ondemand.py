@@ -73,7 +73,9 @@ def on_demand_change(
     rules decide (an always-server that is not idle)."""
     if spec.start != "on-demand" and status.state != "idle":
         return None
-    if status.state != "idle" and status.state not in LIVE_STATES:
+    # Stopping, for an on-demand server, is on its way to sleep (an idle stop, an unload).
+    asleep = status.state == "idle" or (status.state == "stopping" and spec.start == "on-demand")
+    if not asleep and status.state not in LIVE_STATES:
         return None  # recorded but not running: created again, as any other server
     moved = start_changes(status.spec, spec)
     if moved or status.spec.config_hash != spec.config_hash or status.spec.restart != spec.restart:

@@ -81,6 +81,11 @@ class Waker:
             self.cold_starts += bool(cold)
             self._ready[name] = lease.unloads()
 
+    def stale(self, name: str) -> None:
+        """Forget that ``name`` was seen ready: the next request asks for a start (which
+        is only a wait when it runs after all)."""
+        self._ready.pop(name, None)
+
     def close(self) -> None:
         """Let go of every lease."""
         for lease in self._leases.values():
@@ -106,14 +111,17 @@ async def visit_held(
         # Over budget is the machine being busy (503, try later); anything else is a server
         # that does not come up, like one that refuses connections.
         kind = FailureKind.OVERLOADED if isinstance(exc, MemoryBudgetError) else FailureKind.CONNECT
-        error = BackendError(kind, f"{entry.name} could not be started: {exc}")
+        refused = BackendError(kind, f"{entry.name} could not be started: {exc}")
         elapsed = (clock() - started) * 1000.0
-        run.attempts.append(Attempt(entry.name, str(error), error.kind, elapsed))
-        run.event(f"✗ {entry.name}: {error}")
+        run.attempts.append(Attempt(entry.name, str(refused), refused.kind, elapsed))
+        run.event(f"✗ {entry.name}: {refused}")
         run.failed_over_from.append(entry.name)
-        return error
+        return refused
     run.deadline += clock() - started
     try:
-        return await visit()
+        error = await visit()
     finally:
         leave()
+    if error is not None and error.kind is FailureKind.CONNECT:
+        waker.stale(entry.name)  # it died (crashed, was stopped): the next request wakes it
+    return error

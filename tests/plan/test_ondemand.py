@@ -16,7 +16,7 @@ def plan_of(desired: ServerSpec, state: str, recorded: ServerSpec | None = None)
     return diff({"a": desired}, {"a": status}, None, None, manifest="/batuta.yaml")
 
 
-@pytest.mark.parametrize("state", ["idle", "ready", "starting"])
+@pytest.mark.parametrize("state", ["idle", "ready", "starting", "stopping"])
 def test_sleeping_or_awake_is_a_no_op(state: str) -> None:
     plan = plan_of(spec(**OD), state)
     change = plan.server("a")

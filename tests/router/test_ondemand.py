@@ -18,7 +18,7 @@ import pytest
 
 from batuta._util.lease import lease_path, take_exclusive
 from batuta.backends.types import InferenceRequest
-from batuta.errors import RuntimeStartError
+from batuta.errors import AllTargetsFailed, RuntimeStartError
 from batuta.router.engine import Router
 from batuta.router.ondemand import Waker
 from batuta.routing.table import RouteEntry, TargetEntry
@@ -169,3 +169,20 @@ def test_entries_round_trip_on_demand() -> None:
     del raw["routes"]["r"]["targets"][0]["on_demand"]  # a table written before on-demand
     assert RoutingTable.from_json(raw).routes["r"].targets[0].on_demand is False
     assert dataclasses.replace(again.routes["r"].targets[0], on_demand=False).on_demand is False
+
+
+def test_a_server_that_refuses_connections_is_woken_again(tmp_path: Path) -> None:
+    # It crashed, or a restart is under way: the ready mark is dropped, so the next
+    # request asks for a start instead of failing over forever.
+    wakes = Wakes()
+    dead = TargetEntry("od", "llamacpp", "openai", "http://127.0.0.1:9", "m", True,
+                       on_demand=True)  # fmt: skip
+
+    async def main() -> None:
+        async with Router(state_dir=tmp_path, wake=wakes) as router:
+            for _ in range(2):
+                with pytest.raises(AllTargetsFailed):
+                    await router.query(route(dead), ask())
+
+    asyncio.run(main())
+    assert wakes.calls == ["od", "od"]
