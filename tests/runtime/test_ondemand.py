@@ -175,3 +175,17 @@ def test_stats_count_starts_and_stops(runtime: Runtime, free_port: int, state_di
     now = stats(state_dir)
     assert now["cold_starts"] == before + 1 and now["stops"] == 1
     assert set(now) == {"cold_starts", "evictions", "over_budget", "stops"}
+
+
+def test_env_values_are_kept_for_a_wake_from_a_process_without_them(
+    runtime: Runtime, free_port: int, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # apply hands the values over when it records the server; the gateway that wakes it
+    # later does not have them, and never needs them.
+    monkeypatch.setenv("OD_SECRET", "s3cr3t-value")
+    spec = tiny_spec("od", free_port, start="on-demand", env={"TOKEN": "${env:OD_SECRET}"})
+    record_idle(runtime, spec)
+    monkeypatch.delenv("OD_SECRET")
+    status, cold = wake(state_dir, "od", 20.0)
+    assert cold and status.state == "ready"
+    assert "s3cr3t-value" not in (state_dir / "state.json").read_text()
