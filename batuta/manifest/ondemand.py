@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from batuta._util.sizes import human_bytes
+from batuta.catalogue import lookup
 from batuta.manifest.model import Manifest
 from batuta.manifest.rules import Loc, Problem
 
@@ -22,6 +23,16 @@ def problems(manifest: Manifest) -> Iterator[Problem]:
         yield Problem(("defaults", "idle_timeout"), "must be longer than 0s")
     for name, server in manifest.servers.items():
         loc: Loc = ("servers", name)
+        backend = lookup(server.backend)
+        if server.start == "on-demand" and backend is not None and backend.key == "ollama":
+            # `ollama serve` starts empty and gets its model through a pull once ready,
+            # which apply does for an always-on server and a wake does not.
+            yield Problem(
+                (*loc, "start"),
+                "an Ollama server cannot start on demand yet (it pulls its model after it"
+                " starts): use start: always",
+                at_value=True,
+            )
         if server.idle_timeout is not None:
             if server.start != "on-demand":
                 yield Problem(

@@ -107,3 +107,14 @@ def test_within_budget_is_valid() -> None:
         "defaults: {memory_budget: 10GiB}\n"
     )
     assert issues_of(text) == []
+
+
+def test_ollama_cannot_start_on_demand() -> None:
+    text = (
+        "models:\n  m: {source: 'ollama://llama3.2:1b'}\n"
+        "servers:\n  o: {backend: ollama, model: m, start: on-demand}\n"
+    )
+    issue = only_issue(text)
+    assert (
+        issue.path == "servers.o.start" and "Ollama server cannot start on demand" in issue.message
+    )
