@@ -58,7 +58,7 @@ def with_memory(
 
     memory = declared
     if memory is None and model_file is not None and model_file.is_file():
-        memory = estimate(model_file, ctx_of(spec.argv))
+        memory = estimate(model_file, ctx_of(spec.argv), spec.engine_name)
     on_demand = spec.start == "on-demand"
     return dataclasses.replace(spec, memory=memory, memory_budget=budget if on_demand else None)
 

@@ -4,10 +4,11 @@ The estimate is the file's tensor bytes (the weights, which llama.cpp maps and t
 whole), plus the KV cache it allocates at start for its context:
 ``n_layer × ctx × n_head_kv × (key_length + value_length) × 2 bytes`` (f16, llama.cpp's
 default cache type; ``key_length`` defaults to ``embedding_length / head_count``), plus a
-fixed :data:`OVERHEAD` for the engine itself and its compute buffers. The overhead was
-measured on llama.cpp's ``llama-server`` serving SmolLM2-135M Q4_1 at ctx 512 and 4096
-(RSS after one answer minus weights minus KV: 39.2 MB both times); a test checks the
-estimate against the RSS of the real engine.
+fixed overhead for the engine itself and its compute buffers (:data:`OVERHEADS`),
+measured serving SmolLM2-135M Q4_1 at ctx 512 and 4096 as the RSS after one answer minus
+weights minus KV cache: ``llama-server`` 39.2 and 39.3 MB, llama-cpp-python's server
+(with its Python) 122.1 and 124.7 MB. A test checks the estimate against the RSS of the
+real engine.
 
 :func:`plan_budget` decides what a wake must evict to fit ``defaults.memory_budget``: the
 least recently used on-demand servers that are running with no request in flight.
@@ -24,7 +25,8 @@ from batuta._util.sizes import human_bytes
 from batuta.errors import MemoryBudgetError, ModelSourceError
 from batuta.runtime.gguf import read_gguf, tensor_data_offset
 
-OVERHEAD = 38 * 2**20
+OVERHEAD = 38 * 2**20  # llama-server, and engines not measured
+OVERHEADS = {"server": OVERHEAD, "python": 118 * 2**20}
 KV_BYTES = 2  # f16
 _CTX_FLAGS = ("-c", "--ctx-size", "--n_ctx")
 
@@ -40,9 +42,10 @@ def ctx_of(argv: Sequence[str]) -> int | None:
     return None
 
 
-def estimate(path: str | os.PathLike[str], ctx: int | None) -> int | None:
-    """Estimated bytes a llama.cpp server of the GGUF at ``path`` uses with ``ctx`` tokens
-    (the model's training context when None); None when ``path`` is no GGUF file."""
+def estimate(path: str | os.PathLike[str], ctx: int | None, engine: str = "") -> int | None:
+    """Estimated bytes a llama.cpp server (``engine`` server or python) of the GGUF at
+    ``path`` uses with ``ctx`` tokens (the model's training context when None); None when
+    ``path`` is no GGUF file."""
     try:
         info = read_gguf(Path(path))
         weights = os.path.getsize(path) - tensor_data_offset(Path(path))
@@ -63,7 +66,7 @@ def estimate(path: str | os.PathLike[str], ctx: int | None) -> int | None:
     kv = 0
     if layers and kv_heads and key and value and tokens:
         kv = layers * tokens * kv_heads * (key + value) * KV_BYTES
-    return weights + kv + OVERHEAD
+    return weights + kv + OVERHEADS.get(engine, OVERHEAD)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def _budget(manifest: Manifest, base_dir: Path) -> Iterator[Problem]:
             backend = lookup(server.backend)
             llamacpp = backend is not None and backend.key == "llamacpp"
             ctx = server.ctx or (LLAMACPP_DEFAULT_CTX if llamacpp else None)
-            size = estimate(path, ctx)
+            size = estimate(path, ctx, server.engine or "server")
             if size is not None:
                 memory[name] = size
     if memory == declared:

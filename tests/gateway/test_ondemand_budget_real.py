@@ -52,12 +52,13 @@ def ask(gw: GatewayThread, route: str) -> httpx.Response:
     return httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=60)
 
 
+@pytest.mark.parametrize("engine", ["server", "python"])
 def test_estimate_within_25_percent_of_rss(
-    apply_text: Callable[[str], Path], smollm2_path: Path
+    apply_text: Callable[[str], Path], smollm2_path: Path, engine: str
 ) -> None:
     state = apply_text(
         "servers:\n"
-        + server("a")
+        + server("a", f", engine: {engine}")
         + "routes:\n  r: {targets: [a]}\ndefaults: {memory_budget: 1GiB}\n"
     )
     rec = read_state(state).servers["a"]

@@ -86,3 +86,11 @@ def test_validate_counts_estimates_against_the_budget(tmp_path: Path) -> None:
     issues = validate_file(manifest, checks=local_checks(tmp_path / "cache"), env={})
     paths = [i.path for i in issues]
     assert paths.count("defaults.memory_budget") == 1 and "servers.c.model" in paths
+
+
+def test_the_python_engine_costs_more(smollm2_path: Path) -> None:
+    from batuta.runtime.memory import OVERHEADS
+
+    server, python = estimate(smollm2_path, 512, "server"), estimate(smollm2_path, 512, "python")
+    assert server == estimate(smollm2_path, 512)  # the default engine
+    assert python - server == OVERHEADS["python"] - OVERHEADS["server"]  # type: ignore[operator]
