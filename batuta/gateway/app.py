@@ -165,10 +165,12 @@ class Gateway:
     def router(self) -> Router:
         if self._router is None:
             from batuta.router.engine import Router
+            from batuta.runtime.ondemand import waker
 
             # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
+            wake = waker(self._state_dir) if self._state_dir is not None else None
             self._router = Router(
-                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK
+                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK, wake=wake
             )
         return self._router
 

@@ -21,6 +21,7 @@ serves every call; nothing is probed before a query, failures are handled as the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -46,6 +47,7 @@ from batuta.router.budget import (
     pricing_for,
     request_input_tokens,
 )
+from batuta.router.concurrency import Gates, visit_gated
 from batuta.router.failover import (
     DEFAULT_BACKOFF,
     Action,
@@ -53,7 +55,9 @@ from batuta.router.failover import (
     Splice,
     decide,
 )
+from batuta.router.ondemand import Wake, Waker, visit_held
 from batuta.router.run import Run, TextSink, ToolSink, bookkeep, bounded
+from batuta.router.strategy import Strategies
 from batuta.router.targets import check_privacy, entry_for, target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 
@@ -95,6 +99,7 @@ class Router:
         random: Callable[[], float] = random.random,
         backoff: Backoff = DEFAULT_BACKOFF,
         recheck: float = 0.0,
+        wake: Wake | None = None,
     ) -> None:
         self._client = client
         self._own_client = client is None
@@ -114,6 +119,10 @@ class Router:
         # Keyed by identity, holding the key object so that its id cannot be reused.
         self._resolved: dict[int, tuple[TargetEntry, Target]] = {}
         self._by_target: dict[int, tuple[Target, Adapter]] = {}
+        # On-demand servers are woken through ``wake`` (see batuta.router.ondemand).
+        self.waker = Waker(state_dir, wake) if wake is not None and state_dir else None
+        self.gates = Gates()  # max_concurrency and queues; in-flight counts per target
+        self._strategies = Strategies()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +138,8 @@ class Router:
 
     async def aclose(self) -> None:
         """Close the client if this router created it."""
+        if self.waker is not None:
+            self.waker.close()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -225,7 +236,7 @@ class Router:
         run = Run(route, request, now, now + route.timeout, on_text, on_event, on_tools=tools)
         pricing: Pricing | None = None
         try:
-            for index, entry in enumerate(route.targets):
+            for index, entry in enumerate(self._strategies.order(route, self.gates.busy)):
                 target = self._target(entry)
                 pricing = pricing_for(entry)
                 reason = self._skip_reason(run, entry, target, pricing, managed)
@@ -233,7 +244,9 @@ class Router:
                     run.attempts.append(Attempt(target.name, reason))
                     run.event(f"· {target.name} skipped: {reason}")
                     continue
-                error = await self._visit(run, target, pricing, managed)
+                visit = functools.partial(self._visit, run, target, pricing, managed)
+                held = functools.partial(visit_held, self.waker, run, entry, self._clock, visit)
+                error = await visit_gated(self.gates, run, entry, self._clock, held)
                 if error is None:
                     if managed:
                         bookkeep(run, self.breakers.record_success, target)

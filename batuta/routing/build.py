@@ -141,6 +141,10 @@ def server_target(
             **({"embeddings": True} if server.embeddings else {}),
         },
         health=health,
+        on_demand=server.start == "on-demand",
+        max_concurrency=server.max_concurrency,
+        queue_max=server.queue.max if server.queue else 64,
+        queue_timeout=server.queue.timeout if server.queue else 30.0,
     )
 
 
@@ -186,6 +190,7 @@ def _route_entry(
         per_request_usd=route.budget.per_request_usd if route.budget else None,
         reason=reason,
         aliases=tuple(route.aliases),
+        strategy=route.strategy,
     )
 
 

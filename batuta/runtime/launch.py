@@ -302,6 +302,8 @@ def build_spec(
         manifest=manifest,
         ready_timeout=ready_timeout,
         log_max_size=defaults.log_max_size if defaults else ServerSpec.log_max_size,
+        start=server.start,
+        idle_timeout=server.idle_timeout or (defaults.idle_timeout if defaults else 600.0),
     )
 
 
@@ -318,6 +320,8 @@ def spec_for(
     manifest: str | None = None,
     ready_timeout: float = 120.0,
     log_max_size: int = ServerSpec.log_max_size,
+    start: Literal["always", "on-demand"] = "always",
+    idle_timeout: float = 600.0,
 ) -> ServerSpec:
     """The launch spec of server ``name``: ``run`` (see :func:`launch_for`) serving
     ``model``. Both a manifest's servers (:func:`build_spec`) and ad-hoc starts
@@ -338,6 +342,8 @@ def spec_for(
         manifest=manifest,
         ready_timeout=ready_timeout,
         log_max_size=log_max_size,
+        start=start,
+        idle_timeout=idle_timeout,
     )
 
 
