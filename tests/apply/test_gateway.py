@@ -133,6 +133,8 @@ def test_apply_status_logs_and_down(
     assert payload["in_sync"] is True and payload["servers"] == []
     assert payload["gateway"]["pid"] == status.pid
     assert payload["gateway"]["listen"] == f"http://127.0.0.1:{port}"
+    assert main(["serve", "list", "--json"]) == 0  # the gateway is not one of the servers
+    assert json.loads(capsys.readouterr().out) == []
 
     assert main(["logs", "gateway"]) == 0
     log = capsys.readouterr().out
