@@ -72,7 +72,11 @@ class ApplyFailed(RuntimeStartError):
     def __init__(self, result: ApplyResult, failures: Mapping[str, RuntimeStartError]) -> None:
         self.result = result
         self.failures = dict(failures)
-        lines = [f"{len(failures)} server(s) failed to start:"]
+        servers = sum(1 for name in failures if name != SHOWN)
+        what = [f"{servers} server(s)"] if servers else []
+        if SHOWN in failures:
+            what.append("the gateway")
+        lines = [f"{' and '.join(what)} failed to start:"]
         tails: list[str] = []
         for name, exc in sorted(failures.items()):
             first = str(exc).split("\n--- last log lines ---")[0]

@@ -331,6 +331,7 @@ def test_apply_fails_when_the_gateway_is_not_ready_in_time(work: Path, fake: Ope
     with pytest.raises(ApplyFailed) as caught:
         apply(path, echo=out.append)
     assert set(caught.value.failures) == {"gateway"}
+    assert str(caught.value).startswith("the gateway failed to start:\n")
     assert "\n  gateway: not ready after 0.05s; log: " in str(caught.value)
     assert (work / ".batuta" / "routes.json").exists()  # the routes were applied
     assert gateway_status(work) is None  # stopped, so the next apply creates it again
