@@ -12,6 +12,10 @@ exception classes; after that, a failure is an in-band error event. Text reaches
 as the router releases it, so a failover mid-answer (which the router splices) reads as one
 uninterrupted stream. A client that goes away cancels the routed call, which closes the
 upstream connection.
+
+With ``keys`` (:mod:`batuta.gateway.keys`), every request but ``GET /health`` must present
+one: it is checked, and its rate taken, before anything else; the route it selects must be
+in its scope, and a key with a budget pays for paid targets (:mod:`batuta.gateway.keyspend`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from batuta._util import fastjson
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
+from batuta.gateway.keys import Keyring
 from batuta.gateway.select import Selected, model_ids, select
 from batuta.router.targets import target_of
 from batuta.routing.table import RoutingTable, read_table
 
 if TYPE_CHECKING:
     from batuta.backends.types import InferenceRequest, InferenceResponse
+    from batuta.gateway.keyspend import KeySpend
     from batuta.router.engine import Router
 
 Scope = MutableMapping[str, Any]
@@ -90,6 +96,7 @@ class _Exchange:
     anthropic: bool
     started: float
     begun: bool = False
+    key: str = ""  # the name of the key the request presented (never the key itself)
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.begun = True
@@ -140,10 +147,13 @@ class Gateway:
         router: Router | None = None,
         keepalive: float = KEEPALIVE_SECONDS,
         body_timeout: float = BODY_TIMEOUT,
+        keys: Keyring | None = None,
     ) -> None:
         self.table = TableFile(table)
         self._state_dir = state_dir
         self._router = router
+        self.keys = keys
+        self._key_spend: KeySpend | None = None
         self.keepalive = keepalive
         self.body_timeout = body_timeout
 
@@ -155,6 +165,14 @@ class Gateway:
             # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
             self._router = Router(state_dir=self._state_dir, http="aiohttp")
         return self._router
+
+    @property
+    def key_spend(self) -> KeySpend:
+        if self._key_spend is None:
+            from batuta.gateway.keyspend import KeySpend
+
+            self._key_spend = KeySpend(self._state_dir)
+        return self._key_spend
 
     async def aclose(self) -> None:
         if self._router is not None:
@@ -171,6 +189,8 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         ex = _Exchange(scope, receive, send, path == "/v1/messages", time.monotonic())
         try:
+            if self.keys is not None and path != "/health":
+                ex.key = self.keys.admit(scope["headers"]).name
             await self._dispatch(ex, method, path)
         except GatewayError as exc:
             if not ex.begun:
@@ -202,7 +222,7 @@ class Gateway:
         elif path == "/ready":
             await self._ready(ex)
         elif path == "/v1/models":
-            await ex.json(200, {"object": "list", "data": self._models()})
+            await ex.json(200, {"object": "list", "data": self._models(ex)})
         elif path.startswith("/v1/models/"):
             await self._model(ex, path.removeprefix("/v1/models/"))
         else:
@@ -210,17 +230,27 @@ class Gateway:
 
     # ------------------------------------------------------------------ GET
 
-    def _models(self) -> list[dict[str, Any]]:
+    def _models(self, ex: _Exchange) -> list[dict[str, Any]]:
+        """What the request's key may use (everything, without keys)."""
+        scope = self.keys.by_name[ex.key].routes if self.keys is not None else None
         return [
             {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by, "batuta": m.kind}
             for m in model_ids(self.table.current())
+            if scope is None or (m.kind in ("route", "alias") and m.owned_by in scope)
         ]
 
     async def _model(self, ex: _Exchange, name: str) -> None:
-        found = [m for m in self._models() if m["id"] == name]
+        found = [m for m in self._models(ex) if m["id"] == name]
         if not found:
-            select(self.table.current(), name)  # raises the 404 with its "did you mean"
+            self._select(ex, name)  # raises the 404 with its "did you mean", or the 403
         await ex.json(200, found[0])
+
+    def _select(self, ex: _Exchange, model: str) -> Selected:
+        """The route for ``model``; a 403 when it is outside the key's scope."""
+        selected = select(self.table.current(), model)
+        if self.keys is not None:
+            self.keys.allow(self.keys.by_name[ex.key], selected)
+        return selected
 
     async def _ready(self, ex: _Exchange) -> None:
         from batuta.router.breaker import BreakerState
@@ -280,7 +310,7 @@ class Gateway:
 
     async def _chat(self, ex: _Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model)
         if call.request.stream:
             frames = openai.ChatStream(call.model, call.include_usage)
             await self._stream(ex, selected, call.request, frames)
@@ -290,7 +320,7 @@ class Gateway:
 
     async def _messages(self, ex: _Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model)
         if call.request.stream:
             await self._stream(ex, selected, call.request, anthropic.MessageStream(call.model))
             return
@@ -300,7 +330,20 @@ class Gateway:
     # ------------------------------------------------------------------ routing
 
     def _route(
-        self, selected: Selected, request: InferenceRequest, on_text: Callable[[str], None] | None
+        self,
+        ex: _Exchange,
+        selected: Selected,
+        request: InferenceRequest,
+        on_text: Callable[[str], None] | None,
+    ) -> Awaitable[InferenceResponse]:
+        if self.keys is not None:
+            key = self.keys.by_name[ex.key]
+            if key.budgeted:
+                return self.key_spend.routed(key, selected, request, on_text, self._call)
+        return self._call(selected, on_text, request)
+
+    def _call(
+        self, selected: Selected, on_text: Callable[[str], None] | None, request: InferenceRequest
     ) -> Awaitable[InferenceResponse]:
         route = selected.route
         if selected.bare:
@@ -314,7 +357,7 @@ class Gateway:
         self, ex: _Exchange, selected: Selected, request: InferenceRequest
     ) -> InferenceResponse:
         """A blocking answer; cancelled when the client goes away first."""
-        work = asyncio.ensure_future(self._route(selected, request, None))
+        work = asyncio.ensure_future(self._route(ex, selected, request, None))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -338,7 +381,7 @@ class Gateway:
         frames: openai.ChatStream | anthropic.MessageStream,
     ) -> None:
         texts: asyncio.Queue[str] = asyncio.Queue()
-        work = asyncio.ensure_future(self._route(selected, request, texts.put_nowait))
+        work = asyncio.ensure_future(self._route(ex, selected, request, texts.put_nowait))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         headers = [*_SSE, (b"x-batuta-route", selected.route.name.encode())]
 
