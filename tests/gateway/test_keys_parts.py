@@ -3,12 +3,14 @@ manifest and the environment, and the key ledger's reservations (with clocks to 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from batuta.backends.types import InferenceRequest
-from batuta.errors import AllTargetsFailed, Attempt
+from batuta.backends.types import InferenceRequest, InferenceResponse
+from batuta.errors import AllTargetsFailed, Attempt, RoutingError
 from batuta.gateway.errors import GatewayError, GatewaySetupError
 from batuta.gateway.keys import Key, Keyring, digest
 from batuta.gateway.keyspend import KEY_SPEND_FILE, KeySpend
@@ -196,3 +198,84 @@ def test_bookings_price_failures_and_abandoned_calls(tmp_path: Path) -> None:
                                     Attempt("q", "refused")])  # fmt: skip
     assert booking.failed(failed) == pytest.approx((5 * 1000 + 3 * 2000) / 1e6)
     assert booking.abandoned(2) == pytest.approx((5 * 1000 + 2 * 2000) / 1e6)
+
+
+def _routed(spend: KeySpend, key: Key, selected: Selected, call: Any, on_text: Any = None) -> Any:
+    return asyncio.run(spend.routed(key, selected, _ask(), on_text, call))
+
+
+def test_routed_settles_answers_failures_and_refusals(tmp_path: Path) -> None:
+    clock = Clock(NOON)
+    spend = KeySpend(tmp_path, clock=clock)
+    key = Key("a", b"", daily_usd=1.0)
+    selected = Selected(route_of("r", _paid("p")))
+    seen: list[str] = []
+
+    async def answer(chosen: Selected, on_text: Any, request: InferenceRequest) -> Any:
+        on_text("Hel")
+        on_text("lo")
+        return InferenceResponse("Hello", 2, 1.0, 1.0, cost_usd=0.004)
+
+    assert _routed(spend, key, selected, answer, seen.append).text == "Hello"
+    assert seen == ["Hel", "lo"] and spend.spent_today("a") == pytest.approx(0.004)
+
+    async def cut(chosen: Selected, on_text: Any, request: InferenceRequest) -> Any:
+        raise AllTargetsFailed("r", [Attempt("p", "cut", tokens_before_failure=3)])
+
+    with pytest.raises(AllTargetsFailed):
+        _routed(spend, key, selected, cut)
+    assert spend.spent_today("a") == pytest.approx(0.004 + (5 * 1000 + 3 * 2000) / 1e6)
+
+    async def refused(chosen: Selected, on_text: Any, request: InferenceRequest) -> Any:
+        raise RoutingError("the route breaks its privacy tier")
+
+    before = spend.spent_today("a")
+    with pytest.raises(RoutingError):
+        _routed(spend, key, selected, refused)
+    assert spend.spent_today("a") == before and spend.ledger.held_today("a") == 0
+
+
+def test_an_abandoned_request_is_booked_at_its_input_and_streamed_text(tmp_path: Path) -> None:
+    spend = KeySpend(tmp_path, clock=Clock(NOON))
+    key = Key("a", b"", daily_usd=1.0)
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def slow(chosen: Selected, on_text: Any, request: InferenceRequest) -> Any:
+            for piece in ("a", "b", "c", "d"):
+                on_text(piece)
+            started.set()
+            await asyncio.sleep(30)
+
+        task = asyncio.ensure_future(
+            spend.routed(key, Selected(route_of("r", _paid("p"))), _ask(), lambda t: None, slow)
+        )
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert spend.spent_today("a") == pytest.approx((5 * 1000 + 4 * 2000) / 1e6)
+    assert spend.ledger.held_today("a") == 0
+
+
+def test_an_unwritable_spend_file_refuses_rather_than_spends_unrecorded(tmp_path: Path) -> None:
+    spend = KeySpend(tmp_path, clock=Clock(NOON))
+    key = Key("a", b"", daily_usd=1.0)
+    selected = Selected(route_of("r", _paid("p")))
+    (tmp_path / (KEY_SPEND_FILE + ".lock")).mkdir()  # the lock cannot be opened
+    with pytest.raises(GatewayError) as caught:
+        spend.reserve(key, selected, _ask())
+    assert (caught.value.status, caught.value.code) == (503, "key_spend_unwritable")
+    (tmp_path / (KEY_SPEND_FILE + ".lock")).rmdir()
+
+    async def answer(chosen: Selected, on_text: Any, request: InferenceRequest) -> Any:
+        lock = tmp_path / (KEY_SPEND_FILE + ".lock")
+        lock.unlink()
+        lock.mkdir()  # it breaks while the call runs
+        return InferenceResponse("ok", 1, 1.0, 1.0, cost_usd=0.001)
+
+    assert _routed(spend, key, selected, answer).text == "ok"  # the answer is not lost
+    assert spend.ledger.held_today("a") > 0  # the hold stays until its ttl

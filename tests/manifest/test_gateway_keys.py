@@ -47,6 +47,8 @@ def test_rate_forms(rate: str) -> None:
          "must be the name of an environment variable"),
         ("TEAM_A_KEY", "sk-proj-abcdefghijklmnopqrstuvwxyz123456", "gateway.keys.team-a.key_env",
          "this looks like an API key itself (not shown)"),
+        ("TEAM_A_KEY", "abcdefghijklmnop1234567890qrstuv", "gateway.keys.team-a.key_env",
+         "this looks like an API key itself (not shown)"),
         ("[default]", "[defualt]", "gateway.keys.team-a.routes[0]",
          "no route 'defualt' (did you mean 'default'?) (routes: default)"),
         ("[default]", "[]", "gateway.keys.team-a.routes",
