@@ -220,9 +220,17 @@ def test_budget_refusals_say_do_not_retry_and_the_sdk_does_not(
     assert response.headers["x-should-retry"] == "false"
     assert refused.value.code == "key_budget" and "over" not in response.headers
     assert counted.sent == 1 and paid.requests == []
+    with pytest.raises(openai.RateLimitError) as streamed:  # a stream is refused before it begins
+        payer.chat.completions.create(model="billed", messages=HI, max_tokens=1000, stream=True)
+    assert streamed.value.response.headers["x-should-retry"] == "false"
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=VALUES["PAYER_KEY"], max_retries=3)
+    with pytest.raises(anthropic.RateLimitError) as shaped:
+        claude.messages.create(model="billed", max_tokens=1000, messages=HI)
+    assert shaped.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert counted.sent == 2 and paid.requests == []
     done = payer.chat.completions.create(model="billed", messages=HI, max_tokens=10)
     assert done.usage is not None and done.usage.completion_tokens == 10
-    assert len(paid.requests) == 1 and counted.sent == 2
+    assert len(paid.requests) == 1 and counted.sent == 3
     spent = KeySpend(gateway.app._state_dir).spent_today("payer")
     assert 0 < spent <= WORST * 1.5
 
