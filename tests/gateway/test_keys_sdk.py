@@ -40,7 +40,7 @@ WORST = (5 * PRICING[0] + 10 * PRICING[1]) / 1e6  # "Hi" (5 tokens estimated), m
 KEYS: dict[str, Any] = {
     "team-a": {"key_env": "TEAM_A_KEY", "routes": ["default", "code"]},
     "open": {"key_env": "OPEN_KEY"},
-    "burst": {"key_env": "BURST_KEY", "rate": "2/s"},
+    "burst": {"key_env": "BURST_KEY", "rate": "1/s"},
     "payer": {"key_env": "PAYER_KEY", "budget": {"daily_usd": 5 * WORST}},
     "unset": {"key_env": "NOT_SET_KEY"},
 }
@@ -190,21 +190,20 @@ def test_over_the_rate_it_is_429_with_retry_after_which_the_sdk_honours(
     gateway: GatewayThread,
 ) -> None:
     burst = sdk(gateway, "BURST_KEY")
-    for _ in range(2):
-        burst.chat.completions.create(model="default", messages=HI)
+    burst.chat.completions.create(model="default", messages=HI)  # the bucket's one token
     with pytest.raises(openai.RateLimitError) as limited:
         burst.chat.completions.create(model="default", messages=HI)
-    assert limited.value.response.headers["retry-after"] == "1"  # 0.5 s, in whole seconds
+    assert limited.value.response.headers["retry-after"] == "1"  # under 1 s, in whole seconds
     assert limited.value.code == "rate_limit_exceeded"
-    time.sleep(1.0)  # the bucket holds 2 again
-    for _ in range(2):
-        burst.chat.completions.create(model="default", messages=HI)
+    time.sleep(1.0)  # the token is back
+    burst.chat.completions.create(model="default", messages=HI)
     counted = Counted()
     started = time.monotonic()
     done = sdk(gateway, "BURST_KEY", retries=2, counted=counted).chat.completions.create(
         model="default", messages=HI
     )
-    # its own backoff would wait at most 0.5 s; Retry-After said 1 s
+    # refused (the token needs up to 1 s more), then retried after Retry-After's 1 s, where
+    # the SDK's own backoff would have waited at most 0.5 s
     assert done.choices and counted.sent == 2 and time.monotonic() - started >= 0.95
 
 
