@@ -336,10 +336,11 @@ class Gateway:
         request: InferenceRequest,
         on_text: Callable[[str], None] | None,
     ) -> Awaitable[InferenceResponse]:
-        if self.keys is not None:
-            key = self.keys.by_name[ex.key]
-            if key.budgeted:
-                return self.key_spend.routed(key, selected, request, on_text, self._call)
+        if self.keys is not None and (key := self.keys.by_name[ex.key]).budgeted:
+            # A 429 here, before any task starts; a route of free targets holds nothing.
+            selected, booking = self.key_spend.reserve(key, selected, request)
+            if booking is not None:
+                return self.key_spend.settled(booking, selected, request, on_text, self._call)
         return self._call(selected, on_text, request)
 
     def _call(

@@ -85,18 +85,15 @@ class KeySpend:
         """USD the key ``key`` has spent today (UTC)."""
         return self.ledger.spent_today(key)
 
-    async def routed(
+    async def settled(
         self,
-        key: Key,
+        booking: Booking,
         selected: Selected,
         request: InferenceRequest,
         on_text: TextSink | None,
         call: Call,
     ) -> InferenceResponse:
-        """``call`` (the routed query) within ``key``'s budget; see the module docstring."""
-        selected, booking = self.reserve(key, selected, request)
-        if booking is None:
-            return await call(selected, on_text, request)
+        """``call`` (the routed query) with ``booking`` held, settled to what it cost."""
         chunks = 0
 
         def counted(text: str) -> None:

@@ -201,7 +201,10 @@ def test_bookings_price_failures_and_abandoned_calls(tmp_path: Path) -> None:
 
 
 def _routed(spend: KeySpend, key: Key, selected: Selected, call: Any, on_text: Any = None) -> Any:
-    return asyncio.run(spend.routed(key, selected, _ask(), on_text, call))
+    """What the gateway does: reserve, then the call with its booking settled."""
+    selected, booking = spend.reserve(key, selected, _ask())
+    assert booking is not None
+    return asyncio.run(spend.settled(booking, selected, _ask(), on_text, call))
 
 
 def test_routed_settles_answers_failures_and_refusals(tmp_path: Path) -> None:
@@ -248,9 +251,9 @@ def test_an_abandoned_request_is_booked_at_its_input_and_streamed_text(tmp_path:
             started.set()
             await asyncio.sleep(30)
 
-        task = asyncio.ensure_future(
-            spend.routed(key, Selected(route_of("r", _paid("p"))), _ask(), lambda t: None, slow)
-        )
+        selected, booking = spend.reserve(key, Selected(route_of("r", _paid("p"))), _ask())
+        assert booking is not None
+        task = asyncio.ensure_future(spend.settled(booking, selected, _ask(), lambda t: None, slow))
         await started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
