@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import _free_port
 from tests.fakes.openai_server import OpenAIFake
@@ -78,3 +79,25 @@ def test_without_a_usable_key_it_does_not_start(tmp_path: Path) -> None:
     assert b"none of the keys' variables is set ($OPS_GATEWAY_KEY, $LATER_GATEWAY_KEY)" in (
         done.stderr
     )
+
+
+def test_serve_in_process_reads_the_keys_before_anything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batuta.gateway import serve
+    from batuta.gateway.server import GatewaySetupError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPS_GATEWAY_KEY", raising=False)
+    monkeypatch.delenv("LATER_GATEWAY_KEY", raising=False)
+    (tmp_path / "batuta.yaml").write_text(MANIFEST.format(port=8080))
+    with pytest.raises(GatewaySetupError, match="none of the keys' variables is set"):
+        serve(state_dir=tmp_path / "state")  # no announce: the warnings go nowhere
+    monkeypatch.setenv("OPS_GATEWAY_KEY", VALUE)
+    told: list[str] = []
+    # keys make 0.0.0.0 acceptable; what is missing now is the routing table
+    with pytest.raises(GatewaySetupError, match="no routing table at") as caught:
+        serve(state_dir=tmp_path / "state", announce=told.append)
+    assert told == ["⚠ gateway.keys.later: $LATER_GATEWAY_KEY is not set, so key 'later' is"
+                    " disabled"]  # fmt: skip
+    assert VALUE not in str(caught.value)
