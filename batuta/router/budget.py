@@ -99,6 +99,8 @@ class SpendLedger:
     is replaced by the actual cost (:meth:`settle`). Concurrent queries, in this process
     or others, therefore never overshoot the limit by more than what servers bill beyond
     the estimate. A hold whose query died without settling lapses after its ``ttl``.
+    :meth:`hold` is that reservation for any name: the gateway keeps its keys' spend in a
+    ledger of its own, by key name.
     """
 
     def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time):
