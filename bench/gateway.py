@@ -8,7 +8,11 @@ completion, or a five-chunk stream when the body asks for one), each in its own 
         temp dir, then ``batuta gateway`` as a subprocess;
     (c) a bare ASGI proxy (uvicorn + uvloop + httptools, aiohttp upstream): the ceiling;
     (d) LiteLLM's proxy, installed into ``~/.cache/batuta/bench-litellm`` on first use
-        (skipped with a note under ``--no-litellm`` or when the install fails).
+        (skipped with a note under ``--no-litellm`` or when the install fails);
+    (e) with ``--keys``: ``batuta gateway`` again, its manifest declaring one API key (the
+        ``Bearer sk-bench`` every client here sends) with routes, a rate and a budget, so
+        the difference to (b) is what keys cost per request (the target is free, so no
+        spend file is involved).
 
 Figures: sequential latency (p50 added over the fake, N requests on one keep-alive
 connection), ``wrk -t1 -c32 -d10s`` throughput with a Lua script POSTing a chat body
@@ -16,7 +20,7 @@ connection), ``wrk -t1 -c32 -d10s`` throughput with a Lua script POSTing a chat 
 RSS after 10k and 100k requests. Medians of ``--runs`` runs; ratios gateway/bare and
 gateway/LiteLLM; ``--json`` prints one JSON line at the end.
 
-    python bench/gateway.py [--quick] [--no-litellm] [--runs 3] [--json]
+    python bench/gateway.py [--quick] [--no-litellm] [--keys] [--runs 3] [--json]
 
 Needs ``wrk`` (``apt-get install -y wrk``).
 """
@@ -252,8 +256,22 @@ def start_bare(upstream: int) -> Proc:
     return Proc("bare", args, port)
 
 
-def start_gateway(upstream: int, workdir: Path) -> Proc:
+KEYS_BLOCK = """\
+gateway:
+  keys:
+    bench:
+      key_env: BENCH_GATEWAY_KEY
+      routes: [default]
+      budget: {daily_usd: 1000}
+      rate: 1000000/s
+"""
+
+
+def start_gateway(upstream: int, workdir: Path, *, keys: bool = False) -> Proc:
     port = _free_port()
+    if keys:
+        workdir = workdir / "keys"
+        workdir.mkdir()
     (workdir / "batuta.yaml").write_text(
         "version: 1\n"
         "endpoints:\n"
@@ -266,17 +284,19 @@ def start_gateway(upstream: int, workdir: Path) -> Proc:
         "    tier: {latency: interactive, privacy: standard}\n"
         "    targets: [fake]\n"
         "    timeout: 30s\n"
-        "    retries: 1\n"
+        "    retries: 1\n" + (KEYS_BLOCK if keys else "")
     )
     batuta = [sys.executable, "-m", "batuta.cli"] if not shutil.which("batuta") else ["batuta"]
     exe = Path(sys.executable).with_name("batuta")
     if exe.exists():
         batuta = [str(exe)]
     env = {k: v for k, v in os.environ.items() if k != "BATUTA_STATE_DIR"}
+    if keys:
+        env["BENCH_GATEWAY_KEY"] = "sk-bench"
     subprocess.run([*batuta, "apply", "-f", "batuta.yaml"], cwd=workdir, env=env, check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     args = [*batuta, "gateway", "-f", "batuta.yaml", "--listen", f"127.0.0.1:{port}"]
-    return Proc("gateway", args, port, cwd=workdir, env=env)
+    return Proc("gateway+keys" if keys else "gateway", args, port, cwd=workdir, env=env)
 
 
 def ensure_litellm() -> Path | None:
@@ -431,6 +451,52 @@ def rss_curve(proc: Proc, lua: Path, marks: tuple[int, ...]) -> dict[int, float]
 # ---------------------------------------------------------------------------- main
 
 
+def key_check_us(rounds: int = 100_000) -> float:
+    """In this process: microseconds what keys add to a request takes (hash, lookup, compare,
+    rate, scope, and the budget's look at a free route) on the headers an OpenAI SDK sends;
+    the end-to-end difference is this plus noise."""
+    import timeit
+
+    sys.path.insert(0, str(ROOT))
+    from batuta.backends.types import InferenceRequest
+    from batuta.gateway.keys import Key, Keyring, digest
+    from batuta.gateway.keyspend import KeySpend
+    from batuta.gateway.ratelimit import TokenBucket
+    from batuta.gateway.select import Selected
+    from batuta.routing.table import RouteEntry, TargetEntry
+
+    key = Key("bench", digest("sk-bench"), frozenset({"default"}), 1000.0, None,
+              TokenBucket(1e9, 1.0))  # fmt: skip
+    ring = Keyring([key])
+    free = TargetEntry("fake", "vllm", "openai", "http://127.0.0.1:1", "bench", True)
+    selected = Selected(RouteEntry("default", "interactive", "standard", "balanced", (free,)))
+    spend, request = KeySpend(None), InferenceRequest(prompt="Hi", max_tokens=16)
+    headers = [(b"host", b"127.0.0.1:8080"), (b"accept-encoding", b"gzip, deflate"),
+               (b"connection", b"keep-alive"), (b"accept", b"application/json"),
+               (b"content-type", b"application/json"), (b"user-agent", b"OpenAI/Python 2.8.1"),
+               (b"x-stainless-lang", b"python"), (b"authorization", b"Bearer sk-bench"),
+               (b"content-length", b"120")]  # fmt: skip
+
+    def check() -> None:
+        found = ring.admit(headers)
+        ring.allow(found, selected)
+        spend.reserve(found, selected, request)
+
+    return min(timeit.repeat(check, number=rounds, repeat=5)) / rounds * 1e6
+
+
+def paired_keys_delta(plain: int, keyed: int, rounds: int, batch: int) -> float:
+    """Median over ``rounds`` of (keyed p50 - plain p50), each round ``batch`` requests to
+    one then the other: on a busy machine the two see the same load, so the difference is
+    the keys' and not the neighbours'."""
+    deltas = []
+    for i in range(rounds):
+        first, second = (keyed, plain) if i % 2 else (plain, keyed)  # ABBA: no order bias
+        a, b = p50(sequential(first, batch)), p50(sequential(second, batch))
+        deltas.append(a - b if first == keyed else b - a)
+    return statistics.median(deltas)
+
+
 def p50(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -439,6 +505,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, one run")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
+    parser.add_argument("--keys", action="store_true", help="also a gateway with an API key")
     parser.add_argument("--runs", type=int, default=3, help="runs to take the median of")
     parser.add_argument("-n", type=int, default=2000, help="sequential requests per run")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration")
@@ -467,6 +534,8 @@ def main() -> None:
         procs: dict[str, Proc] = {}
         try:
             procs["gateway"] = start_gateway(fake.port, work)
+            if args.keys:
+                procs["gateway+keys"] = start_gateway(fake.port, work, keys=True)
             procs["bare"] = start_bare(fake.port)
             if args.no_litellm:
                 print("note: LiteLLM left out (--no-litellm)")
@@ -475,6 +544,11 @@ def main() -> None:
                 if litellm is not None:
                     procs["litellm"] = litellm
             results = measure(fake, procs, lua, runs, n, seconds)
+            paired = 0.0
+            if args.keys:
+                rounds = 10 if args.quick else 40
+                paired = round(paired_keys_delta(procs["gateway"].port,
+                                                 procs["gateway+keys"].port, rounds, 200), 3)  # fmt: skip
             results["rss_mb"] = {
                 str(k): round(v, 1) for k, v in rss_curve(procs["gateway"], lua, marks).items()
             }
@@ -482,6 +556,9 @@ def main() -> None:
             for proc in procs.values():
                 proc.stop()
             fake.stop()
+    if args.keys:
+        results["key_check_us"] = round(key_check_us(), 2)
+        results["keys_paired_added_p50_ms"] = paired
     report(results, runs, n, seconds, args.json)
 
 
@@ -526,12 +603,13 @@ def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bo
     load = os.getloadavg()[0]
     print(f"\nmedian of {runs} run(s); {n} sequential requests; wrk -t1 -c32 -d{seconds}s; "
           f"load average {load:.2f}")  # fmt: skip
-    print(f"{'':10} {'req/s':>9} {'CPU us/req':>10} {'p50 ms':>8} {'added':>8} {'TTFT ms':>8} "
+    print(f"{'':12} {'req/s':>9} {'CPU us/req':>10} {'p50 ms':>8} {'added':>8} {'TTFT ms':>8} "
           f"{'added':>8} errors")  # fmt: skip
     for name, r in results.items():
-        if name == "rss_mb":
+        if name in ("rss_mb", "key_check_us", "keys_paired_added_p50_ms"):
             continue
-        print(f"{name:10} {r['rps']:9.1f} {r['cpu_us_per_request']:10.1f} {r['p50_ms']:8.3f} {r['added_p50_ms']:8.3f} "
+        print(f"{name:12} {r['rps']:9.1f} {r['cpu_us_per_request']:10.1f} {r['p50_ms']:8.3f} "
+              f"{r['added_p50_ms']:8.3f} "
               f"{r['ttft_ms']:8.3f} {r['added_ttft_ms']:8.3f} {r['errors']}")  # fmt: skip
     marks = list(results["rss_mb"].items())
     print("gateway RSS: " + ", ".join(f"{v:.1f} MB after {int(k):,} requests" for k, v in marks))
@@ -548,6 +626,12 @@ def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bo
                 ratios[f"added_p50_gateway_over_{other}"] = round(
                     gw["added_p50_ms"] / results[other]["added_p50_ms"], 3
                 )
+    if "gateway+keys" in results:  # what checking the key adds, per request
+        keyed = results["gateway+keys"]
+        ratios["keys_added_p50_ms"] = round(keyed["p50_ms"] - gw["p50_ms"], 3)
+        ratios["keys_added_ttft_ms"] = round(keyed["ttft_ms"] - gw["ttft_ms"], 3)
+        print(f"keys, paired rounds of 200 requests: {results['keys_paired_added_p50_ms']} ms"
+              f" added p50; the key check alone, in process: {results['key_check_us']} µs")  # fmt: skip
     for key, value in ratios.items():
         print(f"{key}: {value}")
     results["ratios"] = ratios

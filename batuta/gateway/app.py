@@ -12,11 +12,16 @@ exception classes; after that, a failure is an in-band error event. Text reaches
 as the router releases it, so a failover mid-answer (which the router splices) reads as one
 uninterrupted stream. A client that goes away cancels the routed call, which closes the
 upstream connection.
+
+With ``keys`` (:mod:`batuta.gateway.keys`), every request but ``GET /health`` must present
+one: it is checked, and its rate taken, before anything else; the route it selects must be
+in its scope, and a key with a budget pays for paid targets (:mod:`batuta.gateway.keyspend`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -30,12 +35,14 @@ from batuta.errors import RoutingError
 from batuta.gateway import anthropic, completions, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
 from batuta.gateway.inbox import Inbox, Piece
+from batuta.gateway.keys import Keyring
 from batuta.gateway.select import Selected, model_ids, require_fields, select
 from batuta.router.targets import target_of
 from batuta.routing.table import RoutingTable, read_table
 
 if TYPE_CHECKING:
     from batuta.backends.types import InferenceRequest, InferenceResponse, ToolCall
+    from batuta.gateway.keyspend import KeySpend
     from batuta.router.engine import Router
 
 Scope = MutableMapping[str, Any]
@@ -97,6 +104,7 @@ class _Exchange:
     anthropic: bool
     started: float
     begun: bool = False
+    key: str = ""  # the name of the key the request presented (never the key itself)
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.begun = True
@@ -154,10 +162,13 @@ class Gateway:
         router: Router | None = None,
         keepalive: float = KEEPALIVE_SECONDS,
         body_timeout: float = BODY_TIMEOUT,
+        keys: Keyring | None = None,
     ) -> None:
         self.table = TableFile(table)
         self._state_dir = state_dir
         self._router = router
+        self.keys = keys
+        self._key_spend: KeySpend | None = None
         self.keepalive = keepalive
         self.body_timeout = body_timeout
 
@@ -174,6 +185,14 @@ class Gateway:
             )
         return self._router
 
+    @property
+    def key_spend(self) -> KeySpend:
+        if self._key_spend is None:
+            from batuta.gateway.keyspend import KeySpend
+
+            self._key_spend = KeySpend(self._state_dir)
+        return self._key_spend
+
     async def aclose(self) -> None:
         if self._router is not None:
             await self._router.aclose()
@@ -189,6 +208,8 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         ex = _Exchange(scope, receive, send, path == "/v1/messages", time.monotonic())
         try:
+            if self.keys is not None and path != "/health":
+                ex.key = self.keys.admit(scope["headers"]).name
             await self._dispatch(ex, method, path)
         except GatewayError as exc:
             if not ex.begun:
@@ -221,7 +242,7 @@ class Gateway:
         elif path == "/ready":
             await self._ready(ex)
         elif path == "/v1/models":
-            await ex.json(200, {"object": "list", "data": self._models()})
+            await ex.json(200, {"object": "list", "data": self._models(ex)})
         elif path.startswith("/v1/models/"):
             await self._model(ex, path.removeprefix("/v1/models/"))
         else:
@@ -229,17 +250,27 @@ class Gateway:
 
     # ------------------------------------------------------------------ GET
 
-    def _models(self) -> list[dict[str, Any]]:
+    def _models(self, ex: _Exchange) -> list[dict[str, Any]]:
+        """What the request's key may use (everything, without keys)."""
+        scope = self.keys.by_name[ex.key].routes if self.keys is not None else None
         return [
             {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by, "batuta": m.kind}
             for m in model_ids(self.table.current())
+            if scope is None or (m.kind in ("route", "alias") and m.owned_by in scope)
         ]
 
     async def _model(self, ex: _Exchange, name: str) -> None:
-        found = [m for m in self._models() if m["id"] == name]
+        found = [m for m in self._models(ex) if m["id"] == name]
         if not found:
-            select(self.table.current(), name)  # raises the 404 with its "did you mean"
+            self._select(ex, name)  # raises the 404 with its "did you mean", or the 403
         await ex.json(200, found[0])
+
+    def _select(self, ex: _Exchange, model: str) -> Selected:
+        """The route for ``model``; a 403 when it is outside the key's scope."""
+        selected = select(self.table.current(), model)
+        if self.keys is not None:
+            self.keys.allow(self.keys.by_name[ex.key], selected)
+        return selected
 
     async def _ready(self, ex: _Exchange) -> None:
         from batuta.router.breaker import BreakerState
@@ -300,7 +331,7 @@ class Gateway:
 
     async def _chat(self, ex: _Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model)
         require_fields(selected, call.request)
         if call.request.stream:
             frames = openai.ChatStream(call.model, call.include_usage)
@@ -311,7 +342,7 @@ class Gateway:
 
     async def _completions(self, ex: _Exchange) -> None:
         call = completions.parse_completion(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model)
         require_fields(selected, call.request)
         if call.request.stream:
             frames = completions.TextStream(call.model, call.include_usage)
@@ -326,7 +357,7 @@ class Gateway:
         from batuta.router.embed import embed_route
 
         call = embeddings.parse_embeddings(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model)
         embeddings.require_embedder(selected)
         work = embed_route(self.router, selected.route, call.request, managed=not selected.bare)
         done = await self._until_gone(ex, work)
@@ -339,7 +370,7 @@ class Gateway:
 
     async def _messages(self, ex: _Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model)
         if call.request.stream:
             await self._stream(ex, selected, call.request, anthropic.MessageStream(call.model))
             return
@@ -350,9 +381,26 @@ class Gateway:
 
     def _route(
         self,
+        ex: _Exchange,
         selected: Selected,
         request: InferenceRequest,
         on_text: Callable[[str], None] | None,
+        on_tools: Callable[[tuple[ToolCall, ...]], None] | None = None,
+    ) -> Awaitable[InferenceResponse]:
+        if self.keys is not None and (key := self.keys.by_name[ex.key]).budgeted:
+            # A 429 here, before any task starts; a route of free targets holds nothing.
+            selected, booking = self.key_spend.reserve(key, selected, request)
+            if booking is not None:
+                call = functools.partial(self._call, on_tools=on_tools)
+                return self.key_spend.settled(booking, selected, request, on_text, call)
+        return self._call(selected, on_text, request, on_tools=on_tools)
+
+    def _call(
+        self,
+        selected: Selected,
+        on_text: Callable[[str], None] | None,
+        request: InferenceRequest,
+        *,
         on_tools: Callable[[tuple[ToolCall, ...]], None] | None = None,
     ) -> Awaitable[InferenceResponse]:
         route = selected.route
@@ -368,7 +416,7 @@ class Gateway:
         self, ex: _Exchange, selected: Selected, request: InferenceRequest
     ) -> InferenceResponse:
         """A blocking answer; cancelled when the client goes away first."""
-        return await self._until_gone(ex, self._route(selected, request, None))
+        return await self._until_gone(ex, self._route(ex, selected, request, None))
 
     async def _until_gone(self, ex: _Exchange, call: Awaitable[T]) -> T:
         """``call``'s result; cancelled when the client goes away first."""
@@ -395,7 +443,7 @@ class Gateway:
     ) -> None:
         inbox = Inbox()
         tools = inbox.put if isinstance(frames, openai.ChatStream) else None  # tool-call deltas
-        work = asyncio.ensure_future(self._route(selected, request, inbox.put, tools))
+        work = asyncio.ensure_future(self._route(ex, selected, request, inbox.put, tools))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         work.add_done_callback(inbox.wake)
         gone.add_done_callback(inbox.wake)

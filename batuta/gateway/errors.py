@@ -48,6 +48,7 @@ class GatewayError(BatutaError):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        retry: bool | None = None,
     ) -> None:
         self.status = status
         self.message = message
@@ -55,13 +56,23 @@ class GatewayError(BatutaError):
         self.param = param
         self.code = code
         self.retry_after = retry_after
+        self.retry = retry  # False: tell the SDKs not to retry (x-should-retry: false)
         super().__init__(message)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """Extra response headers: ``Retry-After`` in whole seconds when there is one."""
-        if self.retry_after is None:
-            return []
-        return [(b"retry-after", str(max(1, math.ceil(self.retry_after))).encode())]
+        """Extra response headers: ``Retry-After`` in whole seconds when there is one, and
+        ``x-should-retry`` when the retry decision is not the SDK's to make."""
+        headers = []
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, math.ceil(self.retry_after))).encode()))
+        if self.retry is not None:
+            headers.append((b"x-should-retry", b"true" if self.retry else b"false"))
+        return headers
+
+
+class GatewaySetupError(BatutaError):
+    """The gateway cannot start: no routing table, an address it may not listen on, or
+    keys it cannot use."""
 
 
 def bad_field(param: str, message: str) -> GatewayError:

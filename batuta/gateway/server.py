@@ -1,5 +1,9 @@
 """Running the gateway: uvicorn (uvloop + httptools) in the foreground, drained on a signal.
 
+The manifest's ``gateway:`` block says where to listen and which API keys clients must
+present; both are read once, at start. Without keys the gateway is open, so it listens on
+a loopback address only.
+
 SIGTERM or SIGINT stops accepting connections and lets the answers in flight finish, for
 at most ``drain_timeout`` seconds, then the process returns normally (exit status 0).
 """
@@ -7,58 +11,58 @@ at most ``drain_timeout`` seconds, then the process returns normally (exit statu
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batuta.errors import BatutaError
 from batuta.gateway.app import KEEPALIVE_SECONDS, Gateway
+from batuta.gateway.errors import GatewaySetupError
+from batuta.gateway.keys import Keyring
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from batuta.manifest.gateway import Gateway as GatewayBlock
 
 DRAIN_SECONDS = 30.0
 DEFAULT_LISTEN = "127.0.0.1:8080"  # as the manifest's gateway.listen defaults
 
 
-class GatewaySetupError(BatutaError):
-    """The gateway cannot start: no routing table, or an address it may not listen on."""
-
-
 def listen_address(
-    value: str, where: str = "--listen", *, any_address: bool = False
+    value: str, where: str = "--listen", *, keyed: bool = False, any_address: bool = False
 ) -> tuple[str, int]:
-    """``HOST:PORT`` on this machine (any address with ``any_address``: in a cluster pod,
-    where the Service and its NetworkPolicy decide who connects); a GatewaySetupError
-    saying why not."""
+    """``HOST:PORT``, on this machine unless the gateway has keys (``keyed``) or runs in a
+    cluster pod (``any_address``: the Service and its NetworkPolicy decide who connects);
+    a GatewaySetupError saying why not."""
     from batuta._util.net import is_localhost_name, is_loopback
-    from batuta.manifest.model import parse_listen
+    from batuta.manifest.gateway import parse_listen
 
     try:
         host, port = parse_listen(value)
     except ValueError as exc:
         raise GatewaySetupError(f"{where}: {exc}") from None
-    if not any_address and not (is_localhost_name(host) or is_loopback(host)):
+    if not (keyed or any_address or is_localhost_name(host) or is_loopback(host)):
         raise GatewaySetupError(f"{where}: {host!r} is not this machine; {LOOPBACK_ONLY}")
     return host, port
 
 
 LOOPBACK_ONLY = (
-    "the gateway takes no API keys yet, so it listens on a loopback address only"
-    " (127.0.0.1, ::1 or localhost)"
+    "without API keys (gateway.keys in the manifest) the gateway would serve anyone who"
+    " reaches it, so it listens on a loopback address only (127.0.0.1, ::1 or localhost)"
 )
 
 
-def _manifest_listen(manifest: str | None) -> str | None:
-    """``gateway.listen`` of the manifest, when it exists (None: the default applies)."""
+def _manifest_gateway(manifest: str | None) -> GatewayBlock | None:
+    """The manifest's ``gateway:`` block, when the manifest exists (None: defaults apply)."""
     from batuta._util.paths import manifest_path
     from batuta.manifest import load_manifest
 
     file, _ = manifest_path(manifest)
     if not file.exists():
         return None
-    return load_manifest(manifest).manifest.gateway.listen
+    return load_manifest(manifest).manifest.gateway
 
 
 def make_server(
@@ -95,10 +99,16 @@ def serve(
 
     state = state_dir or state_dir_for(manifest)
     path = table or table_path(state)
+    if listen is not None:
+        listen_address(listen, keyed=True)  # its form, before the manifest's own mistakes
+    block = _manifest_gateway(manifest)
+    keys = None
+    if block is not None and block.keys:
+        keys = Keyring.from_manifest(block, os.environ, announce or _ignore_line)
     where = "--listen"
     if listen is None:
-        listen, where = _manifest_listen(manifest) or DEFAULT_LISTEN, "gateway.listen"
-    host, port = listen_address(listen, where, any_address=any_address)
+        listen, where = block.listen if block else DEFAULT_LISTEN, "gateway.listen"
+    host, port = listen_address(listen, where, keyed=keys is not None, any_address=any_address)
     if table is not None and not table.is_file():
         raise GatewaySetupError(f"--table: no routing table at {table}")
     try:
@@ -106,12 +116,13 @@ def serve(
     except RoutingError as exc:
         named = f" (with -f {manifest})" if manifest else ""
         raise GatewaySetupError(f"{exc}{named}") from None
-    server = make_server(Gateway(path, state_dir=state, keepalive=keepalive), host, port,
-                         drain_timeout=drain_timeout)  # fmt: skip
+    app = Gateway(path, state_dir=state, keepalive=keepalive, keys=keys)
+    server = make_server(app, host, port, drain_timeout=drain_timeout)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         routes = ", ".join(sorted(served.routes)) or "none"
-        announce(f"batuta gateway: listening on http://{shown}:{port} (routes: {routes})")
+        named = f"; keys: {', '.join(sorted(keys.by_name))}" if keys is not None else ""
+        announce(f"batuta gateway: listening on http://{shown}:{port} (routes: {routes}{named})")
     # uvicorn re-raises the signal that stopped it once it has drained; answered by a
     # handler that does nothing, the drain then ends in a normal return (exit status 0).
     previous = {s: signal.signal(s, _ignore) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -129,4 +140,8 @@ def serve(
 
 
 def _ignore(signum: int, frame: object) -> None:
+    return
+
+
+def _ignore_line(line: str) -> None:
     return

@@ -11,7 +11,6 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +21,7 @@ from pydantic import (
 )
 
 from batuta._util.options import OptionValue
+from batuta.manifest.gateway import Gateway
 from batuta.manifest.kubernetes import Image, Kubernetes, Resources, Toleration
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -87,33 +87,6 @@ Size = Annotated[
             "description": "bytes, or a size such as 2GiB, 512MB",
         }
     ),
-]
-
-_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
-
-
-def parse_listen(value: object) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port)."""
-    if not isinstance(value, str):
-        raise ValueError("expected HOST:PORT, such as 127.0.0.1:8080")
-    match = _LISTEN.match(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not HOST:PORT (such as 127.0.0.1:8080)")
-    port = int(match.group(2))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range (1-65535)")
-    return match.group(1).strip("[]"), port
-
-
-def _listen(value: str) -> str:
-    parse_listen(value)
-    return value
-
-
-Listen = Annotated[
-    str,
-    AfterValidator(_listen),
-    WithJsonSchema({"type": "string", "description": "HOST:PORT, such as 127.0.0.1:8080"}),
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -269,15 +242,6 @@ class Route(_Strict):
         default="fallback",
         description="fallback: targets in order; round-robin / least-busy: spread requests"
         " over the healthy targets (failover still applies)",
-    )
-
-
-class Gateway(_Strict):
-    """The HTTP gateway ``batuta gateway`` runs in front of the routes."""
-
-    listen: Listen = Field(
-        default="127.0.0.1:8080",
-        description="HOST:PORT; a loopback address only (the gateway takes no API keys yet)",
     )
 
 

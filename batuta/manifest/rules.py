@@ -29,7 +29,7 @@ from batuta.catalogue import (
     lookup,
     tier_allows,
 )
-from batuta.manifest.model import Manifest, Route, Server, parse_listen
+from batuta.manifest.model import Manifest, Route, Server
 from batuta.manifest.schemes import SOURCE_HINT, SOURCE_SCHEMES
 from batuta.selection import llama_server_command, order_targets
 
@@ -47,7 +47,7 @@ def _known_quants() -> frozenset[str]:
     return frozenset(q.upper() for b in CATALOGUE.values() for q in b.capabilities.quantization)
 
 
-_KEY_ITSELF = (
+KEY_ITSELF = (
     "this looks like an API key itself (not shown): keys never go in the manifest; put the"
     " key in an environment variable and name that variable"
 )
@@ -106,7 +106,7 @@ def _localhost_name(loc: Loc, url: str) -> Iterator[Problem]:
 
 def _server_key(loc: Loc, env: str, backend: Backend | None) -> Iterator[Problem]:
     if looks_like_secret(env):
-        yield Problem(loc, _KEY_ITSELF)
+        yield Problem(loc, KEY_ITSELF)
     elif backend is not None and backend.local and not backend.takes_key():
         yield Problem(
             loc,
@@ -295,7 +295,7 @@ class _Rules:
                 else:
                     yield from _localhost_name((*loc, "base_url"), endpoint.base_url)
             if endpoint.api_key_env is not None and looks_like_secret(endpoint.api_key_env):
-                yield Problem((*loc, "api_key_env"), _KEY_ITSELF)
+                yield Problem((*loc, "api_key_env"), KEY_ITSELF)
             if endpoint.pricing is not None and min(endpoint.pricing) < 0:
                 yield Problem((*loc, "pricing"), "prices cannot be negative")
             if backend is None:
@@ -355,14 +355,10 @@ class _Rules:
 
     # -- gateway -------------------------------------------------------------------
     def gateway(self) -> Iterator[Problem]:
-        host, _ = parse_listen(self.m.gateway.listen)  # the model checked its form
-        if not is_loopback(host):
-            yield Problem(
-                ("gateway", "listen"),
-                f"{host!r} is not this machine: the gateway takes no API keys yet, so it may"
-                " listen on a loopback address only (127.0.0.1, ::1 or localhost)",
-                at_value=True,
-            )
+        # Imported here: the gateway's rules build on this module's Problem and helpers.
+        from batuta.manifest.gateway_rules import gateway_problems
+
+        yield from gateway_problems(self.m, self.broken, self.dropped)
 
     def aliases(self) -> Iterator[Problem]:
         """A name a client sends as ``model`` must mean one thing: an alias may not repeat a

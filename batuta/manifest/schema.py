@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batuta._util.fuzzy import did_you_mean
+from batuta.manifest.gateway import RATE_HINT, RATE_PATTERN
 from batuta.manifest.model import DURATION_PATTERN, SIZE_PATTERN
 from batuta.manifest.options import PARAM_PATTERN, PATTERN_HINTS
 from batuta.manifest.rules import Loc, Problem, looks_like_secret
@@ -245,6 +246,8 @@ def _pattern_message(pattern: str, instance: Any, loc: Loc, hidden: Collection[L
         return f"{shown} is not a duration; use e.g. 30s, 500ms, 2m, 1h"
     if pattern == SIZE_PATTERN:
         return f"{shown} is not a size; use e.g. 512MB, 2GiB"
+    if pattern == RATE_PATTERN:
+        return f"{shown} {RATE_HINT}"
     if loc and loc[-1] == "sha256":
         return "must be 64 hexadecimal digits"
     if pattern in PATTERN_HINTS:

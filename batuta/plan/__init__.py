@@ -129,7 +129,7 @@ def _ports(loaded: LoadedManifest, statuses: Mapping[str, ServerStatus]) -> dict
     mine = str(loaded.path)
     taken = {s.port for s in manifest.servers.values() if s.port is not None}
     if wants_gateway(loaded):  # a server given no port must not take the gateway's
-        from batuta.manifest.model import parse_listen
+        from batuta.manifest.gateway import parse_listen
 
         taken.add(parse_listen(manifest.gateway.listen)[1])
     taken |= {

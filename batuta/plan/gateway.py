@@ -34,7 +34,7 @@ def wants_gateway(loaded: LoadedManifest) -> bool:
 
 def desired_gateway(loaded: LoadedManifest) -> ServerSpec | None:
     """The gateway's launch spec, when the manifest asks for one."""
-    from batuta.manifest.model import parse_listen
+    from batuta.manifest.gateway import parse_listen
 
     if not wants_gateway(loaded):
         return None

@@ -99,6 +99,8 @@ class SpendLedger:
     is replaced by the actual cost (:meth:`settle`). Concurrent queries, in this process
     or others, therefore never overshoot the limit by more than what servers bill beyond
     the estimate. A hold whose query died without settling lapses after its ``ttl``.
+    :meth:`hold` is that reservation for any name: the gateway keeps its keys' spend in a
+    ledger of its own, by key name.
     """
 
     def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time):
@@ -191,24 +193,33 @@ class SpendLedger:
         reason = self.check(route, pricing, request)
         if reason is not None or pricing is None or route.daily_usd is None:
             return reason
-        limit = route.daily_usd
         worst = cost_usd(pricing, request_input_tokens(request), _output_estimate(request))
+        held = self.hold(route.name, route.daily_usd, worst, ttl=ttl)
+        if isinstance(held, Hold):
+            return held
+        return _over_daily(route, route.daily_usd, *held, worst)
+
+    def hold(
+        self, name: str, limit: float, usd: float, *, ttl: float
+    ) -> Hold | tuple[float, float]:
+        """Set aside ``usd`` for ``name`` today when spent + held + ``usd`` stays within
+        ``limit`` (one atomic step under the file's lock); else what is (spent, held)."""
         today = self.today()
-        hold = Hold(uuid.uuid4().hex, route.name, today, worst)
-        refused: list[str] = []
+        hold = Hold(uuid.uuid4().hex, name, today, usd)
+        refused: list[tuple[float, float]] = []
 
         def take(days: dict[str, Any], holds: dict[str, Any]) -> None:
-            spent = self._spent(days, today, route.name)
+            spent = self._spent(days, today, name)
             held = sum(
                 _amount(h.get("usd"))
                 for h in holds.values()
-                if h.get("route") == route.name and h.get("day") == today
+                if h.get("route") == name and h.get("day") == today
             )
-            if spent + held + worst > limit:
-                refused.append(_over_daily(route, limit, spent, held, worst))
+            if spent + held + usd > limit:
+                refused.append((spent, held))
                 return
             holds[hold.id] = {
-                "route": route.name, "day": today, "usd": worst, "until": self._clock() + ttl,
+                "route": name, "day": today, "usd": usd, "until": self._clock() + ttl,
             }  # fmt: skip
 
         self._change(take)

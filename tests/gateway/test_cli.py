@@ -184,6 +184,10 @@ def test_serve_refuses_what_it_cannot_serve_in_process(
     with pytest.raises(GatewaySetupError, match=r"--listen: 'nonsense' is not HOST:PORT"):
         serve(listen="nonsense", state_dir=state)
     write_routes(state, route_of("default"))
+    # --listen does not bypass the manifest: its keys (or their absence) decide who may ask
+    with pytest.raises(BatutaError, match=r"gateway.listen: '0.0.0.0' is not this machine"):
+        serve(listen="127.0.0.1:1", state_dir=state)
+    (tmp_path / "batuta.yaml").write_text("version: 1\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batuta.manifest.model import parse_listen
+from batuta.manifest.gateway import parse_listen
 from tests.manifest.helpers import VALID, issues_of, load
 
 
@@ -43,7 +43,7 @@ def test_a_non_loopback_host_needs_keys(host: str) -> None:
     lines = VALID.count("\n")
     (issue,) = issues_of(VALID + f"gateway:\n  listen: {host}:8080\n")
     assert (issue.line, issue.path) == (lines + 2, "gateway.listen")
-    assert issue.message.startswith(f"{host!r} is not this machine: the gateway takes no API keys")
+    assert issue.message.startswith(f"{host!r} is not this machine, and the gateway has no keys")
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.2", "[::1]"])

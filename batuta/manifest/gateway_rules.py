@@ -1,0 +1,85 @@
+"""Cross-field rules of the ``gateway:`` block (see :mod:`batuta.manifest.rules`).
+
+An address other than loopback needs keys: without them anyone who reaches the port could
+spend the routes' budgets. Each key names its variable (never the key itself, nor the same
+variable as another key: two names for one secret could not be told apart), routes that
+exist (route names; an alias stands for its route, so the route is what a key names), and
+a budget that limits something.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+
+from batuta._util.fuzzy import did_you_mean
+from batuta._util.net import is_loopback
+from batuta.manifest.gateway import GatewayKey, parse_listen
+from batuta.manifest.model import Manifest
+from batuta.manifest.rules import KEY_ITSELF, Loc, Problem, looks_like_secret
+
+KEYS: Loc = ("gateway", "keys")
+
+
+def gateway_problems(
+    manifest: Manifest, broken: Collection[tuple[str, str]], dropped: Collection[Loc]
+) -> Iterator[Problem]:
+    """Everything wrong with ``manifest.gateway`` beyond its shape."""
+    gateway = manifest.gateway
+    host, _ = parse_listen(gateway.listen)  # the model checked its form
+    keys_failed = any(loc[:2] == KEYS for loc in dropped)  # reported already
+    if not is_loopback(host) and not gateway.keys and not keys_failed:
+        yield Problem(
+            ("gateway", "listen"),
+            f"{host!r} is not this machine, and the gateway has no keys: it would serve"
+            " anyone who reaches it, so it listens on a loopback address only (127.0.0.1,"
+            " ::1 or localhost) until gateway.keys declares at least one",
+            at_value=True,
+        )
+    owners: dict[str, str] = {}
+    for name, key in gateway.keys.items():
+        loc = (*KEYS, name)
+        if looks_like_secret(key.key_env):
+            yield Problem((*loc, "key_env"), KEY_ITSELF)
+        elif key.key_env in owners:
+            yield Problem(
+                (*loc, "key_env"),
+                f"{key.key_env} is the variable of key {owners[key.key_env]!r} too: give each"
+                " key its own variable, so a request says which key it is",
+                at_value=True,
+            )
+        owners.setdefault(key.key_env, name)
+        routes_broken = ("routes", "*") in broken
+        yield from _routes(manifest, loc, key, routes_broken)
+        yield from _budget(loc, key)
+
+
+def _routes(manifest: Manifest, loc: Loc, key: GatewayKey, broken: bool) -> Iterator[Problem]:
+    if key.routes is None or broken:
+        return
+    if not key.routes:
+        yield Problem((*loc, "routes"), "allows no route: leave routes out to allow them all")
+    owner_of = {alias: name for name, route in manifest.routes.items() for alias in route.aliases}
+    for i, route in enumerate(key.routes):
+        if route in manifest.routes:
+            continue
+        if route in owner_of:
+            message = f"{route!r} is an alias of route {owner_of[route]!r}: name the route"
+        else:
+            hint = did_you_mean(route, manifest.routes)
+            known = ", ".join(sorted(manifest.routes)) or "none"
+            message = f"no route {route!r}{hint} (routes: {known})"
+        yield Problem((*loc, "routes", i), message, at_value=True)
+
+
+def _budget(loc: Loc, key: GatewayKey) -> Iterator[Problem]:
+    budget = key.budget
+    if budget is None:
+        return
+    if budget.daily_usd is None and budget.per_request_usd is None:
+        yield Problem((*loc, "budget"), "sets no limit: give daily_usd, per_request_usd or both")
+    elif (
+        budget.daily_usd is not None
+        and budget.per_request_usd is not None
+        and budget.per_request_usd > budget.daily_usd
+    ):
+        yield Problem((*loc, "budget", "per_request_usd"), "is larger than daily_usd")
