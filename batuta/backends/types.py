@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batuta._util.options import OptionValue
+from batuta.errors import Attempt
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class InferenceResponse:
     attempts: int = 1
     fallbacks: int = 0
     failed_over_from: list[str] = field(default_factory=list)
+    tried: list[Attempt] = field(default_factory=list)  # the failed or skipped tries, in order
     finish_reason: str | None = None
     input_tokens: int | None = None
     usage_source: str = "server"  # "server" | "estimate"

@@ -28,6 +28,7 @@ from batuta._util import fastjson
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
+from batuta.gateway.observe import Observer, ObserveSettings, Outcome
 from batuta.gateway.select import Selected, model_ids, select
 from batuta.router.targets import target_of
 from batuta.routing.table import RoutingTable, read_table
@@ -90,9 +91,13 @@ class _Exchange:
     anthropic: bool
     started: float
     begun: bool = False
+    key: str = ""  # the API key's name once authenticated ("" without one)
+    status: int = 0
+    outcome: Outcome | None = None  # what an inference request ended with, for the records
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.begun = True
+        self.status = status
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, data: bytes, more: bool = False) -> None:
@@ -140,12 +145,16 @@ class Gateway:
         router: Router | None = None,
         keepalive: float = KEEPALIVE_SECONDS,
         body_timeout: float = BODY_TIMEOUT,
+        observe: ObserveSettings = ObserveSettings(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.table = TableFile(table)
         self._state_dir = state_dir
         self._router = router
         self.keepalive = keepalive
         self.body_timeout = body_timeout
+        self.observer: Observer | None = observe.observer(
+            state_dir, router=lambda: self.router, table=self._table_or_none
+        )
 
     @property
     def router(self) -> Router:
@@ -159,6 +168,14 @@ class Gateway:
     async def aclose(self) -> None:
         if self._router is not None:
             await self._router.aclose()
+        if self.observer is not None:
+            self.observer.close()
+
+    def _table_or_none(self) -> RoutingTable | None:
+        try:
+            return self.table.current()
+        except GatewayError:
+            return None
 
     # ------------------------------------------------------------------ ASGI
 
@@ -175,8 +192,14 @@ class Gateway:
         except GatewayError as exc:
             if not ex.begun:
                 await ex.error(exc)
+            if ex.outcome is not None:
+                ex.outcome.error = exc.message
         except _Gone:
-            pass
+            ex.status = 499  # the client closed the request (nginx's code for it)
+        finally:
+            if ex.outcome is not None and self.observer is not None:
+                ex.outcome.status = ex.status or 500
+                self.observer.finish(ex.outcome)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -193,6 +216,8 @@ class Gateway:
         if path in posts:
             if method != "POST":
                 raise GatewayError(405, f"{path} takes POST", code="method_not_allowed")
+            api = "anthropic" if ex.anthropic else "openai"
+            ex.outcome = Outcome(api, ex.started, key=ex.key)
             await posts[path](ex)
             return
         if method not in ("GET", "HEAD"):
@@ -205,6 +230,13 @@ class Gateway:
             await ex.json(200, {"object": "list", "data": self._models()})
         elif path.startswith("/v1/models/"):
             await self._model(ex, path.removeprefix("/v1/models/"))
+        elif path in ("/", "/status.json", "/metrics"):
+            from batuta.gateway.status import response
+
+            headers, body = response(path, table=self._table_or_none(), router=self.router,
+                                     observer=self.observer, state_dir=self._state_dir)  # fmt: skip
+            await ex.start(200, [*headers, (b"content-length", str(len(body)).encode())])
+            await ex.body(body)
         else:
             raise GatewayError(404, f"no such endpoint: {path}", code="unknown_url")
 
@@ -280,7 +312,7 @@ class Gateway:
 
     async def _chat(self, ex: _Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model, call.request)
         if call.request.stream:
             frames = openai.ChatStream(call.model, call.include_usage)
             await self._stream(ex, selected, call.request, frames)
@@ -290,7 +322,7 @@ class Gateway:
 
     async def _messages(self, ex: _Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
-        selected = select(self.table.current(), call.model)
+        selected = self._select(ex, call.model, call.request)
         if call.request.stream:
             await self._stream(ex, selected, call.request, anthropic.MessageStream(call.model))
             return
@@ -298,6 +330,14 @@ class Gateway:
         await ex.json(200, anthropic.message(call.model, resp), _routing_headers(resp, ex.started))
 
     # ------------------------------------------------------------------ routing
+
+    def _select(self, ex: _Exchange, model: str, request: InferenceRequest) -> Selected:
+        if ex.outcome is None:
+            return select(self.table.current(), model)
+        ex.outcome.model, ex.outcome.stream, ex.outcome.request = model, request.stream, request
+        selected = select(self.table.current(), model)
+        ex.outcome.route = selected.route.name
+        return selected
 
     def _route(
         self, selected: Selected, request: InferenceRequest, on_text: Callable[[str], None] | None
@@ -326,9 +366,14 @@ class Gateway:
             await asyncio.gather(work, return_exceptions=True)
             raise _Gone
         try:
-            return work.result()
+            resp: InferenceResponse = work.result()
         except RoutingError as exc:
+            if ex.outcome is not None:
+                ex.outcome.failure = exc
             raise from_routing(exc) from None
+        if ex.outcome is not None:
+            ex.outcome.resp = resp
+        return resp
 
     async def _stream(
         self,
@@ -376,10 +421,17 @@ class Gateway:
                 resp = work.result()
             except RoutingError as exc:
                 error = from_routing(exc)
+                if ex.outcome is not None:
+                    ex.outcome.failure = exc
                 if not ex.begun:
                     raise error from None
+                ex.status = error.status  # in-band, after a 200: the records say what it was
+                if ex.outcome is not None:
+                    ex.outcome.error = error.message
                 await ex.body(frames.error(error))
                 return
+            if ex.outcome is not None:
+                ex.outcome.resp = resp
             await begin()
             await ex.body(frames.end(resp))
         finally:
@@ -389,4 +441,4 @@ class Gateway:
             await asyncio.gather(work, gone, return_exceptions=True)
 
 
-_GETS = frozenset({"/health", "/ready", "/v1/models"})
+_GETS = frozenset({"/", "/status.json", "/metrics", "/health", "/ready", "/v1/models"})

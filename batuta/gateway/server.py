@@ -12,11 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batuta.errors import BatutaError
+from batuta.errors import BatutaError, ManifestError
 from batuta.gateway.app import KEEPALIVE_SECONDS, Gateway
+from batuta.gateway.observe import ObserveSettings
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from batuta.manifest.model import Gateway as ManifestGateway
 
 DRAIN_SECONDS = 30.0
 DEFAULT_LISTEN = "127.0.0.1:8080"  # as the manifest's gateway.listen defaults
@@ -46,15 +49,26 @@ LOOPBACK_ONLY = (
 )
 
 
-def _manifest_listen(manifest: str | None) -> str | None:
-    """``gateway.listen`` of the manifest, when it exists (None: the default applies)."""
+def _manifest_gateway(manifest: str | None) -> ManifestGateway | None:
+    """The manifest's ``gateway`` section, when it exists (None: the defaults apply)."""
     from batuta._util.paths import manifest_path
     from batuta.manifest import load_manifest
 
     file, _ = manifest_path(manifest)
     if not file.exists():
         return None
-    return load_manifest(manifest).manifest.gateway.listen
+    return load_manifest(manifest).manifest.gateway
+
+
+def observe_settings(section: ManifestGateway | None) -> ObserveSettings:
+    """What the gateway records, as the manifest's ``gateway`` section says."""
+    if section is None:
+        return ObserveSettings()
+    return ObserveSettings(
+        metrics=section.metrics, request_log=section.request_log,
+        log_content=section.log_content, log_max_size=int(section.request_log_max_size),
+        log_files=section.request_log_files,
+    )  # fmt: skip
 
 
 def make_server(
@@ -90,15 +104,24 @@ def serve(
     path = table_path(state)
     where = "--listen"
     if listen is None:
-        listen, where = _manifest_listen(manifest) or DEFAULT_LISTEN, "gateway.listen"
+        section = _manifest_gateway(manifest)
+    else:
+        # --listen has always served without the manifest being valid (its gateway.listen
+        # may be one this machine refuses); then its record settings apply if it loads.
+        try:
+            section = _manifest_gateway(manifest)
+        except ManifestError:
+            section = None
+    if listen is None:
+        listen, where = section.listen if section else DEFAULT_LISTEN, "gateway.listen"
     host, port = listen_address(listen, where)
     try:
         table = read_table(path)
     except RoutingError as exc:
         named = f" (with -f {manifest})" if manifest else ""
         raise GatewaySetupError(f"{exc}{named}") from None
-    server = make_server(Gateway(path, state_dir=state, keepalive=keepalive), host, port,
-                         drain_timeout=drain_timeout)  # fmt: skip
+    app = Gateway(path, state_dir=state, keepalive=keepalive, observe=observe_settings(section))
+    server = make_server(app, host, port, drain_timeout=drain_timeout)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         routes = ", ".join(sorted(table.routes)) or "none"

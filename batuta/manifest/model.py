@@ -240,6 +240,19 @@ class Gateway(_Strict):
         default="127.0.0.1:8080",
         description="HOST:PORT; a loopback address only (the gateway takes no API keys yet)",
     )
+    metrics: bool = Field(default=True, description="serve Prometheus metrics on GET /metrics")
+    request_log: bool = Field(
+        default=True, description="write one JSON line per request to .batuta/requests.log"
+    )
+    log_content: bool = Field(
+        default=False, description="also log each request's prompt and answer text"
+    )
+    request_log_max_size: Size = Field(
+        default=10 * 2**20, description="rotate the request log past this size"
+    )
+    request_log_files: int = Field(
+        default=3, ge=1, le=100, description="request log files kept, the current one included"
+    )
 
 
 class Defaults(_Strict):
