@@ -5,7 +5,8 @@ completion, or a five-chunk stream when the body asks for one), each in its own 
 
     (a) the fake alone (the baseline every "added" figure is taken over);
     (b) ``batuta gateway``: a manifest with one endpoint at the fake, ``batuta apply`` in a
-        temp dir, then ``batuta gateway`` as a subprocess;
+        temp dir, then ``batuta gateway`` as a subprocess; and ``gw-quiet``, the same with
+        ``gateway.metrics`` and ``gateway.request_log`` off (what recording costs);
     (c) a bare ASGI proxy (uvicorn + uvloop + httptools, aiohttp upstream): the ceiling;
     (d) LiteLLM's proxy, installed into ``~/.cache/batuta/bench-litellm`` on first use
         (skipped with a note under ``--no-litellm`` or when the install fails).
@@ -233,10 +234,13 @@ def start_bare(upstream: int) -> Proc:
     return Proc("bare", args, port)
 
 
-def start_gateway(upstream: int, workdir: Path) -> Proc:
+def start_gateway(upstream: int, workdir: Path, *, observe: bool = True) -> Proc:
     port = _free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Without metrics and request log: what recording each request costs is the difference.
+    quiet = "" if observe else "gateway:\n  metrics: false\n  request_log: false\n"
     (workdir / "batuta.yaml").write_text(
-        "version: 1\n"
+        quiet + "version: 1\n"
         "endpoints:\n"
         "  fake:\n"
         "    provider: vllm\n"
@@ -427,6 +431,7 @@ def main() -> None:
         procs: dict[str, Proc] = {}
         try:
             procs["gateway"] = start_gateway(fake.port, work)
+            procs["gw-quiet"] = start_gateway(fake.port, work / "quiet", observe=False)
             procs["bare"] = start_bare(fake.port)
             if args.no_litellm:
                 print("note: LiteLLM left out (--no-litellm)")
@@ -500,6 +505,12 @@ def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bo
                 ratios[f"added_p50_gateway_over_{other}"] = round(
                     gw["added_p50_ms"] / results[other]["added_p50_ms"], 3
                 )
+    if "gw-quiet" in results:
+        quiet = results["gw-quiet"]
+        ratios["observe_added_p50_ms"] = round(gw["p50_ms"] - quiet["p50_ms"], 3)
+        ratios["observe_added_ttft_ms"] = round(gw["ttft_ms"] - quiet["ttft_ms"], 3)
+        if quiet["rps"]:
+            ratios["rps_gateway_over_quiet"] = round(gw["rps"] / quiet["rps"], 3)
     for key, value in ratios.items():
         print(f"{key}: {value}")
     results["ratios"] = ratios

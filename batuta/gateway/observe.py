@@ -98,6 +98,8 @@ def failure_class(attempt: Attempt) -> str:
 def fallbacks(tried: list[Attempt], answered: str | None) -> list[tuple[str, str, str]]:
     """``(from, to, reason)`` for each target the route fell past: the next target in the
     order tried (``-`` when none answered after it); a retry of the same target is none."""
+    if not tried:
+        return []
     chain: list[tuple[str, str]] = []
     for attempt in tried:
         if chain and chain[-1][0] == attempt.target:
@@ -135,6 +137,7 @@ class Observer:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.started = time.time()
         self._day = _today(self.started)
+        self._day_end = calendar.timegm(time.strptime(self._day, "%Y-%m-%d")) + 86400.0
         self._spend: dict[str, float] = {}  # today's, by key, of requests this process answered
         self._earlier: dict[str, float] | None = None  # today's before it started, from the log
         self._output: deque[tuple[float, int]] = deque()
@@ -176,11 +179,11 @@ class Observer:
         return record
 
     def _remember(self, record: dict[str, Any], now: float) -> None:
-        shown = {k: v for k, v in record.items() if k not in ("prompt", "answer")}
-        self.recent.append(shown)
-        day = _today(now)
-        if day != self._day:
-            self._day, self._spend, self._earlier = day, {}, {}
+        if self.log_content:  # the status page shows no text
+            record = {k: v for k, v in record.items() if k not in ("prompt", "answer")}
+        self.recent.append(record)
+        if now >= self._day_end:
+            self._new_day(now)
         if record["cost_usd"]:
             key = record["key"]
             self._spend[key] = self._spend.get(key, 0.0) + record["cost_usd"]
@@ -190,8 +193,8 @@ class Observer:
 
     def spend_today(self) -> dict[str, float]:
         """US dollars spent today (UTC) per key, this gateway's earlier runs included."""
-        if _today(time.time()) != self._day:
-            self._day, self._spend, self._earlier = _today(time.time()), {}, {}
+        if time.time() >= self._day_end:
+            self._new_day(time.time())
         if self._earlier is None:
             # Read once, on the first look: the log of the day up to this process's start.
             self._earlier = {}
@@ -206,6 +209,11 @@ class Observer:
         for key, usd in self._spend.items():
             out[key] = out.get(key, 0.0) + usd
         return dict(sorted(out.items()))
+
+    def _new_day(self, now: float) -> None:
+        self._day = _today(now)
+        self._day_end = calendar.timegm(time.strptime(self._day, "%Y-%m-%d")) + 86400.0
+        self._spend, self._earlier = {}, {}  # the earlier runs' spend was of another day
 
     def tokens_per_second(self) -> float:
         """Output tokens per second over the last minute (or since start, if shorter)."""

@@ -42,13 +42,15 @@ def log_path(state_dir: Path) -> Path:
     return Path(state_dir) / REQUEST_LOG
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def iso_time(epoch: float) -> str:
     """``epoch`` as UTC ISO 8601 with milliseconds (``2026-12-02T01:50:13.123Z``)."""
     whole = int(epoch)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        + f".{int((epoch - whole) * 1000):03d}Z"
-    )
+    if whole != _second[0]:  # strftime once a second, not once a request
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((epoch - whole) * 1000):03d}Z"
 
 
 def parse_time(text: str) -> float:
