@@ -27,6 +27,7 @@ print("HEAVY:", ",".join(heavy), "CODE:", code)
         ["serve", "tree"],
         ["serve", "select"],
         ["gateway", "--help"],
+        ["spend", "--help"],
     ],
 )
 def test_fast_commands_import_nothing_heavy(args: list[str]) -> None:

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batuta.gateway.metrics import CONTENT_TYPE, _servers, breaker_states
+from batuta.gateway.metrics import CONTENT_TYPE, breaker_states, server_records
 
 if TYPE_CHECKING:
     from batuta.gateway.observe import Observer
@@ -62,7 +62,7 @@ def snapshot(
             "name": rec.name, "state": rec.state, "pid": rec.pid, "restarts": rec.restarts,
             "memory_bytes": _memory(rec.pid, rec.create_time) if rec.state != "stopped" else None,
         }
-        for rec in _servers(state_dir)
+        for rec in server_records(state_dir)
     ]  # fmt: skip
     states = breaker_states(router, table) if router is not None else {}
     inflight = dict(router.inflight) if router is not None else {}

@@ -151,3 +151,33 @@ def test_failure_classes_and_fallbacks() -> None:
     assert fallbacks(retried, "b") == [("a", "b", "timeout")]
     skipped = [Attempt("a", "circuit open"), Attempt("b", "x", FailureKind.CONNECT)]
     assert fallbacks(skipped, None) == [("a", "b", "circuit_open"), ("b", "-", "connect")]
+
+
+def test_memory_only_of_the_process_that_was_recorded() -> None:
+    import psutil
+
+    from batuta.gateway.status import _memory
+
+    me = psutil.Process()
+    rss = _memory(me.pid, me.create_time())
+    assert rss is not None and rss > 10 * 2**20  # a Python with batuta loaded
+    assert _memory(None, None) is None
+    assert _memory(me.pid, me.create_time() - 3600) is None  # the pid now runs another process
+    assert _memory(2**22 + 12345, None) is None  # no such process
+
+
+def test_a_new_day_starts_the_spend_over(tmp_path: Path) -> None:
+    from batuta.backends.types import InferenceResponse
+    from batuta.gateway.observe import Observer, Outcome
+
+    observer = Observer(state_dir=tmp_path, log=RequestLog(log_path(tmp_path)))
+    resp = InferenceResponse("x", 1, 1.0, 1.0, target="t", cost_usd=0.5)
+    observer.finish(Outcome("openai", time.monotonic(), key="k", route="r", resp=resp))
+    assert observer.spend_today() == {"k": 0.5}
+    observer._day_end = time.time() - 1  # midnight (UTC) has passed
+    assert observer.spend_today() == {}
+    observer.finish(Outcome("openai", time.monotonic(), key="k", route="r", resp=resp))
+    observer._day_end = time.time() - 1
+    observer.finish(Outcome("openai", time.monotonic(), key="j", route="r", resp=resp))
+    assert observer.spend_today() == {"j": 0.5}
+    observer.close()
