@@ -261,3 +261,30 @@ def test_status_json_shows_the_last_requests_and_spend_today(
     assert status["routes"][0]["targets"][0] == {
         "name": "a", "backend": "groq", "local": False, "breaker": "closed", "inflight": 0,
     }  # fmt: skip
+
+
+def test_inflight_counts_the_upstream_call_in_progress(
+    tmp_path: Path, fakes: tuple[OpenAIFake, OpenAIFake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    a = fakes[0]
+    gw = start(tmp_path, fakes, monkeypatch)
+    a.first_byte_delay = 1.5
+    inflight = ("batuta_inflight", frozenset({("target", "a")}))
+    try:
+        call = threading.Thread(
+            target=lambda: sdk(gw).chat.completions.create(model="default", messages=HI)
+        )
+        call.start()
+        end = time.monotonic() + 5
+        while scrape(gw).get(inflight) != 1:
+            assert time.monotonic() < end, "the call in flight was never counted"
+            time.sleep(0.05)
+        assert gw.get("/status.json").json()["inflight"] == 1
+        call.join(10)
+        assert scrape(gw)[inflight] == 0
+    finally:
+        a.first_byte_delay = 0.0
+        gw.stop()
