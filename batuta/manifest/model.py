@@ -253,6 +253,10 @@ class Gateway(_Strict):
     request_log_files: int = Field(
         default=3, ge=1, le=100, description="request log files kept, the current one included"
     )
+    traces: bool = Field(
+        default=False,
+        description="export OpenTelemetry traces over OTLP/HTTP (the otel extra; OTEL_* variables)",
+    )
 
 
 class Defaults(_Strict):
