@@ -12,7 +12,7 @@ completion, or a five-chunk stream when the body asks for one), each in its own 
         (skipped with a note under ``--no-litellm`` or when the install fails).
 
 Figures: sequential latency (p50 added over the fake, N requests on one keep-alive
-connection), ``wrk -t2 -c32 -d10s`` throughput with a Lua script POSTing a chat body
+connection), ``wrk -t1 -c32 -d10s`` throughput with a Lua script POSTing a chat body
 (errors and non-2xx counted), streaming time to first chunk (p50 added), and the gateway's
 RSS after 10k and 100k requests. Medians of ``--runs`` runs; ratios gateway/bare and
 gateway/LiteLLM; ``--json`` prints one JSON line at the end.
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = Path.home() / ".cache" / "batuta" / "bench-litellm"
@@ -94,37 +94,46 @@ wrk.body = '%s'
 # ---------------------------------------------------------------------------- fake upstream
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
+class _Fake(asyncio.Protocol):
+    """One keep-alive connection of the fake: parses just enough HTTP/1.1 to answer each
+    request at once (a Protocol, not streams: the fake must never be what is measured)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length) if length else b""
-            if b'"stream":true' in body.replace(b" ", b""):
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                    + f"Content-Length: {len(STREAM)}\r\n\r\n".encode()
-                    + STREAM
-                )
-            else:
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(COMPLETION)}\r\n\r\n".encode()
-                    + COMPLETION
-                )
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[: end + 2].lower()  # each header line ends in CRLF
+            at = head.find(b"content-length:")
+            length = int(head[at + 15 : head.find(b"\r\n", at)]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            streamed = b'"stream":true' in body.replace(b" ", b"")
+            self.transport.write(_STREAMED if streamed else _ANSWER)
+
+
+_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(COMPLETION)}\r\n\r\n".encode()
+    + COMPLETION
+)
+_STREAMED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    + f"Content-Length: {len(STREAM)}\r\n\r\n".encode()
+    + STREAM
+)
 
 
 async def _serve_fake(port: int) -> None:
-    server = await asyncio.start_server(_handle, "127.0.0.1", port, backlog=1024)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Fake, "127.0.0.1", port, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -155,15 +164,25 @@ def _bare_app(upstream: str) -> Any:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        request = json.loads(body)  # parsed, as any gateway must
         async with session[0].post(
             upstream + scope["path"], data=body, headers={"Content-Type": "application/json"}
         ) as resp:
-            kind = resp.headers.get("Content-Type", "application/json").encode()
-            await send({"type": "http.response.start", "status": resp.status,
-                        "headers": [(b"content-type", kind)]})  # fmt: skip
-            async for chunk in resp.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            kind = resp.headers.get("Content-Type", "application/json")
+            if request.get("stream"):
+                await send({"type": "http.response.start", "status": resp.status,
+                            "headers": [(b"content-type", kind.encode())]})  # fmt: skip
+                async for chunk in resp.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            answer = json.loads(await resp.read())
+        answer["model"] = request.get("model")
+        payload = json.dumps(answer).encode()
+        await send({"type": "http.response.start", "status": resp.status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": payload})
 
     return app
 
@@ -341,9 +360,14 @@ _WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+)
 _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
-def wrk(port: int, lua: Path, seconds: int, connections: int = 32) -> dict[str, float]:
+def wrk(
+    port: int, lua: Path, seconds: int, connections: int = 32, pid: int | None = None
+) -> dict[str, float]:
+    """Throughput at ``connections``; with ``pid``, that process tree's CPU per request.
+    One wrk thread: on two cores a second one takes the CPU the proxy needs."""
+    cpu = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(lua),
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua),
          f"http://127.0.0.1:{port}/v1/chat/completions"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
@@ -351,12 +375,28 @@ def wrk(port: int, lua: Path, seconds: int, connections: int = 32) -> dict[str, 
     total = _WRK_TOTAL.search(out)
     errors = _WRK_ERRORS.search(out)
     non2xx = _WRK_NON2XX.search(out)
+    requests = float(total.group(1)) if total else 0.0
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
-        "requests": float(total.group(1)) if total else 0.0,
+        "requests": requests,
+        "cpu_us": (cpu_seconds(pid) - cpu) / requests * 1e6 if pid and requests else 0.0,
         "errors": float(sum(int(x) for x in errors.groups()) if errors else 0)
         + float(non2xx.group(1) if non2xx else 0),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children so far. Unlike req/s, CPU per
+    request hardly moves when other work shares the machine."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -460,14 +500,16 @@ def measure(
     seq: dict[str, list[float]] = {k: [] for k in every}
     ttft: dict[str, list[float]] = {k: [] for k in every}
     rps: dict[str, list[float]] = {k: [] for k in every}
+    cpu: dict[str, list[float]] = {k: [] for k in every}
     errors: dict[str, float] = dict.fromkeys(every, 0.0)
     for run in range(runs):
         for name, proc in every.items():
             count = n if name != "litellm" else max(100, n // 10)
             seq[name].append(p50(sequential(proc.port, count)))
             ttft[name].append(p50(sequential(proc.port, count // 2, stream=True)))
-            got = wrk(proc.port, lua, seconds)
+            got = wrk(proc.port, lua, seconds, pid=proc.pid)
             rps[name].append(got["rps"])
+            cpu[name].append(got["cpu_us"])
             errors[name] += got["errors"]
         print(f"run {run + 1}/{runs} done", flush=True)
     base_seq, base_ttft = p50(seq["fake"]), p50(ttft["fake"])
@@ -478,6 +520,7 @@ def measure(
             "ttft_ms": round(p50(ttft[name]), 3),
             "added_ttft_ms": round(p50(ttft[name]) - base_ttft, 3),
             "rps": round(p50(rps[name]), 1),
+            "cpu_us_per_request": round(p50(cpu[name]), 1),
             "errors": int(errors[name]),
         }
         for name in every
@@ -486,13 +529,14 @@ def measure(
 
 def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bool) -> None:
     load = os.getloadavg()[0]
-    print(f"\nmedian of {runs} run(s); {n} sequential requests; wrk -t2 -c32 -d{seconds}s; "
+    print(f"\nmedian of {runs} run(s); {n} sequential requests; wrk -t1 -c32 -d{seconds}s; "
           f"load average {load:.2f}")  # fmt: skip
-    print(f"{'':10} {'req/s':>9} {'p50 ms':>8} {'added':>8} {'TTFT ms':>8} {'added':>8} errors")
+    print(f"{'':10} {'req/s':>9} {'CPU us/req':>10} {'p50 ms':>8} {'added':>8} {'TTFT ms':>8} "
+          f"{'added':>8} errors")  # fmt: skip
     for name, r in results.items():
         if name == "rss_mb":
             continue
-        print(f"{name:10} {r['rps']:9.1f} {r['p50_ms']:8.3f} {r['added_p50_ms']:8.3f} "
+        print(f"{name:10} {r['rps']:9.1f} {r['cpu_us_per_request']:10.1f} {r['p50_ms']:8.3f} {r['added_p50_ms']:8.3f} "
               f"{r['ttft_ms']:8.3f} {r['added_ttft_ms']:8.3f} {r['errors']}")  # fmt: skip
     marks = list(results["rss_mb"].items())
     print("gateway RSS: " + ", ".join(f"{v:.1f} MB after {int(k):,} requests" for k, v in marks))
@@ -501,6 +545,10 @@ def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bo
     for other in ("bare", "litellm"):
         if other in results and results[other]["rps"]:
             ratios[f"rps_gateway_over_{other}"] = round(gw["rps"] / results[other]["rps"], 3)
+            if gw["cpu_us_per_request"]:
+                ratios[f"cpu_per_request_{other}_over_gateway"] = round(
+                    results[other]["cpu_us_per_request"] / gw["cpu_us_per_request"], 3
+                )
             if results[other]["added_p50_ms"] > 0:
                 ratios[f"added_p50_gateway_over_{other}"] = round(
                     gw["added_p50_ms"] / results[other]["added_p50_ms"], 3

@@ -31,19 +31,17 @@ whole fallback chain. Messages never contain request headers, keys or query stri
 from __future__ import annotations
 
 import codecs
-import contextlib
 import functools
 import re
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
 import httpx
 
 from batuta._util.options import text
+from batuta._util.timeouts import within as _within
 from batuta.backends._failures import (
     MAX_MESSAGE,
     describe_error,
@@ -98,18 +96,6 @@ class Response(Protocol):
     async def aread(self) -> bytes: ...
 
     async def aclose(self) -> None: ...
-
-
-if sys.version_info >= (3, 11):
-    # asyncio's own timeout costs a fraction of anyio's cancel scope, which was a tenth of
-    # the gateway's per-request time (one scope per send and per body chunk).
-    from asyncio import timeout as _within
-else:  # pragma: no cover - Python 3.10
-
-    @contextlib.asynccontextmanager
-    async def _within(delay: float | None) -> AsyncIterator[None]:
-        with anyio.fail_after(delay):
-            yield
 
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP/TLS connection
@@ -388,6 +374,19 @@ async def read_json(
     deadline: float | None = None,
 ) -> Any:
     """The whole body parsed as JSON (MALFORMED when it is not)."""
+    if first_byte_timeout is None:  # one read under one timer: every blocking answer
+        try:
+            async with _within(_remaining(deadline)):
+                body = await response.aread()
+        except TimeoutError:
+            raise BackendError(
+                FailureKind.TIMEOUT, f"{provider}: deadline passed mid-answer"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, provider=provider, received=True) from exc
+        finally:
+            await response.aclose()
+        return parse_json(body, provider=provider)
     parts = [
         c
         async for c in iter_bytes(

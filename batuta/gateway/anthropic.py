@@ -8,7 +8,7 @@ an error after the stream began is an ``error`` event, as Anthropic's own.
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,7 @@ def _usage(resp: InferenceResponse) -> dict[str, int]:
 def message(model: str, resp: InferenceResponse) -> dict[str, Any]:
     """The ``message`` object of a blocking answer."""
     return {
-        "id": f"msg_{uuid.uuid4().hex}",
+        "id": f"msg_{os.urandom(16).hex()}",
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -105,7 +105,7 @@ class MessageStream:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.id = f"msg_{uuid.uuid4().hex}"
+        self.id = f"msg_{os.urandom(16).hex()}"
 
     def start(self) -> bytes:
         head: dict[str, Any] = {

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batuta._util import fastjson
+from batuta._util.timeouts import within
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
+from batuta.gateway.inbox import Inbox
 from batuta.gateway.observe import Observer, ObserveSettings, Outcome
 from batuta.gateway.select import Selected, model_ids, select
 from batuta.router.targets import target_of
@@ -45,6 +47,9 @@ Send = Callable[[Message], Awaitable[None]]
 KEEPALIVE_SECONDS = 15.0
 BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body (then 408)
 MAX_BODY = 16 * 2**20
+# Seconds between looks at the breakers file for what ``serve query`` beside the gateway
+# changed: stat-ing it twice per request would be a tenth of the gateway's own time.
+BREAKER_RECHECK = 0.05
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -162,7 +167,9 @@ class Gateway:
             from batuta.router.engine import Router
 
             # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
-            self._router = Router(state_dir=self._state_dir, http="aiohttp")
+            self._router = Router(
+                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK
+            )
         return self._router
 
     async def aclose(self) -> None:
@@ -298,8 +305,9 @@ class Gateway:
                     return
 
         try:
-            await asyncio.wait_for(read(), self.body_timeout)
-        except asyncio.TimeoutError:
+            async with within(self.body_timeout):  # no task per request, as wait_for makes
+                await read()
+        except TimeoutError:
             raise GatewayError(
                 408, f"the request body did not arrive within {self.body_timeout:g} s",
                 type_="timeout", code="request_timeout",
@@ -356,21 +364,19 @@ class Gateway:
         """A blocking answer; cancelled when the client goes away first."""
         work = asyncio.ensure_future(self._route(selected, request, None))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
+        gone.add_done_callback(lambda _: work.cancel())
         try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, gone):
-                if not task.done():
-                    task.cancel()
-        if not work.done() or work.cancelled():
-            await asyncio.gather(work, return_exceptions=True)
-            raise _Gone
-        try:
-            resp: InferenceResponse = work.result()
+            resp: InferenceResponse = await work
         except RoutingError as exc:
             if ex.outcome is not None:
                 ex.outcome.failure = exc
             raise from_routing(exc) from None
+        except asyncio.CancelledError:
+            if gone.done() and not gone.cancelled():  # the client left, not a shutdown
+                raise _Gone from None
+            raise
+        finally:
+            gone.cancel()
         if ex.outcome is not None:
             ex.outcome.resp = resp
         return resp
@@ -382,41 +388,35 @@ class Gateway:
         request: InferenceRequest,
         frames: openai.ChatStream | anthropic.MessageStream,
     ) -> None:
-        texts: asyncio.Queue[str] = asyncio.Queue()
-        work = asyncio.ensure_future(self._route(selected, request, texts.put_nowait))
+        inbox = Inbox()
+        work = asyncio.ensure_future(self._route(selected, request, inbox.put))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
+        work.add_done_callback(inbox.wake)
+        gone.add_done_callback(inbox.wake)
         headers = [*_SSE, (b"x-batuta-route", selected.route.name.encode())]
 
-        async def begin() -> None:
+        async def begin(data: bytes) -> None:
+            """Send ``data``; first the headers and the opening frame, when not yet sent
+            (in one body message with ``data``)."""
             if not ex.begun:
                 await ex.start(200, headers)
-                await ex.body(frames.start(), more=True)
+                data = frames.start() + data
+            await ex.body(data, more=True)
 
         shown = False
         try:
             while True:
-                piece = asyncio.ensure_future(texts.get())
-                done, _ = await asyncio.wait(
-                    {piece, work, gone},
-                    timeout=None if shown else self.keepalive,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if gone in done:
-                    piece.cancel()
+                if gone.done():
                     raise _Gone
-                if piece in done:
-                    await begin()
-                    await ex.body(frames.text(piece.result()), more=True)
+                pieces = inbox.take()
+                if pieces:
+                    await begin(b"".join([frames.text(piece) for piece in pieces]))
                     shown = True
                     continue
-                piece.cancel()
-                if not done:  # no text yet: a keep-alive, so proxies and clients wait on
-                    await begin()
-                    await ex.body(frames.KEEPALIVE, more=True)
-                    continue
-                break
-            while not texts.empty():
-                await ex.body(frames.text(texts.get_nowait()), more=True)
+                if work.done():
+                    break
+                if not await inbox.wait(None if shown else self.keepalive):
+                    await begin(frames.KEEPALIVE)  # no text yet: proxies and clients wait on
             try:
                 resp = work.result()
             except RoutingError as exc:
@@ -432,7 +432,8 @@ class Gateway:
                 return
             if ex.outcome is not None:
                 ex.outcome.resp = resp
-            await begin()
+            if not ex.begun:
+                await begin(b"")
             await ex.body(frames.end(resp))
         finally:
             for task in (work, gone):

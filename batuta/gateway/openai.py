@@ -9,8 +9,8 @@ chunk as ``x_batuta`` (headers are gone by then), as Groq sends ``x_groq``.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +109,7 @@ def facts(resp: InferenceResponse) -> dict[str, Any]:
 def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
     """The ``chat.completion`` object of a blocking answer."""
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": f"chatcmpl-{os.urandom(16).hex()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -139,7 +139,7 @@ class ChatStream:
     def __init__(self, model: str, include_usage: bool) -> None:
         self.model = model
         self.include_usage = include_usage
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.id = f"chatcmpl-{os.urandom(16).hex()}"
         self.created = int(time.time())
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:

@@ -14,6 +14,7 @@ for it again. The hot path (a closed breaker) costs one ``stat`` of that file.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,16 +82,24 @@ class Breakers:
         threshold: int = DEFAULT_THRESHOLD,
         cooldown: float = DEFAULT_COOLDOWN,
         clock: Callable[[], float] = time.time,
+        recheck: float = 0.0,
     ) -> None:
         self.path = path
+        self.recheck = recheck
         self.threshold = max(1, threshold)
         self.cooldown = cooldown
         self._clock = clock
         self._records: dict[str, Any] = {}
         self._seen: tuple[int, int, int] | None = None
+        self._checked = -math.inf
 
     def _current(self) -> dict[str, Any]:
-        if self.path is not None:
+        # ``recheck`` > 0 (a gateway answering many requests a second): the file is looked
+        # at again only that many seconds after the last look, not on every call.
+        if self.path is not None and not (
+            self.recheck and time.monotonic() - self._checked < self.recheck
+        ):
+            self._checked = time.monotonic()
             sig = signature(self.path)
             if sig != self._seen:
                 self._seen = sig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
 from pathlib import Path
 
 from batuta.backends.types import Target
@@ -156,3 +157,19 @@ def test_trial_claim_sees_a_breaker_closed_by_another_process(tmp_path: Path) ->
     stale._records = {breaker_key(A): {"state": "open", "opened_at": 0.0}}  # stale view
     assert stale.allow(A)
     assert stale.state(A) is BreakerState.CLOSED
+
+
+def test_recheck_window_sees_other_processes_after_it_not_its_own_changes_late(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "breakers.json"
+    busy = Breakers(path, threshold=1, recheck=0.3)  # a gateway
+    other = Breakers(path, threshold=1)  # a `serve query` beside it
+    assert busy.allow(A)  # looked at the file just now
+    other.record_failure(A)
+    assert busy.allow(A)  # within the window: the other process's change is not seen yet
+    busy.record_failure(B)
+    assert busy.state(B) is BreakerState.OPEN  # its own change is seen at once
+    time.sleep(0.35)
+    assert not busy.allow(A)  # after the window it is
+    assert Breakers(path).state(B) is BreakerState.OPEN

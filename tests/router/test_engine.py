@@ -900,3 +900,30 @@ def test_unwritable_bookkeeping_does_not_lose_the_answer(
     assert resp.target == "paid" and resp.text == a.text and resp.cost_usd > 0
     warnings = [e for e in events if e.startswith("⚠")]
     assert len(warnings) == 2 and all("cannot write" in w for w in warnings)
+
+
+def test_targets_and_adapters_are_made_once_per_table_entry(fakes, monkeypatch) -> None:
+    from batuta.router import engine
+
+    a, b = fakes
+    first, second, third = local("a", a), local("b", b), local("c", a)
+
+    async def main() -> tuple[Router, list[str]]:
+        async with Router() as router:
+            answers = []
+            for _ in range(2):
+                resp = await router.query(route_of(first), InferenceRequest("Hi", stream=False))
+                answers.append(resp.target)
+            made = router.adapter(router._target(first))
+            assert router._target(first) is router._target(first)
+            assert router.adapter(router._target(first)) is made
+            monkeypatch.setattr(engine, "_RESOLVED_MAX", 2)  # caches start over when full
+            for entry in (second, third, first):
+                resp = await router.query(route_of(entry), InferenceRequest("Hi", stream=False))
+                answers.append(resp.target)
+            assert len(router._resolved) <= 2 and len(router._by_target) <= 2
+            return router, answers
+
+    router, answers = asyncio.run(main())
+    assert answers == ["a", "a", "b", "c", "a"]
+    assert len(router._adapters) == 3  # a, b, c: one adapter each, however often asked

@@ -1,0 +1,55 @@
+"""The hand-over between a routed stream and the response that writes it.
+
+The router calls ``put`` synchronously, from its own task, for each piece of text; the
+response task waits on one future that text, or the end of the routed call or of the
+client's connection (``wake`` as a done callback), resolves. A queue read per piece, with
+``asyncio.wait`` over three futures, cost more than everything else a streamed chunk
+needs; here a piece costs a list append and, when the writer is idle, one future. Text
+that arrives while the writer is busy sending is taken in one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from batuta._util.timeouts import within
+
+
+class Inbox:
+    """Text received and not yet written, and the writer's one waiting future."""
+
+    __slots__ = ("_pieces", "_waiter")
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, text: str) -> None:
+        self._pieces.append(text)
+        self.wake()
+
+    def wake(self, *_: object) -> None:
+        """Resolve the writer's wait (also a done callback: the argument is ignored)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take(self) -> list[str]:
+        """Every piece received since the last take, in order."""
+        pieces, self._pieces = self._pieces, []
+        return pieces
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Until text arrives or ``wake`` is called: True; False after ``timeout`` seconds
+        of neither (None: no limit)."""
+        if self._pieces:
+            return True
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with within(timeout):
+                await self._waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiter = None
+        return True
