@@ -557,6 +557,9 @@ def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bo
         quiet = results["gw-quiet"]
         ratios["observe_added_p50_ms"] = round(gw["p50_ms"] - quiet["p50_ms"], 3)
         ratios["observe_added_ttft_ms"] = round(gw["ttft_ms"] - quiet["ttft_ms"], 3)
+        ratios["observe_added_cpu_us"] = round(
+            gw["cpu_us_per_request"] - quiet["cpu_us_per_request"], 1
+        )
         if quiet["rps"]:
             ratios["rps_gateway_over_quiet"] = round(gw["rps"] / quiet["rps"], 3)
     for key, value in ratios.items():
