@@ -1,8 +1,8 @@
 """What recording one request costs the gateway, measured in-process (no HTTP noise).
 
 Times :meth:`batuta.gateway.observe.Observer.finish` for a routed answer with a fallback,
-with the metrics and the request log (the default), each alone, and neither (the record
-and the status page's memory only), into a request log in a temp dir. Median of
+with the metrics and the request log (the default), each alone, and neither (``record``:
+the record and the status page's memory only), into a request log in a temp dir. Median of
 ``--runs`` runs of ``-n`` calls each, and the best run (the least disturbed by other load
 on the machine), in microseconds per request; the load average is printed.
 
@@ -21,12 +21,13 @@ from pathlib import Path
 
 from batuta.backends.types import InferenceResponse
 from batuta.errors import Attempt, FailureKind
-from batuta.gateway.observe import ObserveSettings, Outcome
+from batuta.gateway.observe import Observer, ObserveSettings, Outcome
 
-CASES = {
+CASES: dict[str, ObserveSettings | None] = {
     "metrics+log": ObserveSettings(),
     "metrics": ObserveSettings(request_log=False),
     "log": ObserveSettings(metrics=False),
+    "record": None,  # the record and the status page's memory only
 }
 
 
@@ -41,8 +42,11 @@ def _outcome() -> Outcome:
                    resp=resp)  # fmt: skip
 
 
-def per_request_us(settings: ObserveSettings, n: int, state: Path) -> float:
-    observer = settings.observer(state, router=lambda: None, table=lambda: None)
+def per_request_us(settings: ObserveSettings | None, n: int, state: Path) -> float:
+    if settings is None:
+        observer: Observer | None = Observer(state_dir=state)
+    else:
+        observer = settings.observer(state, router=lambda: None, table=lambda: None)
     assert observer is not None
     outcome = _outcome()
     for _ in range(200):  # warm: children created, file open
