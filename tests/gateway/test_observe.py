@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,7 +268,6 @@ def test_inflight_counts_the_upstream_call_in_progress(
     tmp_path: Path, fakes: tuple[OpenAIFake, OpenAIFake], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
-    import time
 
     a = fakes[0]
     gw = start(tmp_path, fakes, monkeypatch)
@@ -288,3 +288,51 @@ def test_inflight_counts_the_upstream_call_in_progress(
     finally:
         a.first_byte_delay = 0.0
         gw.stop()
+
+
+def test_anthropic_clients_and_clients_that_leave_are_recorded(
+    tmp_path: Path, fakes: tuple[OpenAIFake, OpenAIFake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anthropic
+
+    a = fakes[0]
+    gw = start(tmp_path, fakes, monkeypatch)
+    try:
+        claude = anthropic.Anthropic(base_url=gw.url, api_key="client", max_retries=0)
+        claude.messages.create(model="default", max_tokens=64, messages=HI)  # type: ignore[arg-type]
+        a.chunk_delay = 0.2
+        body = {"model": "default", "messages": HI, "stream": True}
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=10) as r:
+            next(r.iter_lines())  # the first event, then the client hangs up
+        end = time.monotonic() + 10
+        while len(list(read_records(tmp_path))) < 2:
+            assert time.monotonic() < end, "the abandoned stream was never recorded"
+            time.sleep(0.05)
+        samples = scrape(gw)
+    finally:
+        a.chunk_delay = 0.0
+        gw.stop()
+    answered, left = read_records(tmp_path)
+    assert answered["api"] == "anthropic" and answered["status"] == 200
+    assert answered["tokens"]["output"] == len(tokenize(ALPHA))
+    assert left["api"] == "openai" and left["status"] == 499 and left["stream"] is True
+    assert total(samples, "batuta_requests_total", code="499") == 1
+
+
+def test_an_open_breaker_reads_as_two(tmp_path: Path) -> None:
+    from batuta.gateway.metrics import Metrics, breaker_states
+    from batuta.router.engine import Router
+    from batuta.router.targets import target_of
+    from batuta.routing.table import RoutingTable
+    from tests.gateway.helpers import local
+
+    fake = OpenAIFake()  # never started: only its address is used
+    entry = local("gone", fake)
+    table = RoutingTable("batuta.yaml", {"r": route_of("r", entry)})
+    router = Router(state_dir=tmp_path)
+    for _ in range(router.breakers.threshold):
+        router.breakers.record_failure(target_of(entry))
+    assert breaker_states(router, table) == {"gone": "open"}
+    text = Metrics(router=lambda: router, table=lambda: table, state_dir=tmp_path).render()
+    assert 'batuta_breaker_state{target="gone"} 2.0' in text.decode()
+    assert breaker_states(router, None) == {}
