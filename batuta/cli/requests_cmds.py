@@ -84,7 +84,7 @@ def totals(records: Iterable[dict[str, Any]], by: str) -> dict[str, dict[str, fl
 @click.option("--since", default="24h", show_default=True, metavar="SPAN|DATE",
               help="Requests since a span back (30m, 24h, 7d) or a UTC date/time; 'all'.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
-@click.option("--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
+@click.option("-f", "--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
 def spend(by: str, since: str, as_json: bool, manifest_file: str | None) -> int:
     """Sum the gateway's request log: requests, tokens and cost per key, route or target."""
     from batuta._util import fastjson

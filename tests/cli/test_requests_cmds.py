@@ -132,3 +132,15 @@ def test_the_manifest_says_what_the_gateway_records(tmp_path: Path) -> None:
         )
         is None
     )
+
+
+def test_spend_reads_the_log_beside_the_manifest_given_with_f(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATUTA_STATE_DIR", raising=False)
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "batuta.yaml").write_text("version: 1\n")
+    write(project / ".batuta", record("k", "chat", "b", 4, 0.125))
+    assert main(["spend", "-f", str(project / "batuta.yaml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"]["k"]["usd"] == 0.125
