@@ -201,7 +201,10 @@ class Observer:
             self._spend[key] = self._spend.get(key, 0.0) + record["cost_usd"]
         output = record["tokens"]["output"]
         if output:
-            self._output.append((time.monotonic(), output))
+            moment, window = time.monotonic(), self._output
+            window.append((moment, output))
+            while window[0][0] < moment - RATE_WINDOW:  # bounded, whether or not anyone looks
+                window.popleft()
 
     def spend_today(self) -> dict[str, float]:
         """US dollars spent today (UTC) per key, this gateway's earlier runs included."""

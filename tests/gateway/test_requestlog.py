@@ -181,3 +181,14 @@ def test_a_new_day_starts_the_spend_over(tmp_path: Path) -> None:
     observer.finish(Outcome("openai", time.monotonic(), key="j", route="r", resp=resp))
     assert observer.spend_today() == {"j": 0.5}
     observer.close()
+
+
+def test_the_token_rate_window_stays_bounded_without_a_reader(tmp_path: Path) -> None:
+    from batuta.backends.types import InferenceResponse
+    from batuta.gateway.observe import RATE_WINDOW, Observer, Outcome
+
+    observer = Observer(state_dir=tmp_path)
+    observer._output.append((time.monotonic() - RATE_WINDOW - 1, 1000))  # a minute ago
+    resp = InferenceResponse("x", 7, 1.0, 1.0, target="t")
+    observer.finish(Outcome("openai", time.monotonic(), route="r", resp=resp))
+    assert [n for _, n in observer._output] == [7]  # pruned by the request, not by a reader
