@@ -12,6 +12,10 @@ exception classes; after that, a failure is an in-band error event. Text reaches
 as the router releases it, so a failover mid-answer (which the router splices) reads as one
 uninterrupted stream. A client that goes away cancels the routed call, which closes the
 upstream connection.
+
+Each inference exchange ends in one :class:`~batuta.gateway.observe.Outcome`, recorded once
+the response is complete (metrics, request log, status page: :mod:`batuta.gateway.observe`);
+``GET /``, ``/status.json`` and ``/metrics`` are answered by :mod:`batuta.gateway.status`.
 """
 
 from __future__ import annotations
