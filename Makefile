@@ -91,6 +91,14 @@ unit: install browser
 
 test: lint typecheck unit
 
+# One answer through the gateway `apply` started, with the openai SDK (a dev dependency),
+# as any OpenAI client would ask it: base_url http://LISTEN/v1, any api key.
+GATEWAY_QUERY := from batuta.manifest import load_manifest; from openai import OpenAI; \
+	url = 'http://' + load_manifest().manifest.gateway.listen + '/v1'; \
+	answer = OpenAI(base_url=url, api_key='any').chat.completions.create(model='default', \
+	max_tokens=48, messages=[{'role': 'user', 'content': 'In one sentence: what is a gateway?'}]); \
+	print('through the gateway at', url + ':', answer.choices[0].message.content.strip())
+
 demo: install
 	$(VENV)/bin/batuta validate
 	$(VENV)/bin/batuta serve tree
@@ -98,8 +106,9 @@ demo: install
 	$(VENV)/bin/batuta apply
 	$(VENV)/bin/batuta status
 	$(VENV)/bin/batuta serve query --no-stream --max-tokens 64 "In one sentence: why is the sky blue?"
+	$(PY) -c "$(GATEWAY_QUERY)"
 	$(VENV)/bin/batuta down
-	@echo "demo done: \`.venv/bin/batuta apply\` brings the server back and leaves it running."
+	@echo "demo done: \`.venv/bin/batuta apply\` brings the server and the gateway back and leaves them running."
 
 clean:
 	rm -rf $(VENV) .batuta .pytest_cache .mypy_cache .ruff_cache .coverage*

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "Router": "batuta.router.engine",
     "BackendSelector": "batuta.selection",
     "query": "batuta.api",
+    "render_kubernetes": "batuta.render",
     "adapter_for": "batuta.backends.registry",
     "InferenceRequest": "batuta.backends.types",
     "InferenceResponse": "batuta.backends.types",
@@ -73,6 +74,7 @@ __all__ = [
     "pull_model",
     "query",
     "read_table",
+    "render_kubernetes",
     "start_adhoc",
     "validate_file",
 ]
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from batuta.health import HealthRow, check_health
     from batuta.manifest import LoadedManifest, load_manifest, validate_file
     from batuta.plan import Plan, make_plan
+    from batuta.render import render_kubernetes
     from batuta.router.engine import Router
     from batuta.routing.table import RoutingTable, read_table
     from batuta.runtime import Runtime

@@ -208,6 +208,10 @@ class Backend:
     # Local backends: how batuta runs a server of it (none: the user starts it).
     launch: tuple[Recipe, ...] = ()
     hub_models: bool = False  # takes a Hugging Face repo id (org/name) as its model
+    # The engine's official server image, pinned (``batuta render kubernetes``), and its
+    # first recipe's executable inside it when that is not on the image's PATH.
+    image: str | None = None
+    image_executable: str | None = None
 
     def retired_at(self, base_url: str | None) -> bool:
         """Whether ``base_url`` (None or empty: the default) points at a retired service."""
@@ -260,6 +264,7 @@ def local_backend(
     api_key_env: str | None = None,
     launch: tuple[Recipe, ...] = (),
     hub_models: bool = False,
+    image: tuple[str, str | None] | None = None,
     dialect: Dialect | None = None,
     max_context: int = 32768,
     embeddings: bool = True,
@@ -294,6 +299,8 @@ def local_backend(
         api_key_env=api_key_env,
         launch=launch,
         hub_models=hub_models,
+        image=image[0] if image else None,
+        image_executable=image[1] if image else None,
         executable=executable,
         install_hint=install,
         dialect=dialect or Dialect(),
@@ -473,6 +480,15 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
     ),
 }  # fmt: skip
 
+# The engines' official server images, pinned; a backend without one needs ``image:``.
+_IMAGE: dict[str, tuple[str, str | None]] = {
+    "llamacpp": ("ghcr.io/ggml-org/llama.cpp:server-b6715", "/app/llama-server"),
+    "vllm": ("vllm/vllm-openai:v0.10.1.1", None),
+    "tgi": ("ghcr.io/huggingface/text-generation-inference:3.3.4", None),
+    "ollama": ("ollama/ollama:0.11.4", None),
+    "localai": ("localai/localai:v3.4.0", "/local-ai"),
+}
+
 S = ServingBackend
 F = ModelFormat
 
@@ -489,6 +505,7 @@ _BUILTIN: dict[str, Backend] = {
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=11434,
                health="/api/version", executable="ollama", protocol="ollama",
                adapter="batuta.backends.ollama:OllamaAdapter", launch=_RUN["ollama"],
+               image=_IMAGE["ollama"],
                install="curl -fsSL https://ollama.com/install.sh | sh"),
         local_backend("llamafile", S.LLAMAFILE, "llamafile", language="C",
                feature="Single executable", group="gguf_based", formats=_GGUF,
@@ -501,11 +518,13 @@ _BUILTIN: dict[str, Backend] = {
                health="/health", executable="llama-server", api_key_env="LLAMA_API_KEY",
                dialect=Dialect(continues_by_prompt=True),
                launch=_RUN["llamacpp"],
+               image=_IMAGE["llamacpp"],
                install="pip install 'batuta[llamacpp]' (or put llama-server on PATH)"),
         local_backend("localai", S.LOCALAI, "LocalAI", language="Go", feature="OpenAI-compatible",
                group="gguf_based", formats=(F.GGUF, F.SAFETENSORS), quants=GGUF_QUANTS,
                port=8080, health="/readyz", executable="local-ai",
                api_key_env="LOCALAI_API_KEY", launch=_RUN["localai"],
+               image=_IMAGE["localai"],
                install="see https://localai.io/basics/getting_started/"),
         local_backend("gpt4all", S.GPT4ALL, "GPT4All", language="C++", feature="Desktop app",
                group="gguf_based", formats=_GGUF, quants=GGUF_QUANTS, port=4891,
@@ -528,12 +547,14 @@ _BUILTIN: dict[str, Backend] = {
                quants=(*_NO_K_QUANTS, "FP8", "AWQ", "GPTQ"), port=8000, health="/health",
                executable="vllm", api_key_env="VLLM_API_KEY", batch=True,
                launch=_RUN["vllm"], hub_models=True,
+               image=_IMAGE["vllm"],
                install="pip install vllm"),
         local_backend("tgi", S.TGI, "TGI", language="Rust/Py", feature="HF official server",
                group="python_based", formats=(F.SAFETENSORS, F.PYTORCH), quants=_HF_QUANTS,
                port=3000, health="/health", executable="text-generation-launcher",
                protocol="tgi", adapter="batuta.backends.tgi:TGIAdapter", batch=True, dialect=_TGI,
                launch=_RUN["tgi"], hub_models=True,
+               image=_IMAGE["tgi"],
                install="see https://huggingface.co/docs/text-generation-inference"),
         local_backend("exllamav2", S.EXLLAMAV2, "ExLlamaV2 (TabbyAPI)", language="Python",
                feature="Extreme quantization", group="python_based", formats=(F.EXL2,),

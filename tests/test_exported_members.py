@@ -14,7 +14,7 @@ EXPECTED = {
     "DestroyResult", "HealthRow", "InferenceRequest", "InferenceResponse", "LoadedManifest",
     "ManifestError", "ModelFormat", "Plan", "Router", "RoutingError", "RoutingTable", "Runtime",
     "ServingBackend", "adapter_for", "apply_manifest", "check_health", "destroy",
-    "load_manifest", "make_plan", "pull_model", "query", "read_table", "start_adhoc", "validate_file",
+    "load_manifest", "make_plan", "pull_model", "query", "read_table", "render_kubernetes", "start_adhoc", "validate_file",
 }  # fmt: skip
 
 

@@ -21,11 +21,12 @@ PACKAGE = Path(batuta.__file__).parent
 _PART_OF = {"plugins": "catalogue"}
 _BELOW_DATA_PATH = {"selection", "catalogue", "errors", "_util"}
 ALLOWED: dict[str, frozenset[str]] = {
-    "api": frozenset({"benchmark", "gateway", "health", "apply", "plan", "runtime", "router"})
+    "api": frozenset({"render", "benchmark", "gateway", "health", "apply", "plan", "runtime"})
+    | {"router"}
     | {"routing", "backends", "manifest"}
     | _BELOW_DATA_PATH,
     "cli": frozenset(
-        {"api", "benchmark", "gateway", "health", "apply", "plan", "runtime", "router"}
+        {"api", "render", "benchmark", "gateway", "health", "apply", "plan", "runtime", "router"}
     )
     | {"routing", "backends", "manifest"}
     | _BELOW_DATA_PATH,
@@ -35,6 +36,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     | _BELOW_DATA_PATH,
     "gateway": frozenset({"router", "routing", "runtime", "manifest", "backends"})
     | _BELOW_DATA_PATH,  # to come: an HTTP front for the routes
+    # A Kubernetes deployment of the manifest: launch recipes, config hash, routing table.
+    "render": frozenset({"runtime", "routing", "manifest"}) | _BELOW_DATA_PATH,
     "apply": frozenset({"plan", "runtime", "routing", "manifest"}) | _BELOW_DATA_PATH,
     "plan": frozenset({"runtime", "routing", "manifest"}) | _BELOW_DATA_PATH,
     "runtime": frozenset({"manifest"}) | _BELOW_DATA_PATH,

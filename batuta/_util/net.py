@@ -4,7 +4,8 @@ One rule for every layer: validation lets a ``sovereign`` route use exactly what
 router's privacy check accepts, and every HTTP client batuta builds sends exactly those
 URLs straight to the socket, never through a proxy from the environment (a proxy would
 carry a sovereign prompt off the machine). Loopback is ``localhost`` and its subdomains
-(RFC 6761), ``127.0.0.0/8``, ``::1`` and IPv4-mapped ``::ffff:127.x.y.z``.
+(RFC 6761), ``127.0.0.0/8``, ``::1`` and IPv4-mapped ``::ffff:127.x.y.z``. In a cluster,
+the domains of ``$BATUTA_SOVEREIGN_DOMAINS`` (a namespace's own Services) count as well.
 
 :func:`proxy_for` is the other half: the proxy (if any) a client must use for a URL,
 from ``*_PROXY`` / ``NO_PROXY`` as curl and httpx read them, and never one for loopback.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import socket
 import urllib.request
 from collections.abc import Mapping
@@ -58,6 +60,28 @@ def is_loopback(url_or_host: str) -> bool:
     return address.is_loopback
 
 
+# Domains a deployment declares its own, comma-separated: the gateway that
+# `batuta render kubernetes` renders names its namespace's Services (``NS.svc.DOMAIN``), and
+# a NetworkPolicy keeps those inside the cluster.
+SOVEREIGN_DOMAINS_ENV = "BATUTA_SOVEREIGN_DOMAINS"
+
+
+def sovereign_domains(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The domains of :data:`SOVEREIGN_DOMAINS_ENV`, lower-cased, without leading dots."""
+    raw = (os.environ if env is None else env).get(SOVEREIGN_DOMAINS_ENV, "")
+    parts = (part.strip().strip(".").lower() for part in raw.split(","))
+    return tuple(part for part in parts if part)
+
+
+def is_sovereign(url_or_host: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether a URL stays where a sovereign prompt may go: this machine, or a host under
+    one of the :func:`sovereign_domains` (a name there, never an address)."""
+    if is_loopback(url_or_host):
+        return True
+    host = host_of(url_or_host)
+    return any(host.endswith("." + domain) for domain in sovereign_domains(env))
+
+
 def resolves_to_loopback(host: str) -> bool:
     """Whether the system resolver turns ``host`` into loopback addresses only.
 
@@ -87,7 +111,7 @@ def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> str | None:
     (``HTTPS_PROXY`` for https://, ``HTTP_PROXY`` for http://), then ``ALL_PROXY``.
     """
     settings = environment_proxies() if proxies is None else dict(proxies)
-    if is_loopback(url):
+    if is_sovereign(url):  # a proxy would carry a sovereign prompt elsewhere
         return None
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()

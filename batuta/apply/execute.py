@@ -22,13 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from batuta._util.paths import same_manifest
+from batuta.apply.gateway import start_gateway, stop_gateway
 from batuta.errors import BatutaError, RuntimeStartError, StateError
 from batuta.plan import Desired, desired_state, plan_from, resolve_models
 from batuta.plan.diff import LIVE_STATES, Plan, ServerChange
+from batuta.plan.gateway import check_gateway_port
 from batuta.plan.observe import PROBE_TIMEOUT, observe, probe_all
 from batuta.plan.render import NO_CHANGES
 from batuta.routing.build import with_health
 from batuta.routing.table import table_path, write_table
+from batuta.runtime.gateway import SHOWN
 from batuta.runtime.spec import ServerSpec, ServerStatus
 
 if TYPE_CHECKING:
@@ -245,6 +248,9 @@ def execute(
     """Carry out ``plan`` (whose models are already pulled) with ``desired``'s specs."""
     run = _Executor(runtime, desired.specs, echo)
     statuses = runtime.status()
+    gateway = plan.gateway
+    if gateway is not None and gateway.action == "destroy":
+        stop_gateway(runtime, gateway, echo)
     for change in plan.servers:
         if change.action == "destroy":
             run.stop(change)
@@ -284,12 +290,20 @@ def execute(
     path = table_path(loaded.state_dir)
     write_table(path, table)
     echo(f"routes: Wrote {_rel(path)} [{len(table.routes)} route(s)]")
+    gateway_up = False
+    if gateway is not None and gateway.action in ("create", "replace") and desired.gateway:
+        failure = start_gateway(runtime, gateway, desired.gateway, echo)
+        if failure is not None:
+            run.failures[SHOWN] = failure
+        gateway_up = failure is None
     started = set(run.started)
     replaced = {c.name for c in plan.servers if c.action == "replace" and c.name in started}
-    added = len(started) + sum(1 for r in plan.routes if r.action == "create")
+    added = len(started) + sum(1 for r in plan.routes if r.action == "create") + gateway_up
     changed = sum(1 for r in plan.routes if r.action == "update")
     destroyed = len(set(run.stopped) | replaced)
     destroyed += sum(1 for r in plan.routes if r.action == "destroy")
+    if gateway is not None:
+        destroyed += gateway.action == "destroy" or (gateway.action == "replace" and gateway_up)
     result = ApplyResult(
         plan=plan,
         added=added,
@@ -339,6 +353,7 @@ def apply_loaded(
         if not plan.has_changes:
             echo(NO_CHANGES)
             return ApplyResult(plan=plan)
+        check_gateway_port(loaded, plan.gateway, desired.specs)  # before anything changes
         if plan.pulls:
             desired = _pull(loaded, plan, observation.statuses, echo, progress, cache_dir)
         result = execute(loaded, plan, desired, runtime, echo=echo, probe_timeout=probe_timeout)

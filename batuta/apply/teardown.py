@@ -1,5 +1,5 @@
-"""Teardown (:func:`destroy`): stop every server batuta started for a manifest and
-remove its routing table.
+"""Teardown (:func:`destroy`): stop every server batuta started for a manifest (and its
+gateway, first) and remove its routing table.
 
 The manifest need not be valid (a broken edit must not keep servers running): only its
 path is used, to find the state directory and to tell this manifest's servers from those
@@ -20,6 +20,7 @@ from batuta._util.paths import manifest_path, same_manifest, state_dir_for
 from batuta.plan.diff import owned_by
 from batuta.plan.observe import read_current_table
 from batuta.routing.table import table_path
+from batuta.runtime.gateway import GATEWAY, SHOWN
 from batuta.runtime.state import apply_lock
 
 if TYPE_CHECKING:
@@ -55,12 +56,18 @@ def destroy(
         supervisor = runtime.supervisor_pid()
         statuses = runtime.status()
         names = sorted(n for n, s in statuses.items() if owned_by(s, str(path)))
-        for name in names:
+        if GATEWAY in names:
+            # First, and alone: it drains the answers in flight, which need the servers.
+            pid = statuses[GATEWAY].pid
+            say(f"{SHOWN}: Destroying..." + (f" [pid {pid}]" if pid else ""))
+            runtime.stop(GATEWAY)
+        servers = [n for n in names if n != GATEWAY]
+        for name in servers:
             pid = statuses[name].pid
             say(f"server.{name}: Destroying..." + (f" [pid {pid}]" if pid else ""))
-        if names:
-            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-                list(pool.map(runtime.stop, names))
+        if servers:
+            with ThreadPoolExecutor(max_workers=min(8, len(servers))) as pool:
+                list(pool.map(runtime.stop, servers))
         table, raw, _ = read_current_table(state_dir)
         removed_table = raw is not None and (table is None or same_manifest(table.manifest, path))
         if removed_table:

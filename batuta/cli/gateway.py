@@ -5,6 +5,8 @@ A thin layer over :func:`batuta.gateway.serve`; see docs/gateway.md.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -16,11 +18,20 @@ import click
     metavar="HOST:PORT",
     help="Address to listen on (default: the manifest's gateway.listen, else 127.0.0.1:8080).",
 )
-def gateway(manifest: str | None, listen: str | None) -> None:
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Routing table to serve instead of the manifest's (a cluster's ConfigMap;"
+              " re-read when it changes).")  # fmt: skip
+@click.option("--any-address", is_flag=True, help="Allow --listen on any address, not only "
+              "loopback: for a cluster pod, where the Service and NetworkPolicy decide who "
+              "may connect (the gateway takes no API keys yet).")  # fmt: skip
+def gateway(
+    manifest: str | None, listen: str | None, table: Path | None, any_address: bool
+) -> None:
     """Serve routes as OpenAI/Anthropic-compatible endpoints, in the foreground.
 
     SIGTERM or Ctrl-C stops accepting requests, lets answers in flight finish, then exits.
     """
     from batuta.gateway import serve
 
-    serve(manifest, listen=listen, announce=lambda line: click.echo(line, err=True))
+    serve(manifest, listen=listen, table=table, any_address=any_address,
+          announce=lambda line: click.echo(line, err=True))  # fmt: skip

@@ -141,7 +141,8 @@ def status(manifest_file: str | None, as_json: bool) -> int:
     from batuta.manifest import load_manifest
     from batuta.plan import plan_from
     from batuta.plan.observe import observe
-    from batuta.plan.render import render_status, route_rows, server_rows
+    from batuta.plan.render import gateway_row, render_status, route_rows, server_rows
+    from batuta.runtime.gateway import GATEWAY
 
     loaded = load_manifest(manifest_file)
     observation = observe(loaded.state_dir)
@@ -150,18 +151,20 @@ def status(manifest_file: str | None, as_json: bool) -> int:
     rows = server_rows(result, restarts)
     servers = set(loaded.manifest.servers) | set(observation.statuses)
     routes = route_rows(observation.table, observation.health, servers)
+    gateway = gateway_row(result, restarts.get(GATEWAY, 0))
     if as_json:
         payload = {
             "manifest": str(loaded.path),
             "in_sync": not result.has_changes,
             "servers": [r.to_json() for r in rows],
+            "gateway": gateway.to_json() if gateway else None,
             "routes": {
                 name: [{"target": t, "health": h} for t, h in targets] for name, targets in routes
             },
         }
         click.echo(json.dumps(payload, indent=2))
     else:
-        click.echo(render_status(rows, routes, loaded.display or str(loaded.path)))
+        click.echo(render_status(rows, routes, loaded.display or str(loaded.path), gateway))
     return 0
 
 
@@ -202,8 +205,9 @@ def logs(
     as_json: bool,
     manifest_file: str | None,
 ) -> int:
-    """Show the log of server NAME (like tail; -f follows it), or with --requests the
-    gateway's requests, one line each."""
+    """Show the log of server NAME, or of the gateway apply runs (`gateway`), like tail
+    (-f follows it); with --requests, the gateway's requests, one line each."""
+    from batuta.runtime.gateway import GATEWAY, SHOWN
     from batuta.runtime.logs import follow, log_path, tail
     from batuta.runtime.state import read_state
 
@@ -214,9 +218,12 @@ def logs(
         from batuta.cli.requests_cmds import show_requests
 
         return show_requests(state_dir, following=following, lines=lines, as_json=as_json)
+    servers = read_state(state_dir).servers
+    if name == SHOWN and name not in servers and GATEWAY in servers:
+        name = GATEWAY  # the gateway apply runs (no server of that name)
     path = log_path(state_dir, name)
     if not path.exists():
-        known = sorted(read_state(state_dir).servers)
+        known = sorted(SHOWN if n == GATEWAY else n for n in servers)
         if name not in known:
             hint = f" (servers on record: {', '.join(known)})" if known else ""
             raise StateError(f"no server named {name!r} in {state_dir}{hint}")

@@ -24,6 +24,7 @@ _ROOT_COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("batuta.cli.loop_cmds:logs", "Show a server's log, or the gateway's requests."),
     "gateway": ("batuta.cli.gateway:gateway", "Serve routes as OpenAI/Anthropic-compatible HTTP."),
     "spend": ("batuta.cli.requests_cmds:spend", "Sum the gateway's request log: cost and tokens."),
+    "render": ("batuta.cli.render:render", "Render batuta.yaml for Kubernetes."),
     "supervise": ("batuta.cli.supervise_cmd:supervise", "Run the supervisor (internal)."),
 }
 

@@ -29,8 +29,12 @@ class GatewaySetupError(BatutaError):
     """The gateway cannot start: no routing table, or an address it may not listen on."""
 
 
-def listen_address(value: str, where: str = "--listen") -> tuple[str, int]:
-    """``HOST:PORT`` on this machine; a GatewaySetupError saying why not."""
+def listen_address(
+    value: str, where: str = "--listen", *, any_address: bool = False
+) -> tuple[str, int]:
+    """``HOST:PORT`` on this machine (any address with ``any_address``: in a cluster pod,
+    where the Service and its NetworkPolicy decide who connects); a GatewaySetupError
+    saying why not."""
     from batuta._util.net import is_localhost_name, is_loopback
     from batuta.manifest.model import parse_listen
 
@@ -38,7 +42,7 @@ def listen_address(value: str, where: str = "--listen") -> tuple[str, int]:
         host, port = parse_listen(value)
     except ValueError as exc:
         raise GatewaySetupError(f"{where}: {exc}") from None
-    if not (is_localhost_name(host) or is_loopback(host)):
+    if not any_address and not (is_localhost_name(host) or is_loopback(host)):
         raise GatewaySetupError(f"{where}: {host!r} is not this machine; {LOOPBACK_ONLY}")
     return host, port
 
@@ -58,6 +62,22 @@ def _manifest_gateway(manifest: str | None) -> ManifestGateway | None:
     if not file.exists():
         return None
     return load_manifest(manifest).manifest.gateway
+
+
+def recorded_observe_settings(state_dir: Path) -> ObserveSettings:
+    """What the gateway ``apply`` runs records: the ``gateway`` section of the manifest that
+    ``state.json`` says declared it, read as the gateway starts; the defaults when that
+    manifest is gone or does not load (the gateway must start all the same)."""
+    from batuta.runtime.gateway import GATEWAY
+    from batuta.runtime.state import read_state
+
+    try:
+        record = read_state(state_dir).servers.get(GATEWAY)
+        if record is None or not record.spec.manifest:
+            return ObserveSettings()
+        return observe_settings(_manifest_gateway(record.spec.manifest))
+    except BatutaError:
+        return ObserveSettings()
 
 
 def observe_settings(section: ManifestGateway | None) -> ObserveSettings:
@@ -89,42 +109,52 @@ def serve(
     *,
     listen: str | None = None,
     state_dir: Path | None = None,
+    table: Path | None = None,
+    any_address: bool = False,
     keepalive: float = KEEPALIVE_SECONDS,
     drain_timeout: float = DRAIN_SECONDS,
     announce: Callable[[str], None] | None = None,
+    observe: ObserveSettings | None = None,
 ) -> None:
-    """Serve the routing table that the last ``apply`` of ``manifest`` wrote, on ``listen``
-    (default: the manifest's ``gateway.listen``), until SIGTERM or SIGINT. ``announce`` is
-    told, in one line, where it listens and what it serves."""
+    """Serve the routing table that the last ``apply`` of ``manifest`` wrote (or the file
+    ``table``: a cluster's ConfigMap), on ``listen`` (default: the manifest's
+    ``gateway.listen``; any address only with ``any_address``), until SIGTERM or SIGINT.
+    ``announce`` is told, in one line, where it listens and what it serves. What it records
+    is ``observe``, else what the manifest's ``gateway`` section says."""
     from batuta._util.paths import state_dir_for
     from batuta.errors import RoutingError
     from batuta.routing.table import read_table, table_path
 
     state = state_dir or state_dir_for(manifest)
-    path = table_path(state)
+    path = table or table_path(state)
     where = "--listen"
+    section = None
     if listen is None:
         section = _manifest_gateway(manifest)
-    else:
+    elif observe is None:
         # --listen has always served without the manifest being valid (its gateway.listen
         # may be one this machine refuses); then its record settings apply if it loads.
         try:
             section = _manifest_gateway(manifest)
         except ManifestError:
             section = None
+    if observe is None:
+        observe = observe_settings(section)
     if listen is None:
         listen, where = section.listen if section else DEFAULT_LISTEN, "gateway.listen"
-    host, port = listen_address(listen, where)
+    host, port = listen_address(listen, where, any_address=any_address)
+    if table is not None and not table.is_file():
+        raise GatewaySetupError(f"--table: no routing table at {table}")
     try:
-        table = read_table(path)
+        served = read_table(path)
     except RoutingError as exc:
         named = f" (with -f {manifest})" if manifest else ""
         raise GatewaySetupError(f"{exc}{named}") from None
-    app = Gateway(path, state_dir=state, keepalive=keepalive, observe=observe_settings(section))
+    app = Gateway(path, state_dir=state, keepalive=keepalive, observe=observe)
     server = make_server(app, host, port, drain_timeout=drain_timeout)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
-        routes = ", ".join(sorted(table.routes)) or "none"
+        routes = ", ".join(sorted(served.routes)) or "none"
         announce(f"batuta gateway: listening on http://{shown}:{port} (routes: {routes})")
     # uvicorn re-raises the signal that stopped it once it has drained; answered by a
     # handler that does nothing, the drain then ends in a normal return (exit status 0).

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from batuta._util.options import OptionValue
+from batuta.manifest.kubernetes import Image, Kubernetes, Resources, Toleration
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -166,6 +167,12 @@ class Server(_Strict):
         description="name of the variable holding the key the server is to require; batuta"
         " passes it to the engine and sends it with every request",
     )
+    # How a cluster runs it (batuta render kubernetes; batuta apply ignores these).
+    replicas: int = Field(default=1, ge=0, le=1000, description="Kubernetes replicas")
+    image: Image | None = Field(default=None, description="default: the backend's own image")
+    resources: Resources | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
 
 
 # Which options an endpoint takes depends on its provider: the schema adds one
@@ -281,3 +288,4 @@ class Manifest(_Strict):
     routes: dict[Name, Route] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     gateway: Gateway = Field(default_factory=Gateway)
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)

@@ -25,9 +25,17 @@ from typing import TYPE_CHECKING
 from batuta._util.options import OptionValue
 from batuta.errors import ManifestError, ManifestIssue, ModelSourceError
 from batuta.plan.diff import LIVE_STATES, ModelPull, Plan, diff, owned_by
+from batuta.plan.gateway import (
+    desired_gateway,
+    gateway_change,
+    gateway_port_problem,
+    split_gateway,
+    wants_gateway,
+)
 from batuta.plan.observe import Observation, observe
 from batuta.routing.build import build_table, template_options
 from batuta.routing.table import RoutingTable
+from batuta.runtime.gateway import GATEWAY
 from batuta.runtime.spec import ServerSpec, ServerStatus
 
 if TYPE_CHECKING:
@@ -55,6 +63,7 @@ class Desired:
     pending: dict[str, str]  # server -> model it waits for
     pulls: tuple[ModelPull, ...]
     table: RoutingTable
+    gateway: ServerSpec | None = None  # when the manifest has a gateway: block
 
 
 def manifest_digest(path: Path) -> str:
@@ -118,6 +127,10 @@ def _ports(loaded: LoadedManifest, statuses: Mapping[str, ServerStatus]) -> dict
     manifest = loaded.manifest
     mine = str(loaded.path)
     taken = {s.port for s in manifest.servers.values() if s.port is not None}
+    if wants_gateway(loaded):  # a server given no port must not take the gateway's
+        from batuta.manifest.model import parse_listen
+
+        taken.add(parse_listen(manifest.gateway.listen)[1])
     taken |= {
         st.spec.port
         for st in statuses.values()
@@ -202,7 +215,8 @@ def desired_state(
         for m in missing
     )
     table = build_table(loaded, specs, templates=templates)
-    return Desired(specs=specs, pending=pending, pulls=pulls, table=table)
+    gateway = desired_gateway(loaded)
+    return Desired(specs=specs, pending=pending, pulls=pulls, table=table, gateway=gateway)
 
 
 def _with_env_refs(
@@ -245,11 +259,12 @@ def plan_from(
     cache_dir: Path | None = None,
 ) -> Plan:
     """The plan that makes ``observation`` match ``loaded``."""
+    statuses, gateway = split_gateway(observation.statuses)
     if desired is None:
-        desired = desired_state(loaded, observation.statuses, cache_dir=cache_dir)
+        desired = desired_state(loaded, statuses, cache_dir=cache_dir)
     plan = diff(
         desired.specs,
-        observation.statuses,
+        statuses,
         desired.table,
         observation.table,
         manifest=str(loaded.path),
@@ -261,7 +276,13 @@ def plan_from(
         state_dir=str(loaded.state_dir),
         secrets=secrets_of(loaded),
     )
+    health = observation.health.get(GATEWAY)
+    change = gateway_change(desired.gateway, gateway, manifest=plan.manifest, health=health)
+    plan = dataclasses.replace(plan, gateway=change)
     notes = tuple(f"deprecated: {w}" for w in loaded.warnings)
+    clash = gateway_port_problem(loaded, change, desired.specs)
+    if clash:
+        notes += (f"apply will refuse to start the gateway: {clash}",)
     if observation.table_error:
         notes += (f"{observation.table_error}; apply rewrites it",)
     if notes:

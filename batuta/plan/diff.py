@@ -100,12 +100,14 @@ class Plan:
     manifest_digest: str = ""  # digest of the manifest text the plan was made from
     state_dir: str = ""
     notes: tuple[str, ...] = ()
+    gateway: ServerChange | None = None  # the supervised gateway (see plan/gateway.py)
 
     @property
     def counts(self) -> tuple[int, int, int]:
         """(to add, to change, to destroy); a replacement counts as one add and one destroy."""
         add = change = destroy = 0
         actions = [s.action for s in self.servers] + [r.action for r in self.routes]
+        actions += [self.gateway.action] if self.gateway else []
         for action in actions:
             add += action in ("create", "replace")
             change += action == "update"

@@ -26,6 +26,7 @@ from batuta.plan.diff import (
     ServerChange,
 )
 from batuta.routing.table import RoutingTable
+from batuta.runtime.gateway import SHOWN, listen_url
 from batuta.runtime.spec import ServerSpec
 
 NO_CHANGES = "No changes. Your servers match batuta.yaml."
@@ -84,6 +85,21 @@ def _route_lines(change: RouteChange) -> list[str]:
     return [head, *(f"      {tilde} {c}" for c in change.changes)]
 
 
+def _gateway_lines(change: ServerChange) -> list[str]:
+    head = f"{_mark(change.action)} {click.style('gateway', bold=True)}"
+    spec = change.desired or change.recorded
+    if change.action == "create" and spec is not None:
+        head += f": listen on {listen_url(spec.host, spec.port)}"
+    elif change.action == "replace":
+        head += ": replaced"
+    elif change.action == "destroy" and change.pid is not None:
+        head += f": stop pid {change.pid}"
+    lines = [head]
+    lines += [f"        {why}" for why in change.reasons if not (change.changes and why == CHANGED)]
+    tilde = click.style("~", fg="yellow")
+    return lines + [f"      {tilde} {c}" for c in change.changes]
+
+
 def render_plan(plan: Plan) -> str:
     """The human-readable plan, ending with the summary line (or 'No changes.')."""
     lines: list[str] = []
@@ -111,6 +127,8 @@ def render_plan(plan: Plan) -> str:
         lines.append("")
         for route in routes:
             lines += _route_lines(route)
+    if plan.gateway is not None and plan.gateway.action != "no-op":
+        lines += ["", *_gateway_lines(plan.gateway)]
     lines += ["", click.style(summary(plan), bold=True)]
     return "\n".join(lines)
 
@@ -134,6 +152,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "routes": [dataclasses.asdict(r) for r in plan.routes],
         "table": plan.table.to_json() if plan.table else None,
         "notes": list(plan.notes),
+        "gateway": _server_json(plan.gateway) if plan.gateway else None,
     }
 
 
@@ -162,6 +181,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
             ),
             table=RoutingTable.from_json(data["table"]) if data["table"] else None,
             notes=tuple(data["notes"]),
+            gateway=_server_from_json(data["gateway"]) if data.get("gateway") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"not a batuta plan file: {exc}") from exc
@@ -242,6 +262,45 @@ def server_rows(plan: Plan, restarts: dict[str, int] | None = None) -> list[Serv
     return rows
 
 
+@dataclass(frozen=True)
+class GatewayRow:
+    """The supervised gateway as ``status`` shows it."""
+
+    state: str
+    health: str
+    pid: int | None
+    listen: str  # the URL clients use
+    restarts: int
+    drift: str
+
+    def to_json(self) -> dict[str, object]:
+        """JSON form for ``status --json``."""
+        return self.__dict__.copy()
+
+
+def gateway_row(plan: Plan, restarts: int = 0) -> GatewayRow | None:
+    """The gateway's row, when the manifest wants one or one is recorded."""
+    change = plan.gateway
+    if change is None:
+        return None
+    spec = change.recorded or change.desired
+    assert spec is not None  # a change always carries one spec or the other
+    drift = "not declared" if change.action == "destroy" else _DRIFT[change.action]
+    if change.state == "crashloop":
+        drift = "crash loop"
+    elif change.action == "create" and change.state is None:
+        drift = "not started"
+    running = change.state in LIVE_STATES
+    return GatewayRow(
+        state=change.state or "absent",
+        health=(change.health or "unknown") if running else "down",
+        pid=change.pid if running else None,
+        listen=listen_url(spec.host, spec.port),
+        restarts=restarts,
+        drift=drift,
+    )
+
+
 def route_rows(
     table: RoutingTable | None, health: dict[str, str], servers: set[str]
 ) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -272,9 +331,12 @@ _DRIFT_COLOUR = {"in sync": "green", "not declared": "yellow"}
 
 
 def render_status(
-    rows: list[ServerRow], routes: list[tuple[str, list[tuple[str, str]]]], manifest: str
+    rows: list[ServerRow],
+    routes: list[tuple[str, list[tuple[str, str]]]],
+    manifest: str,
+    gateway: GatewayRow | None = None,
 ) -> str:
-    """The ``status`` screen: one line per server, then each route's targets."""
+    """The ``status`` screen: one line per server, the gateway, then each route's targets."""
     lines = [f"Manifest: {manifest}", ""]
     if rows:
         body = [
@@ -298,6 +360,13 @@ def render_status(
             lines.append(click.style(text, fg=_DRIFT_COLOUR.get(row.drift, "red")))
     else:
         lines.append("No servers declared or running.")
+    if gateway is not None:
+        g = gateway
+        cells = [[SHOWN, g.state, g.health, str(g.pid or "-"), g.listen, str(g.restarts), g.drift]]
+        heads = ["GATEWAY", "STATE", "HEALTH", "PID", "LISTEN", "RESTARTS", "DRIFT"]
+        head, text = _table(heads, cells)
+        lines += ["", head]
+        lines.append(click.style(text, fg=_DRIFT_COLOUR.get(g.drift, "red")))
     if routes:
         lines += ["", "ROUTES"]
         for name, targets in routes:

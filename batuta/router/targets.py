@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from batuta._util.fuzzy import did_you_mean
-from batuta._util.net import is_loopback
+from batuta._util.net import is_loopback, is_sovereign
 from batuta._util.ollama_host import ollama_base_url
 from batuta.backends.types import Target
 from batuta.catalogue import CATALOGUE, Backend, allowed_in_tier, lookup
@@ -52,7 +52,7 @@ def check_privacy(route: RouteEntry) -> None:
                 f"{where} is {backend.display} ({backend.privacy.value}); refusing to send "
                 "the prompt. The routing table does not match the manifest: run `batuta apply`."
             )
-        if tier == "sovereign" and not is_loopback(entry.base_url):
+        if tier == "sovereign" and not is_sovereign(entry.base_url):
             raise RoutingError(
                 f"{where} points at {entry.base_url!r}, which is not this machine; refusing"
             )

@@ -155,10 +155,32 @@ def launch_for(
     recipe, prefix = _choose(record, executable, engine)
     if threads is None and recipe.always_threads:
         threads = cores()
+    return launch_with(
+        record, recipe, prefix, model_path, host, port, ctx=ctx, threads=threads, args=args,
+        env=env, api_key_env=api_key_env, is_file=Path(model_path).is_file(),
+    )  # fmt: skip
+
+
+def launch_with(
+    record: Backend,
+    recipe: Recipe,
+    prefix: Sequence[str],
+    model_path: str,
+    host: str,
+    port: int,
+    *,
+    ctx: int | None = None,
+    threads: int | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    api_key_env: str | None = None,
+    is_file: bool = False,
+) -> Launch:
+    """The launch of ``recipe`` run by ``prefix`` (its executable, as found here or inside a
+    container image), for a model at ``model_path`` (a file when ``is_file``)."""
     if ctx is None:
         ctx = recipe.default_ctx
     model = Path(model_path)
-    is_file = model.is_file()
     values = {
         "model": model_path,
         "model_dir": str(model.parent if is_file else model),
@@ -169,7 +191,7 @@ def launch_for(
         "threads": "" if threads is None else str(threads),
     }
     template = recipe.file_argv if is_file and recipe.file_argv else recipe.argv
-    argv = prefix + [part.format(**values) for part in template]
+    argv = [*prefix, *(part.format(**values) for part in template)]
     for flag, placeholder in recipe.options:
         key = placeholder[placeholder.index("{") + 1 : placeholder.index("}")]
         if values[key]:

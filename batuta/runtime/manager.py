@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from batuta.errors import ModelSourceError, RuntimeStartError, StateError
 from batuta.runtime import daemon, handoff, logs, ollama
+from batuta.runtime.gateway import is_gateway
 from batuta.runtime.ports import holder, port_free
 from batuta.runtime.process import env_refs, owned
 from batuta.runtime.spec import ServerSpec, ServerStatus
@@ -64,7 +65,7 @@ class Runtime:
         RuntimeStartError carrying the last lines of its log. An Ollama server then
         pulls its model (``progress`` sees the pull).
         """
-        if not _NAME.match(spec.name):
+        if not _NAME.match(spec.name) and not is_gateway(spec):
             raise RuntimeStartError(f"invalid server name {spec.name!r}")
         values = _env_values(spec)
         token = secrets.token_hex(16) if values is not None else ""

@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from batuta._util.http import LoopbackDirectTransport
-from batuta._util.net import host_of, is_loopback, proxy_for, resolves_to_loopback
+from batuta._util.net import (
+    host_of,
+    is_loopback,
+    is_sovereign,
+    proxy_for,
+    resolves_to_loopback,
+    sovereign_domains,
+)
 from tests.fakes.openai_server import OpenAIFake
 from tests.fakes.proxy import RecordingProxy
 
@@ -126,3 +133,21 @@ def test_transport_sends_loopback_direct_and_the_rest_through_the_proxy(monkeypa
         assert asyncio.run(main()) == (200, 502)
         assert proxy.seen == ["GET http://192.0.2.1:9/v1/models"]
         assert [r.path for r in fake.requests] == ["/v1/models"]
+
+
+def test_sovereign_domains_are_names_under_the_declared_domains() -> None:
+    env = {"BATUTA_SOVEREIGN_DOMAINS": " team-a.svc.cluster.local, .Other.Example. ,"}
+    assert sovereign_domains(env) == ("team-a.svc.cluster.local", "other.example")
+    assert is_sovereign("http://server-a.team-a.svc.cluster.local:8081", env)
+    assert is_sovereign("http://127.0.0.1:8081", env) and is_sovereign("http://localhost:1", {})
+    assert not is_sovereign("http://server-a.team-b.svc.cluster.local:8081", env)
+    assert not is_sovereign("http://team-a.svc.cluster.local.evil.example/", env)
+    assert not is_sovereign("http://xteam-a.svc.cluster.local/", env)  # a name under it only
+    assert not is_sovereign("http://server-a.team-a.svc.cluster.local:8081", {})
+
+
+def test_a_sovereign_domain_is_never_proxied(monkeypatch) -> None:
+    monkeypatch.setenv("BATUTA_SOVEREIGN_DOMAINS", "ns.svc.cluster.local")
+    proxies = {"http": "http://proxy.example:3128"}
+    assert proxy_for("http://server-a.ns.svc.cluster.local:8081/v1", proxies) is None
+    assert proxy_for("http://server-a.other.svc.cluster.local:8081/v1", proxies) == proxies["http"]

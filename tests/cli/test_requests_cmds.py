@@ -144,3 +144,19 @@ def test_spend_reads_the_log_beside_the_manifest_given_with_f(
     write(project / ".batuta", record("k", "chat", "b", 4, 0.125))
     assert main(["spend", "-f", str(project / "batuta.yaml"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"]["k"]["usd"] == 0.125
+
+
+def test_the_gateway_apply_runs_records_as_its_manifest_says(tmp_path: Path) -> None:
+    from batuta.gateway.server import recorded_observe_settings
+    from batuta.runtime.gateway import GATEWAY, gateway_spec
+    from batuta.runtime.state import ServerRecord, State, write_state
+
+    state = tmp_path / ".batuta"
+    assert recorded_observe_settings(state) == ObserveSettings()  # no gateway on record
+    manifest = tmp_path / "batuta.yaml"
+    manifest.write_text("version: 1\ngateway:\n  log_content: true\n  request_log_files: 2\n")
+    spec = gateway_spec("127.0.0.1", 8080, state_dir=state, manifest=str(manifest))
+    write_state(state, State(servers={GATEWAY: ServerRecord(spec)}))
+    assert recorded_observe_settings(state) == ObserveSettings(log_content=True, log_files=2)
+    manifest.write_text("version: 1\ngateway:\n  log_content: maybe\n")  # broken since
+    assert recorded_observe_settings(state) == ObserveSettings()

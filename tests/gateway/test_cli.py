@@ -190,3 +190,29 @@ def test_serve_refuses_what_it_cannot_serve_in_process(
         port = taken.getsockname()[1]
         with pytest.raises(GatewaySetupError, match=f"cannot listen on 127.0.0.1:{port}"):
             serve(listen=f"127.0.0.1:{port}", state_dir=state)
+
+
+def test_a_given_table_on_any_address(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    """As a cluster pod runs it: the table a ConfigMap mounts, on the pod's every address."""
+    port = _free_port()
+    with OpenAIFake() as fake:
+        table = write_routes(tmp_path / "mounted", route_of("default", local("a", fake)))
+        listen = ["--listen", f"0.0.0.0:{port}"]
+        refused = subprocess.run([*ARGV, "--table", str(table), *listen], cwd=tmp_path,
+                                 capture_output=True, timeout=60)  # fmt: skip
+        assert refused.returncode == 1 and b"is not this machine" in refused.stderr
+        missing = [*ARGV, "--table", str(tmp_path / "none.json"), "--listen", f"127.0.0.1:{port}"]
+        absent = subprocess.run(missing, cwd=tmp_path, capture_output=True, timeout=60)
+        assert absent.returncode == 1 and b"--table: no routing table at" in absent.stderr
+        proc = run(tmp_path / "empty-state", "--table", str(table), *listen, "--any-address",
+                   cwd=tmp_path)  # fmt: skip
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        body = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
+        answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+    assert f"listening on http://0.0.0.0:{port} (routes: default)".encode() in err
+    assert not (tmp_path / "empty-state" / "routes.json").exists()

@@ -31,7 +31,16 @@ BASES = [VALID] + [
     p.read_text() for p in [ROOT / "batuta.yaml", *(ROOT / "examples").glob("*.yaml")]
 ]
 # Maps whose keys are the user's names (or free-form), not the schema's.
-FREE_MAPS = {"models", "servers", "endpoints", "routes", "env", "options"}
+FREE_MAPS = {
+    "models",
+    "servers",
+    "endpoints",
+    "routes",
+    "env",
+    "options",
+    "node_selector",
+    "images",
+}
 REQUIRED = {"source", "backend", "model", "provider"}
 KEY_LINE = re.compile(r"^\s*[A-Za-z_][\w.-]*:(\s|$)")
 BAD_VALUE = {"zz_bad": [1]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -195,3 +196,24 @@ def test_served_model_is_the_targets_own_else_the_first_listed() -> None:
     assert asyncio.run(served_model(Lister("", []))) is None  # type: ignore[arg-type]
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(served_model(Lister("", ["a"], delay=5.0), timeout=0.05))  # type: ignore[arg-type]
+
+
+def test_a_sovereign_route_may_use_the_clusters_own_services(monkeypatch) -> None:
+    """The table `batuta render kubernetes` puts in its ConfigMap, checked as the gateway
+    in the cluster checks it (its Deployment names the namespace's domain)."""
+    from tests.render.helpers import FLEET, render_path, routes_json
+
+    table = RoutingTable.from_json(json.loads(routes_json(render_path(FLEET))))
+    private = table.routes["private-chat"]
+    assert all(".llm.svc.cluster.local:" in t.base_url for t in private.targets)
+    monkeypatch.delenv("BATUTA_SOVEREIGN_DOMAINS", raising=False)
+    with pytest.raises(RoutingError, match="which is not this machine"):
+        check_privacy(private)
+    monkeypatch.setenv("BATUTA_SOVEREIGN_DOMAINS", "llm.svc.cluster.local")
+    check_privacy(private)
+    check_privacy(table.routes["private-batch"])
+    elsewhere = dataclasses.replace(
+        private.targets[0], base_url="http://server-chat.other.svc.cluster.local:8080"
+    )
+    with pytest.raises(RoutingError, match="not this machine"):
+        check_privacy(dataclasses.replace(private, targets=(elsewhere,)))

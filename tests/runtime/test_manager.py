@@ -16,6 +16,7 @@ import pytest
 
 from batuta.errors import RuntimeStartError, StateError
 from batuta.runtime import daemon
+from batuta.runtime.gateway import GATEWAY
 from batuta.runtime.manager import Runtime
 from batuta.runtime.process import create_time_of, find_marked, owned, spawn_mark_prefix
 from batuta.runtime.state import ServerRecord, locked_state, read_state
@@ -107,6 +108,15 @@ def test_port_taken_by_another_server(runtime: Runtime, free_port: int) -> None:
 def test_invalid_name(runtime: Runtime, free_port: int) -> None:
     with pytest.raises(RuntimeStartError, match="invalid server name"):
         runtime.start(tiny_spec("../evil", free_port))
+
+
+def test_the_gateways_name_is_for_a_manifests_gateway_only(
+    runtime: Runtime, free_port: int
+) -> None:
+    # An ad-hoc server may not take the one name no manifest server can have.
+    with pytest.raises(RuntimeStartError, match="invalid server name '_gateway'"):
+        runtime.start(tiny_spec(GATEWAY, free_port))
+    assert read_state(runtime.state_dir).servers == {}
 
 
 def test_start_without_waiting(runtime: Runtime, free_port: int) -> None:
