@@ -157,6 +157,8 @@ def read_records(state_dir: Path, *, since: float | None = None) -> Iterator[dic
     seconds) when given."""
     for path in log_files(state_dir):
         try:
+            if since is not None and path.stat().st_mtime < since:
+                continue  # last written before ``since``: every line in it is older
             with open(path, "rb") as f:
                 for line in f:
                     record = _parse(line)

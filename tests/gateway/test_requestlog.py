@@ -3,6 +3,7 @@ first and followed across rotations; ``--since`` spans and dates."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -192,3 +193,18 @@ def test_the_token_rate_window_stays_bounded_without_a_reader(tmp_path: Path) ->
     resp = InferenceResponse("x", 7, 1.0, 1.0, target="t")
     observer.finish(Outcome("openai", time.monotonic(), route="r", resp=resp))
     assert [n for _, n in observer._output] == [7]  # pruned by the request, not by a reader
+
+
+def test_a_file_last_written_before_since_is_not_read(tmp_path: Path) -> None:
+    now = time.time()
+    log = RequestLog(log_path(tmp_path), max_size=150, files=3)
+    log.write(rec(1, now - 7200))
+    log.write(rec(2, now - 10))  # rotates: requests.log.1 holds record 1
+    log.close()
+    old = tmp_path / "requests.log.1"
+    os.utime(old, (now - 7200, now - 7200))
+    with open(old, "a") as f:  # a line the mtime check must not reach
+        f.write(json.dumps({"time": iso_time(now), "n": 99}) + "\n")
+    os.utime(old, (now - 7200, now - 7200))
+    assert [r["n"] for r in read_records(tmp_path, since=now - 3600)] == [2]
+    assert [r["n"] for r in read_records(tmp_path)] == [1, 99, 2]
