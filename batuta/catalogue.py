@@ -15,6 +15,8 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from batuta._util import passthrough
+
 
 class ServingBackend(str, Enum):
     """Every backend of the product's data model, plus the desktop/local servers it lists."""
@@ -95,6 +97,9 @@ class BackendCapabilities:
     quantization: tuple[str, ...] = ()
     max_context: int = 8192
     formats: tuple[ModelFormat, ...] = ()
+    # Request fields the neutral request does not model that it takes as sent
+    # (batuta._util.passthrough); empty: none, so such a request goes elsewhere.
+    passthrough: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ class Recipe:
     always_threads: bool = False  # pass the core count even when not asked
     engine: str = ""  # the name a manifest pins it by (``engine: server | python``)
     default_ctx: int | None = None  # the context passed when the server sets none
+    embeddings_argv: tuple[str, ...] = ()  # added for a server with ``embeddings: true``
     # How the server is told to require an API key: "--flag" (followed by the key) or
     # "env:NAME"; None when batuta knows no way.
     key_arg: str | None = None
@@ -245,6 +251,13 @@ _GGUF = (ModelFormat.GGUF,)
 _LOCAL = Privacy.LOCAL
 
 
+def _passthrough(adapter: str, dialect: Dialect | None, tools: bool) -> frozenset[str]:
+    # Only the OpenAI adapters (and Azure's, which is one) send such fields unchanged.
+    speaks_openai = adapter in (_OPENAI_ADAPTER, "batuta.backends.azure:AzureOpenAIAdapter")
+    open_body = speaks_openai and (dialect is None or dialect.fields is None)
+    return passthrough.openai_fields(tools=tools, open_body=open_body)
+
+
 def local_backend(
     key: str,
     kind: ServingBackend | None,
@@ -289,6 +302,7 @@ def local_backend(
             quantization=quants,
             max_context=max_context,
             formats=formats,
+            passthrough=_passthrough(adapter, dialect, tools),
         ),
         tree_group=f"local/{group}",
         tree_label=key,
@@ -327,8 +341,10 @@ def remote_backend(
     key_required: bool = True,
     health: str | None = "/models",
     retired: str | None = None,
+    embeddings: bool | None = None,
 ) -> Backend:
-    """A remote API's record, with the defaults a hosted service has (a plugin's too)."""
+    """A remote API's record, with the defaults a hosted service has (a plugin's too).
+    ``embeddings`` defaults to whether it speaks the OpenAI protocol."""
     return Backend(
         key=key,
         kind=kind,
@@ -342,11 +358,12 @@ def remote_backend(
             streaming=True,
             function_calling=True,
             vision=vision,
-            embeddings=protocol == "openai",
+            embeddings=protocol == "openai" if embeddings is None else embeddings,
             batch_inference=True,
             quantization=(),
             max_context=max_context,
             formats=(),
+            passthrough=_passthrough(adapter, dialect, True),
         ),
         tree_group=f"remote/{group}" if group != "frontier_apis" else group,
         tree_label=label or key,
@@ -379,6 +396,9 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             engine="server",
             default_ctx=LLAMACPP_DEFAULT_CTX,
             key_arg="env:LLAMA_API_KEY",
+            # A chat model has no pooling of its own, and llama-server refuses OpenAI-style
+            # embeddings without one; chat completions keep working beside them.
+            embeddings_argv=("--embeddings", "--pooling", "mean"),
         ),
         # llama-cpp-python has no /health, defaults to a single thread, and by default
         # aborts a running generation when a second request arrives.
@@ -397,6 +417,7 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             default_ctx=LLAMACPP_DEFAULT_CTX,
             key_arg="--api_key",
             install_hint="pip install 'batuta[llamacpp]'",
+            embeddings_argv=("--embedding", "True"),
         ),
     ),
     "candle": (
@@ -590,7 +611,8 @@ _BUILTIN: dict[str, Backend] = {
                 key_env="FIREWORKS_API_KEY", pricing=(0.2, 0.2)),
         remote_backend("groq", S.GROQ, "Groq", feature="LPU, ultra-fast",
                 group="inference_providers", base_url="https://api.groq.com/openai/v1",
-                key_env="GROQ_API_KEY", pricing=(0.05, 0.08)),
+                key_env="GROQ_API_KEY", pricing=(0.05, 0.08),
+                embeddings=False),  # no /embeddings route
         remote_backend("modal", S.MODAL, "Modal", feature="Python-native", group="serverless_gpu",
                 base_url="", key_env="MODAL_API_KEY", key_required=False, pricing=(0.0, 0.0)),
         remote_backend("anyscale", S.ANYSCALE, "Anyscale", feature="Ray-based",

@@ -71,6 +71,11 @@ class RuntimeStartError(BatutaError):
         super().__init__(text)
 
 
+class MemoryBudgetError(RuntimeStartError):
+    """An on-demand server cannot start within ``defaults.memory_budget``, even after
+    stopping the idle ones; the message names the budget and what uses it."""
+
+
 class StateError(BatutaError):
     """The state directory is locked by another run, unreadable, or changed since a plan."""
 

@@ -136,3 +136,10 @@ def test_key_is_set_reports_presence_only(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("GROQ_API_KEY")
     assert CATALOGUE["groq"].key_is_set() is False
     assert CATALOGUE["realizar"].key_is_set() is None
+
+
+def test_only_backends_with_an_embeddings_route_say_they_embed() -> None:
+    assert CATALOGUE["openai"].capabilities.embeddings
+    assert CATALOGUE["together"].capabilities.embeddings
+    assert not CATALOGUE["groq"].capabilities.embeddings  # no /embeddings route
+    assert not CATALOGUE["anthropic"].capabilities.embeddings

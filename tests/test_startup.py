@@ -74,9 +74,11 @@ print("BATUTA:", ",".join(sorted(m for m in sys.modules if m.split(".")[0] == "b
 _HELP_MODULES = ["batuta", "batuta.cli", "batuta.cli.main", "batuta.errors"]
 _TREE_MODULES = [
     *("batuta", "batuta._util", "batuta._util.fuzzy", "batuta._util.ollama_host"),
-    *("batuta._util.which", "batuta.catalogue", "batuta.cli", "batuta.cli.main"),
-    *("batuta.cli.serve_info", "batuta.errors", "batuta.plugins", "batuta.selection"),
-]  # batuta.plugins: the tree lists installed plugin backends too
+    *("batuta._util.passthrough", "batuta._util.which", "batuta.catalogue", "batuta.cli"),
+    *("batuta.cli.main", "batuta.cli.serve_info", "batuta.errors", "batuta.plugins"),
+    "batuta.selection",
+]  # batuta.plugins: the tree lists installed plugin backends too; _util.passthrough: the
+# field names of the catalogue's capability sets (data only)
 
 
 @pytest.mark.parametrize(

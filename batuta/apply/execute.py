@@ -72,7 +72,11 @@ class ApplyFailed(RuntimeStartError):
     def __init__(self, result: ApplyResult, failures: Mapping[str, RuntimeStartError]) -> None:
         self.result = result
         self.failures = dict(failures)
-        lines = [f"{len(failures)} server(s) failed to start:"]
+        servers = sum(1 for name in failures if name != SHOWN)
+        what = [f"{servers} server(s)"] if servers else []
+        if SHOWN in failures:
+            what.append("the gateway")
+        lines = [f"{' and '.join(what)} failed to start:"]
         tails: list[str] = []
         for name, exc in sorted(failures.items()):
             first = str(exc).split("\n--- last log lines ---")[0]
@@ -176,6 +180,9 @@ class _Executor:
         )
         self.echo(f"server.{change.name}: {verb}... [{detail}]")
         started = time.monotonic()
+        if spec.start == "on-demand":
+            self.record(change.name, spec, started)
+            return
         try:
             status = self.runtime.start(spec, wait=True, timeout=spec.ready_timeout)
         except BatutaError as exc:
@@ -190,6 +197,24 @@ class _Executor:
         self.echo(
             f"server.{change.name}: {noun} complete after {time.monotonic() - started:.1f}s "
             f"[pid {status.pid}]"
+        )
+
+    def record(self, name: str, spec: ServerSpec, started: float) -> None:
+        """An on-demand server is recorded, idle: its first request starts it."""
+        from batuta.runtime.ondemand import record_idle
+
+        try:
+            record_idle(self.runtime, spec)
+        except BatutaError as exc:
+            with self._lock:
+                self.failures[name] = RuntimeStartError(str(exc))
+            self.echo(f"server.{name}: failed: {str(exc).splitlines()[0]}")
+            return
+        with self._lock:
+            self.started.append(name)
+        self.echo(
+            f"server.{name}: Recorded after {time.monotonic() - started:.1f}s"
+            " [on-demand: idle until its first request]"
         )
 
 
@@ -284,7 +309,8 @@ def execute(
         in_parallel(one, todo, MAX_PARALLEL_STARTS)
     declared = set(desired.specs)
     live = {n: s for n, s in runtime.status().items() if n in declared}
-    health = {name: "down" for name in declared}
+    # An on-demand server asleep is not down: its health is unknown until a request.
+    health = {name: "down" for name in declared if desired.specs[name].start != "on-demand"}
     health.update(probe_all(live, timeout=probe_timeout))
     table = with_health(desired.table, health, declared)
     path = table_path(loaded.state_dir)

@@ -17,7 +17,15 @@ strictly inside (0, 1), reasoning models without sampling knobs), plus the targe
   prefix appended, which the model continues token for token (without a template, or with
   one that cannot render the chat, it stays a chat request, and the router splices the
   restarted answer);
-- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``);
+- a legacy text completion (``InferenceRequest.raw_prompt``) goes to ``/completions`` as
+  the prompt it is on local servers and ``api: completions`` targets (others get it as one
+  user message), and its continuation after a failover is that prompt plus the shown text;
+- the request's pass-through fields (``InferenceRequest.extra``: ``tools``,
+  ``response_format``, …) are added to the body as the client sent them; a conversation
+  with tool calls goes out as the client's own message list; tool calls in the answer come
+  back on ``Completion.tool_calls`` / ``Chunk.tool_calls`` as the server sent them;
+- ``param.<field>: <json>`` adds engine extras to the body (``param.top_k: 40``), after
+  the client's fields, so the operator's settings win;
 - ``health_path`` overrides the readiness route of a local server;
 - ``organization`` / ``project`` become ``OpenAI-Organization`` / ``OpenAI-Project``;
 - ``proxy_key_env`` / ``proxy_secret_env`` name the variables holding a Modal proxy-auth
@@ -63,6 +71,20 @@ def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _messages(request: InferenceRequest) -> list[dict[str, Any]]:
+    """The chat's messages: the client's own list when it carries tool calls or results
+    (``extra["messages"]``), with any assistant prefix after it."""
+    raw = request.extra.get("messages")
+    if not isinstance(raw, list):
+        return [{"role": m.role, "content": m.content} for m in request.messages()]
+    tail = [{"role": "assistant", "content": request.assistant_prefix}]
+    return [*raw, *(tail if request.assistant_prefix else [])]
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    return [call for call in raw if isinstance(call, dict)] if isinstance(raw, list) else []
+
+
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     """Apply stop sequences ourselves for servers that refuse them (GPT4All, reasoning
     models, those beyond a server's maximum)."""
@@ -95,17 +117,24 @@ class OpenAIAdapter(Adapter):
 
     # ------------------------------------------------------------------ request
 
+    def _text_completion(self, request: InferenceRequest) -> bool:
+        """A legacy text completion sent as the text it is: to local servers (each has a
+        completions route) and ``api: completions`` targets; others get one user turn."""
+        return request.raw_prompt and (self.target.local or self.legacy)
+
     def continues(self, request: InferenceRequest) -> bool:
         """Whether ``request``'s assistant prefix goes out as a raw prompt the model
         continues exactly (see the module docstring)."""
-        return (
-            bool(request.assistant_prefix)
-            and self.dialect.continues_by_prompt
-            and templated_prompt(request, self.target.options) is not None
+        return bool(request.assistant_prefix) and (
+            self._text_completion(request)
+            or (
+                self.dialect.continues_by_prompt
+                and templated_prompt(request, self.target.options) is not None
+            )
         )
 
     def _raw_prompt(self, request: InferenceRequest) -> bool:
-        return self.legacy or self.continues(request)
+        return self.legacy or self._text_completion(request) or self.continues(request)
 
     def url(self, path: str) -> str:
         """A route under the target's API base (``/v1`` added for bare local servers)."""
@@ -140,9 +169,13 @@ class OpenAIAdapter(Adapter):
         body: dict[str, Any] = {"model": request.model or self.target.model}
         raw = self._raw_prompt(request)
         if raw:
-            body["prompt"] = chat_prompt(request, self.target.options)
+            body["prompt"] = (
+                request.prompt + request.assistant_prefix
+                if self._text_completion(request)
+                else chat_prompt(request, self.target.options)
+            )
         else:
-            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages()]
+            body["messages"] = _messages(request)
             if request.assistant_prefix and self.target.backend == "vllm":
                 # vLLM continues the final assistant message only when told to.
                 body["continue_final_message"] = True
@@ -170,6 +203,8 @@ class OpenAIAdapter(Adapter):
         body["stream"] = stream
         if stream and self.dialect.stream_usage:
             body["stream_options"] = {"include_usage": True}
+        # The client's own fields, as sent; the operator's ``param.*`` engine settings win.
+        body.update((k, v) for k, v in request.extra.items() if k != "messages")
         body.update(_http.body_extras(self.target.options))
         if omitted:
             log.info("%s: %s takes no %s: left out", self.provider, body["model"],
@@ -250,7 +285,9 @@ class OpenAIAdapter(Adapter):
         if local:
             text, stopped = _cut_at_stop(text, local)
             finish = "stop" if stopped else finish
-        return Completion(text, finish, _usage(body.get("usage")) or Usage())
+        calls = _tool_calls(message.get("tool_calls")) if isinstance(message, dict) else []
+        usage = _usage(body.get("usage")) or Usage()
+        return Completion(text, finish, usage, calls or None)
 
     async def stream(
         self,
@@ -266,7 +303,7 @@ class OpenAIAdapter(Adapter):
             done = await self.complete(
                 request, first_byte_timeout=first_byte_timeout, deadline=deadline
             )
-            yield Chunk(done.text, done.finish_reason, done.usage)
+            yield Chunk(done.text, done.finish_reason, done.usage, tuple(done.tool_calls or ()))
             return
         response = await self._send(
             request, stream=True, first_byte_timeout=first_byte_timeout, deadline=deadline
@@ -295,6 +332,9 @@ class OpenAIAdapter(Adapter):
                 if choice is not None:
                     delta = choice.get("delta")
                     text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                    calls = _tool_calls(delta.get("tool_calls")) if isinstance(delta, dict) else []
+                    if calls:
+                        yield Chunk(tool_calls=tuple(calls))
                     if isinstance(text, str) and text:
                         text = stops.feed(text)
                         if text:

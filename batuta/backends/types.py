@@ -5,10 +5,16 @@ Adapters translate these to and from their wire protocol; nothing here knows HTT
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from batuta._util.options import OptionValue
 from batuta.errors import Attempt
+
+# One tool call as OpenAI's protocol shapes it (``{"id", "type", "function": {...}}``), or
+# in a stream one ``delta.tool_calls`` entry; carried as the upstream sent it.
+ToolCall = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,11 @@ class InferenceRequest:
 
     ``assistant_prefix`` is text already shown to the user by a target that failed
     mid-stream: the next target continues from it instead of starting over.
+    ``raw_prompt``: ``prompt`` is text to continue as it is (a legacy text completion),
+    not a user turn; adapters without a completions route send it as one user message.
+    ``extra`` holds request fields this type does not model (``tools``,
+    ``response_format``, …: see :mod:`batuta._util.passthrough`), sent unchanged to targets
+    that honour them; opaque, and left out of ``repr`` so it is never logged.
     """
 
     prompt: str
@@ -38,6 +49,8 @@ class InferenceRequest:
     model: str | None = None  # overrides the target's model when set
     history: tuple[Message, ...] = ()  # earlier turns, before ``prompt``
     assistant_prefix: str = ""
+    raw_prompt: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def messages(self) -> list[Message]:
         """The chat as a message list: system, history, the prompt, then any prefix."""
@@ -66,6 +79,7 @@ class Chunk:
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # ``delta.tool_calls`` entries, as streamed
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,7 @@ class Completion:
     text: str
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass
@@ -111,3 +126,4 @@ class InferenceResponse:
     input_tokens: int | None = None
     usage_source: str = "server"  # "server" | "estimate"
     cost_usd: float = 0.0
+    tool_calls: list[ToolCall] | None = None  # a blocking answer's; streamed ones went out

@@ -393,6 +393,8 @@ async def bench_route(
     """Benchmark a route through the router: its order, retries, failover, breakers and
     budget all apply, exactly as for ``batuta serve query``."""
     from batuta.router.engine import Router
+    from batuta.runtime.ondemand import waker
 
-    async with _client() as client, Router(client, state_dir=state_dir) as router:
+    wake = waker(state_dir) if state_dir is not None else None  # on-demand targets wake
+    async with _client() as client, Router(client, state_dir=state_dir, wake=wake) as router:
         return await run_all(route_transport(router, route), prompts, specs, on_run=on_run)

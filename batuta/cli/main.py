@@ -34,6 +34,8 @@ _SERVE_COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("batuta.cli.serve_run:stop", "Stop servers batuta started."),
     "health": ("batuta.cli.serve_run:health", "Check backends' readiness."),
     "pull": ("batuta.cli.serve_run:pull", "Fetch a model for a backend."),
+    "load": ("batuta.cli.serve_load:load", "Start an on-demand server now."),
+    "unload": ("batuta.cli.serve_load:unload", "Stop an on-demand server now (it stays idle)."),
     "query": ("batuta.cli.serve_query:query", "Answer a prompt through a route or endpoint."),
     "bench": ("batuta.cli.serve_bench:bench", "Benchmark an endpoint or route."),
     "backends": ("batuta.cli.serve_info:backends", "List every backend and whether it is usable."),

@@ -130,9 +130,10 @@ async def _answer(
     work the same, but CPython 3.11 stops tracing that frame, which hides it from coverage.)"""
     from batuta.errors import AllTargetsFailed, BatutaError, RoutingError
     from batuta.router.engine import Router
+    from batuta.runtime.ondemand import waker
 
     try:
-        async with Router(state_dir=state) as router:
+        async with Router(state_dir=state, wake=waker(state)) as router:
             if route is not None:
                 resp = await router.query(
                     route, request, on_text=screen.text, on_event=screen.event

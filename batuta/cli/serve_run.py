@@ -173,11 +173,13 @@ def list_servers(as_json: bool, manifest_file: str | None) -> int:
     """List the servers batuta runs."""
     import json
 
+    from batuta.runtime.gateway import is_gateway
     from batuta.runtime.manager import Runtime
 
     now = time.time()
     state = state_dir(manifest_file)
-    rows = [_row(s, now, state) for s in Runtime(state).status().values()]
+    statuses = Runtime(state).status().values()  # the gateway is `status`'s, not a server
+    rows = [_row(s, now, state) for s in statuses if not is_gateway(s.spec)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from batuta.backends.types import Message
@@ -94,3 +95,19 @@ def split_turns(turns: list[Message], where: str) -> tuple[str, tuple[Message, .
     if not turns or turns[-1].role != "user":
         raise bad_field(where, "must end with a user message (optionally then one assistant)")
     return turns[-1].content, tuple(turns[:-1]), prefill
+
+
+def passthrough(
+    body: dict[str, Any], modeled: Collection[str], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The body's fields beyond ``modeled``, to send on as they are (``extra`` added).
+    Nulls and an empty ``tools`` are left out; ``logprobs`` and ``n`` > 1 are refused,
+    since the answer carries one choice's text and tool calls only."""
+    out = {k: v for k, v in body.items() if k not in modeled and v is not None}
+    if out.get("tools") == []:
+        del out["tools"]
+    for key in ("logprobs", "top_logprobs"):
+        if out.get(key) not in (None, False, 0):
+            raise bad_field(key, "log probabilities are not returned by the gateway")
+        out.pop(key, None)
+    return {**out, **extra}

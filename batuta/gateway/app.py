@@ -12,41 +12,38 @@ exception classes; after that, a failure is an in-band error event. Text reaches
 as the router releases it, so a failover mid-answer (which the router splices) reads as one
 uninterrupted stream. A client that goes away cancels the routed call, which closes the
 upstream connection.
-
-Each inference exchange ends in one :class:`~batuta.gateway.observe.Outcome`, recorded once
-the response is complete (metrics, request log, status page: :mod:`batuta.gateway.observe`);
-``GET /``, ``/status.json`` and ``/metrics`` are answered by :mod:`batuta.gateway.status`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batuta._util import fastjson
 from batuta._util.timeouts import within
 from batuta.errors import RoutingError
-from batuta.gateway import anthropic, openai
+from batuta.gateway import anthropic, completions, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
-from batuta.gateway.inbox import Inbox
+from batuta.gateway.inbox import Inbox, Piece
 from batuta.gateway.observe import Observer, ObserveSettings, Outcome
-from batuta.gateway.select import Selected, model_ids, select
+from batuta.gateway.select import Selected, model_ids, require_fields, select
+from batuta.gateway.tablefile import TableFile
 from batuta.router.targets import target_of
-from batuta.routing.table import RoutingTable, read_table
 
 if TYPE_CHECKING:
-    from batuta.backends.types import InferenceRequest, InferenceResponse
+    from batuta.backends.types import InferenceRequest, InferenceResponse, ToolCall
     from batuta.router.engine import Router
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
+Frames = openai.ChatStream | anthropic.MessageStream | completions.TextStream
 
 KEEPALIVE_SECONDS = 15.0
 BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body (then 408)
@@ -62,34 +59,6 @@ class _Gone(Exception):
     """The client disconnected: nothing more is to be sent."""
 
 
-class TableFile:
-    """The routing table, read again when its file changes (see the module docstring)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signature: tuple[int, int, int] | None = None
-        self._table: RoutingTable | None = None
-        self._error = ""
-
-    def current(self) -> RoutingTable:
-        """The table in force; a 503 when no readable table was ever found."""
-        try:
-            st = os.stat(self.path)
-            signature: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            signature = None
-        if signature != self._signature or self._table is None:
-            self._signature = signature
-            try:
-                self._table = read_table(self.path)
-                self._error = ""
-            except RoutingError as exc:
-                self._error = str(exc)  # the last good table, if any, stays in use
-        if self._table is None:
-            raise GatewayError(503, self._error, type_="service_unavailable", code="no_table")
-        return self._table
-
-
 @dataclass
 class _Exchange:
     """One HTTP exchange: what the client sent, and whether the response has begun."""
@@ -102,7 +71,7 @@ class _Exchange:
     begun: bool = False
     key: str = ""  # the API key's name once authenticated ("" without one)
     status: int = 0
-    outcome: Outcome | None = None  # what an inference request ended with, for the records
+    outcome: Outcome = field(default_factory=Outcome)  # recorded when ``api`` is set
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.begun = True
@@ -141,6 +110,13 @@ def _routing_headers(resp: InferenceResponse, started: float) -> list[tuple[byte
     ]
 
 
+def _frame(frames: Frames, piece: Piece) -> bytes:
+    if isinstance(piece, str):
+        return frames.text(piece)
+    assert isinstance(frames, openai.ChatStream)  # only chat streams are given tool calls
+    return frames.tools(piece)
+
+
 class Gateway:
     """The ASGI app. ``table`` is the routing table's path; ``state_dir`` keeps breakers and
     spend (shared with ``serve query``); ``keepalive`` is the seconds between keep-alive
@@ -162,17 +138,19 @@ class Gateway:
         self.keepalive = keepalive
         self.body_timeout = body_timeout
         self.observer: Observer | None = observe.observer(
-            state_dir, router=lambda: self.router, table=self._table_or_none
+            state_dir, router=lambda: self.router, table=self.table.maybe
         )
 
     @property
     def router(self) -> Router:
         if self._router is None:
             from batuta.router.engine import Router
+            from batuta.runtime.ondemand import waker
 
             # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
+            wake = waker(self._state_dir) if self._state_dir is not None else None
             self._router = Router(
-                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK
+                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK, wake=wake
             )
         return self._router
 
@@ -181,12 +159,6 @@ class Gateway:
             await self._router.aclose()
         if self.observer is not None:
             self.observer.close()
-
-    def _table_or_none(self) -> RoutingTable | None:
-        try:
-            return self.table.current()
-        except GatewayError:
-            return None
 
     # ------------------------------------------------------------------ ASGI
 
@@ -203,13 +175,12 @@ class Gateway:
         except GatewayError as exc:
             if not ex.begun:
                 await ex.error(exc)
-            if ex.outcome is not None:
-                ex.outcome.error = exc.message
+            ex.outcome.error = exc.message
         except _Gone:
             ex.status = 499  # the client closed the request (nginx's code for it)
         finally:
-            if ex.outcome is not None and self.observer is not None:
-                ex.outcome.status = ex.status or 500
+            if ex.outcome.api and self.observer is not None:
+                ex.outcome.status, ex.outcome.key = ex.status or 500, ex.key
                 self.observer.finish(ex.outcome)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -223,12 +194,13 @@ class Gateway:
                 return
 
     async def _dispatch(self, ex: _Exchange, method: str, path: str) -> None:
-        posts = {"/v1/chat/completions": self._chat, "/v1/messages": self._messages}
+        posts = {"/v1/chat/completions": self._chat, "/v1/messages": self._messages,
+                 "/v1/completions": self._completions, "/v1/embeddings": self._embeddings}  # fmt: skip
         if path in posts:
             if method != "POST":
                 raise GatewayError(405, f"{path} takes POST", code="method_not_allowed")
-            api = "anthropic" if ex.anthropic else "openai"
-            ex.outcome = Outcome(api, ex.started, key=ex.key)
+            ex.outcome.started = ex.started  # an inference request: recorded once it ends
+            ex.outcome.api = "anthropic" if ex.anthropic else "openai"
             await posts[path](ex)
             return
         if method not in ("GET", "HEAD"):
@@ -244,7 +216,7 @@ class Gateway:
         elif path in ("/", "/status.json", "/metrics"):
             from batuta.gateway.status import response
 
-            headers, body = response(path, table=self._table_or_none(), router=self.router,
+            headers, body = response(path, table=self.table.maybe(), router=self.router,
                                      observer=self.observer, state_dir=self._state_dir)  # fmt: skip
             await ex.start(200, [*headers, (b"content-length", str(len(body)).encode())])
             await ex.body(body)
@@ -325,12 +297,41 @@ class Gateway:
     async def _chat(self, ex: _Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
         selected = self._select(ex, call.model, call.request)
+        require_fields(selected, call.request)
         if call.request.stream:
             frames = openai.ChatStream(call.model, call.include_usage)
             await self._stream(ex, selected, call.request, frames)
             return
         resp = await self._answer(ex, selected, call.request)
         await ex.json(200, openai.completion(call.model, resp), _routing_headers(resp, ex.started))
+
+    async def _completions(self, ex: _Exchange) -> None:
+        call = completions.parse_completion(await self._read_json(ex))
+        selected = self._select(ex, call.model, call.request)
+        require_fields(selected, call.request)
+        if call.request.stream:
+            frames = completions.TextStream(call.model, call.include_usage)
+            await self._stream(ex, selected, call.request, frames)
+            return
+        resp = await self._answer(ex, selected, call.request)
+        body = completions.text_completion(call.model, resp)
+        await ex.json(200, body, _routing_headers(resp, ex.started))
+
+    async def _embeddings(self, ex: _Exchange) -> None:
+        from batuta.gateway import embeddings
+        from batuta.router.embed import embed_route
+
+        call = embeddings.parse_embeddings(await self._read_json(ex))
+        selected = self._select(ex, call.model, None)
+        embeddings.require_embedder(selected)
+        work = embed_route(self.router, selected.route, call.request, managed=not selected.bare)
+        done = await self._until_gone(ex, work)
+        headers = [
+            (b"x-batuta-target", done.target.encode()),
+            (b"x-batuta-attempts", str(done.attempts).encode()),
+            (b"x-batuta-fallbacks", str(done.fallbacks).encode()),
+        ]
+        await ex.json(200, embeddings.response(call, done), headers)
 
     async def _messages(self, ex: _Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
@@ -343,37 +344,46 @@ class Gateway:
 
     # ------------------------------------------------------------------ routing
 
-    def _select(self, ex: _Exchange, model: str, request: InferenceRequest) -> Selected:
-        if ex.outcome is None:
-            return select(self.table.current(), model)
-        ex.outcome.model, ex.outcome.stream, ex.outcome.request = model, request.stream, request
+    def _select(self, ex: _Exchange, model: str, request: InferenceRequest | None) -> Selected:
+        ex.outcome.model, ex.outcome.request = model, request
+        ex.outcome.stream = request is not None and request.stream
         selected = select(self.table.current(), model)
         ex.outcome.route = selected.route.name
         return selected
 
     def _route(
-        self, selected: Selected, request: InferenceRequest, on_text: Callable[[str], None] | None
+        self,
+        selected: Selected,
+        request: InferenceRequest,
+        on_text: Callable[[str], None] | None,
+        on_tools: Callable[[tuple[ToolCall, ...]], None] | None = None,
     ) -> Awaitable[InferenceResponse]:
         route = selected.route
         if selected.bare:
             target = target_of(route.targets[0])
             return self.router.query_target(
-                target, request, on_text=on_text, timeout=route.timeout, retries=route.retries
-            )
-        return self.router.query(route, request, on_text=on_text)
+                target, request, on_text=on_text, timeout=route.timeout, retries=route.retries,
+                on_tools=on_tools,
+            )  # fmt: skip
+        return self.router.query(route, request, on_text=on_text, on_tools=on_tools)
 
     async def _answer(
         self, ex: _Exchange, selected: Selected, request: InferenceRequest
     ) -> InferenceResponse:
         """A blocking answer; cancelled when the client goes away first."""
-        work = asyncio.ensure_future(self._route(selected, request, None))
+        resp = await self._until_gone(ex, self._route(selected, request, None))
+        ex.outcome.resp = resp
+        return resp
+
+    async def _until_gone(self, ex: _Exchange, call: Awaitable[T]) -> T:
+        """``call``'s result; cancelled when the client goes away first."""
+        work = asyncio.ensure_future(call)
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         gone.add_done_callback(lambda _: work.cancel())
         try:
-            resp: InferenceResponse = await work
+            return await work
         except RoutingError as exc:
-            if ex.outcome is not None:
-                ex.outcome.failure = exc
+            ex.outcome.failure = exc
             raise from_routing(exc) from None
         except asyncio.CancelledError:
             if gone.done() and not gone.cancelled():  # the client left, not a shutdown
@@ -381,19 +391,17 @@ class Gateway:
             raise
         finally:
             gone.cancel()
-        if ex.outcome is not None:
-            ex.outcome.resp = resp
-        return resp
 
     async def _stream(
         self,
         ex: _Exchange,
         selected: Selected,
         request: InferenceRequest,
-        frames: openai.ChatStream | anthropic.MessageStream,
+        frames: Frames,
     ) -> None:
         inbox = Inbox()
-        work = asyncio.ensure_future(self._route(selected, request, inbox.put))
+        tools = inbox.put if isinstance(frames, openai.ChatStream) else None  # tool-call deltas
+        work = asyncio.ensure_future(self._route(selected, request, inbox.put, tools))
         gone = asyncio.ensure_future(_disconnect(ex.receive))
         work.add_done_callback(inbox.wake)
         gone.add_done_callback(inbox.wake)
@@ -414,7 +422,7 @@ class Gateway:
                     raise _Gone
                 pieces = inbox.take()
                 if pieces:
-                    await begin(b"".join([frames.text(piece) for piece in pieces]))
+                    await begin(b"".join([_frame(frames, piece) for piece in pieces]))
                     shown = True
                     continue
                 if work.done():
@@ -425,17 +433,14 @@ class Gateway:
                 resp = work.result()
             except RoutingError as exc:
                 error = from_routing(exc)
-                if ex.outcome is not None:
-                    ex.outcome.failure = exc
+                ex.outcome.failure = exc
                 if not ex.begun:
                     raise error from None
                 ex.status = error.status  # in-band, after a 200: the records say what it was
-                if ex.outcome is not None:
-                    ex.outcome.error = error.message
+                ex.outcome.error = error.message
                 await ex.body(frames.error(error))
                 return
-            if ex.outcome is not None:
-                ex.outcome.resp = resp
+            ex.outcome.resp = resp
             if not ex.begun:
                 await begin(b"")
             await ex.body(frames.end(resp))

@@ -11,8 +11,12 @@ that arrives while the writer is busy sending is taken in one batch.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from batuta._util.timeouts import within
+
+# A piece of text, or (chat streams) the tool-call deltas of one upstream chunk.
+Piece = str | tuple[dict[str, Any], ...]
 
 
 class Inbox:
@@ -21,11 +25,11 @@ class Inbox:
     __slots__ = ("_pieces", "_waiter")
 
     def __init__(self) -> None:
-        self._pieces: list[str] = []
+        self._pieces: list[Piece] = []
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, text: str) -> None:
-        self._pieces.append(text)
+    def put(self, piece: Piece) -> None:
+        self._pieces.append(piece)
         self.wake()
 
     def wake(self, *_: object) -> None:
@@ -34,7 +38,7 @@ class Inbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def take(self) -> list[str]:
+    def take(self) -> list[Piece]:
         """Every piece received since the last take, in order."""
         pieces, self._pieces = self._pieces, []
         return pieces

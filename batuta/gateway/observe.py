@@ -42,8 +42,8 @@ ANONYMOUS = "-"
 class Outcome:
     """What one inference exchange ended with, as the app learnt it."""
 
-    api: str
-    started: float  # time.monotonic() when the request arrived
+    api: str = ""  # openai | anthropic; "" for an exchange that is not an inference request
+    started: float = 0.0  # time.monotonic() when the request arrived
     key: str = ""
     model: str = ""
     route: str = ANONYMOUS

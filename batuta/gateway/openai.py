@@ -19,7 +19,12 @@ from batuta.backends.types import InferenceRequest, InferenceResponse, Message
 from batuta.gateway import _parse
 from batuta.gateway.errors import GatewayError, bad_field, openai_body
 
-_ROLES = {"system", "developer", "user", "assistant"}
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+# The fields parse_chat reads itself; any other is a pass-through field (batuta._util.passthrough).
+_MODELED = frozenset(
+    {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+     "stop", "seed", "stream", "stream_options", "n"}
+)  # fmt: skip
 _FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop", "end_turn": "stop",
            "max_tokens": "length", "content_filter": "content_filter"}  # fmt: skip
 
@@ -43,6 +48,7 @@ def parse_chat(raw: Any) -> ChatCall:
         raise bad_field("messages", "must be a non-empty list of messages")
     system: list[str] = []
     turns: list[Message] = []
+    tooled = False  # a conversation with tool calls or results goes out as the client wrote it
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -50,14 +56,16 @@ def parse_chat(raw: Any) -> ChatCall:
         role = message.get("role")
         if role not in _ROLES:
             raise bad_field(f"{where}.role", f"must be one of {', '.join(sorted(_ROLES))}")
-        content = _parse.content_text(message.get("content"), f"{where}.content")
+        calls = role == "assistant" and bool(message.get("tool_calls"))
+        tooled = tooled or calls or role in ("tool", "function")
+        raw = message.get("content")
+        content = "" if raw is None and calls else _parse.content_text(raw, f"{where}.content")
         if role in ("system", "developer"):
             system.append(content)
         else:
-            turns.append(Message(role, content))
+            # the neutral chat's view of a tool result: a user turn (for token estimates)
+            turns.append(Message("assistant" if role == "assistant" else "user", content))
     prompt, history, prefill = _parse.split_turns(turns, "messages")
-    if body.get("tools"):
-        raise bad_field("tools", "tool calling is not supported by the gateway")
     n = _parse.integer(body, "n")
     if n not in (None, 1):
         raise bad_field("n", "only one choice (n: 1) is supported")
@@ -79,6 +87,7 @@ def parse_chat(raw: Any) -> ChatCall:
         stop=_parse.strings(body, "stop"),
         seed=_parse.integer(body, "seed", minimum=-(2**63)),
         stream=_parse.flag(body, "stream"),
+        extra=_parse.passthrough(body, _MODELED, {"messages": messages} if tooled else {}),
     )
     return ChatCall(model, request, include_usage)
 
@@ -87,7 +96,7 @@ def finish(reason: str | None) -> str:
     return _FINISH.get(reason or "stop", reason or "stop")
 
 
-def _usage(resp: InferenceResponse) -> dict[str, int]:
+def usage_of(resp: InferenceResponse) -> dict[str, int]:
     prompt = resp.input_tokens or 0
     return {
         "prompt_tokens": prompt,
@@ -107,7 +116,11 @@ def facts(resp: InferenceResponse) -> dict[str, Any]:
 
 
 def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
-    """The ``chat.completion`` object of a blocking answer."""
+    """The ``chat.completion`` object of a blocking answer (its tool calls as sent)."""
+    message: dict[str, Any] = {"role": "assistant", "content": resp.text}
+    if resp.tool_calls:
+        message = {"role": "assistant", "content": resp.text or None,
+                   "tool_calls": resp.tool_calls}  # fmt: skip
     return {
         "id": f"chatcmpl-{os.urandom(16).hex()}",
         "object": "chat.completion",
@@ -116,12 +129,12 @@ def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": resp.text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish(resp.finish_reason),
             }
         ],
-        "usage": _usage(resp),
+        "usage": usage_of(resp),
     }
 
 
@@ -154,6 +167,11 @@ class ChatStream:
         delta = {"content": piece}
         return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
+    def tools(self, calls: tuple[dict[str, Any], ...]) -> bytes:
+        """Tool-call deltas, as the upstream streamed them."""
+        delta = {"tool_calls": list(calls)}
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
     def end(self, resp: InferenceResponse) -> bytes:
         last = {
             "index": 0,
@@ -163,7 +181,7 @@ class ChatStream:
         }
         out = self._chunk([last], x_batuta=facts(resp))
         if self.include_usage:
-            out += self._chunk([], usage=_usage(resp))
+            out += self._chunk([], usage=usage_of(resp))
         return out + self.DONE
 
     def error(self, error: GatewayError) -> bytes:

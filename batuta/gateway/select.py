@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batuta._util.fuzzy import did_you_mean
-from batuta.gateway.errors import GatewayError
+from batuta.backends.types import InferenceRequest
+from batuta.gateway.errors import GatewayError, bad_field
+from batuta.router.capable import refused_fields
+from batuta.router.targets import target_of
 from batuta.routing.table import RouteEntry, RoutingTable, TargetEntry
 
 # A server or endpoint asked for by name has no route to say how long it may take.
@@ -82,3 +85,23 @@ def select(table: RoutingTable, model: str) -> Selected:
         param="model",
         code="model_not_found",
     )
+
+
+def require_fields(selected: Selected, request: InferenceRequest) -> None:
+    """A 400 naming the field and the route when no target of the route honours one of
+    the request's pass-through fields (the router skips those that do not)."""
+    if not request.extra:  # most requests: nothing to check
+        return
+    refused: list[str] | None = None
+    for entry in selected.route.targets:
+        mine = refused_fields(request, target_of(entry))
+        if not mine:
+            return
+        refused = mine if refused is None else [f for f in refused if f in mine]
+    if refused:
+        what = "endpoint" if selected.bare else "route"
+        raise bad_field(
+            refused[0],
+            f"no target of {what} {selected.route.name!r} supports it"
+            f" ({', '.join(e.backend for e in selected.route.targets)})",
+        )

@@ -140,6 +140,13 @@ class Model(_Strict):
     revision: str | None = None
 
 
+class Queue(_Strict):
+    """Where requests beyond a server's ``max_concurrency`` wait, in arrival order."""
+
+    max: int = Field(default=64, ge=0, description="requests that may wait at once")
+    timeout: Duration = Field(default=30.0, description="how long one may wait")
+
+
 class Server(_Strict):
     """A local inference server batuta launches and supervises."""
 
@@ -161,12 +168,32 @@ class Server(_Strict):
         " llama-cpp-python's server; default: llama-server when installed",
     )
     ready_timeout: Duration = 120.0
+    embeddings: bool = Field(
+        default=False,
+        description="serve POST /v1/embeddings too (llama.cpp: --embeddings, mean pooling"
+        " unless args set --pooling); the gateway sends embeddings only to such servers",
+    )
     api_key_env: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="name of the variable holding the key the server is to require; batuta"
         " passes it to the engine and sends it with every request",
     )
+    start: Literal["always", "on-demand"] = Field(
+        default="always",
+        description="always: apply starts it; on-demand: apply only records it, the first"
+        " request starts it and it stops after idle_timeout without requests",
+    )
+    idle_timeout: Duration | None = Field(
+        default=None, description="on-demand only: stop after this long without a request"
+    )
+    memory: Size | None = Field(
+        default=None, description="what it uses; estimated from the GGUF when absent"
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="requests in flight at once; more wait in the queue"
+    )
+    queue: Queue | None = None
     # How a cluster runs it (batuta render kubernetes; batuta apply ignores these).
     replicas: int = Field(default=1, ge=0, le=1000, description="Kubernetes replicas")
     image: Image | None = Field(default=None, description="default: the backend's own image")
@@ -238,6 +265,11 @@ class Route(_Strict):
         default_factory=list,
         description="other names clients of `batuta gateway` may send as `model` for this route",
     )
+    strategy: Literal["fallback", "round-robin", "least-busy"] = Field(
+        default="fallback",
+        description="fallback: targets in order; round-robin / least-busy: spread requests"
+        " over the healthy targets (failover still applies)",
+    )
 
 
 class Gateway(_Strict):
@@ -276,6 +308,12 @@ class Defaults(_Strict):
     retries: int = Field(default=1, ge=0, le=10)
     ready_timeout: Duration = 120.0
     log_max_size: Size = 10 * 2**20
+    memory_budget: Size | None = Field(
+        default=None, description="what batuta's local servers may use together"
+    )
+    idle_timeout: Duration = Field(
+        default=600.0, description="how long an on-demand server may go without a request"
+    )
 
 
 class Manifest(_Strict):

@@ -530,5 +530,8 @@ def check(
     checked = Checked()
     checked.problems += [*rules.models(), *rules.servers(), *rules.endpoints(), *rules.defaults()]
     checked.problems += [*rules.gateway(), *rules.aliases()]
+    from batuta.manifest.ondemand import problems as ondemand_problems  # it imports Problem
+
+    checked.problems += ondemand_problems(manifest)
     rules.routes(checked)
     return checked

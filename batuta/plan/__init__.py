@@ -33,6 +33,7 @@ from batuta.plan.gateway import (
     wants_gateway,
 )
 from batuta.plan.observe import Observation, observe
+from batuta.plan.ondemand import with_memory
 from batuta.routing.build import build_table, template_options
 from batuta.routing.table import RoutingTable
 from batuta.runtime.gateway import GATEWAY
@@ -201,6 +202,8 @@ def desired_state(
             defaults=manifest.defaults,
         )
         spec = _with_env_refs(spec, name, server, loaded)
+        local = None if name in pending else model.path
+        spec = with_memory(spec, server.memory, local, manifest.defaults.memory_budget)
         if name in pending:
             placeholder = model.ref  # Path() folded "hf://" into "hf:/": show the source
             argv = tuple(source if a == placeholder else a for a in spec.argv)

@@ -297,6 +297,10 @@ def _server_change(
         why += f": {status.message}" if status.message else ""
         changes = changes_of(status.spec)
         return dataclasses.replace(seen, action="replace", reasons=(why,), changes=changes)
+    from batuta.plan.ondemand import on_demand_change  # it builds on this module
+
+    if (sleeping := on_demand_change(seen, spec, status, changes_of)) is not None:
+        return sleeping
     if status.state not in LIVE_STATES:
         why = "recorded but not running"
         if status.last_exit is not None:
@@ -338,8 +342,10 @@ _ROUTE_FIELDS = (
     "retries",
     "daily_usd",
     "per_request_usd",
+    "strategy",
 )
-_TARGET_FIELDS = ("backend", "protocol", "base_url", "model", "local", "api_key_env", "pricing")
+_TARGET_FIELDS = ("backend", "protocol", "base_url", "model", "local", "api_key_env", "pricing",
+                  "on_demand", "max_concurrency", "queue_max", "queue_timeout")  # fmt: skip
 
 
 def _fmt(value: object) -> str | None:

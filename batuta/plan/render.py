@@ -235,6 +235,11 @@ class ServerRow:
 _DRIFT = {"no-op": "in sync", "replace": "config changed", "create": "not running"}
 
 
+def _asleep(state: str | None) -> str:
+    # An on-demand server that sleeps is not down: its first request starts it.
+    return "idle" if state == "idle" else "down"
+
+
 def server_rows(plan: Plan, restarts: dict[str, int] | None = None) -> list[ServerRow]:
     """Desired vs actual for each server the plan covers."""
     restarts = restarts or {}
@@ -251,7 +256,7 @@ def server_rows(plan: Plan, restarts: dict[str, int] | None = None) -> list[Serv
             ServerRow(
                 name=change.name,
                 state=change.state or "absent",
-                health=(change.health or "unknown") if running else "down",
+                health=(change.health or "unknown") if running else _asleep(change.state),
                 pid=change.pid if running else None,
                 port=spec.port if spec else None,
                 restarts=restarts.get(change.name, 0),

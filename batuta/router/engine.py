@@ -21,6 +21,7 @@ serves every call; nothing is probed before a query, failures are handled as the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -36,6 +37,7 @@ from batuta.errors import (
     BatutaError,
     FailureKind,
 )
+from batuta.router import capable
 from batuta.router.breaker import Breakers
 from batuta.router.budget import (
     Pricing,
@@ -45,6 +47,7 @@ from batuta.router.budget import (
     pricing_for,
     request_input_tokens,
 )
+from batuta.router.concurrency import Gates, visit_gated
 from batuta.router.failover import (
     DEFAULT_BACKOFF,
     Action,
@@ -52,7 +55,9 @@ from batuta.router.failover import (
     Splice,
     decide,
 )
-from batuta.router.run import Run, TextSink, bookkeep, bounded
+from batuta.router.ondemand import Wake, Waker, visit_held
+from batuta.router.run import Run, TextSink, ToolSink, bookkeep, bounded
+from batuta.router.strategy import Strategies
 from batuta.router.targets import check_privacy, entry_for, target_of
 from batuta.routing.table import RouteEntry, TargetEntry
 
@@ -94,6 +99,7 @@ class Router:
         random: Callable[[], float] = random.random,
         backoff: Backoff = DEFAULT_BACKOFF,
         recheck: float = 0.0,
+        wake: Wake | None = None,
     ) -> None:
         self._client = client
         self._own_client = client is None
@@ -114,6 +120,10 @@ class Router:
         # Keyed by identity, holding the key object so that its id cannot be reused.
         self._resolved: dict[int, tuple[TargetEntry, Target]] = {}
         self._by_target: dict[int, tuple[Target, Adapter]] = {}
+        # On-demand servers are woken through ``wake`` (see batuta.router.ondemand).
+        self.waker = Waker(state_dir, wake) if wake is not None and state_dir else None
+        self.gates = Gates()  # max_concurrency and queues; in-flight counts per target
+        self._strategies = Strategies()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +139,8 @@ class Router:
 
     async def aclose(self) -> None:
         """Close the client if this router created it."""
+        if self.waker is not None:
+            self.waker.close()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -180,11 +192,13 @@ class Router:
         *,
         on_text: TextSink | None = None,
         on_event: TextSink | None = None,
+        on_tools: ToolSink | None = None,
     ) -> InferenceResponse:
         """Answer ``request`` through ``route``; raises AllTargetsFailed (with every
-        attempt) when no target answers, RoutingError when the route breaks its privacy tier."""
+        attempt) when no target answers, RoutingError when the route breaks its privacy tier.
+        ``on_tools`` receives streamed tool-call deltas (see ``Run.tools_shown``)."""
         check_privacy(route)
-        return await self._route(route, request, on_text, on_event, managed=True)
+        return await self._route(route, request, on_text, on_event, managed=True, tools=on_tools)
 
     async def query_target(
         self,
@@ -196,6 +210,7 @@ class Router:
         timeout: float = 30.0,
         first_byte_timeout: float | None = None,
         retries: int = 1,
+        on_tools: ToolSink | None = None,
     ) -> InferenceResponse:
         """Answer through one bare target. It was named explicitly, so its breaker is not
         consulted and no route budget applies (the cost is still reported)."""
@@ -204,7 +219,7 @@ class Router:
             targets=(entry_for(target),), timeout=timeout,
             first_byte_timeout=first_byte_timeout, retries=retries,
         )  # fmt: skip
-        return await self._route(route, request, on_text, on_event, managed=False)
+        return await self._route(route, request, on_text, on_event, managed=False, tools=on_tools)
 
     # ------------------------------------------------------------------ the chain
 
@@ -216,12 +231,13 @@ class Router:
         on_event: TextSink | None,
         *,
         managed: bool,
+        tools: ToolSink | None = None,
     ) -> InferenceResponse:
         now = self._clock()
-        run = Run(route, request, now, now + route.timeout, on_text, on_event)
+        run = Run(route, request, now, now + route.timeout, on_text, on_event, on_tools=tools)
         pricing: Pricing | None = None
         try:
-            for index, entry in enumerate(route.targets):
+            for index, entry in enumerate(self._strategies.order(route, self.gates.busy)):
                 target = self._target(entry)
                 pricing = pricing_for(entry)
                 reason = self._skip_reason(run, entry, target, pricing, managed)
@@ -229,13 +245,17 @@ class Router:
                     run.attempts.append(Attempt(target.name, reason))
                     run.event(f"· {target.name} skipped: {reason}")
                     continue
-                error = await self._visit(run, target, pricing, managed)
+                visit = functools.partial(self._visit, run, target, pricing, managed)
+                held = functools.partial(visit_held, self.waker, run, entry, self._clock, visit)
+                error = await visit_gated(self.gates, run, entry, self._clock, held)
                 if error is None:
                     if managed:
                         bookkeep(run, self.breakers.record_success, target)
                     return self._answer(run, target, pricing, index, managed)
                 if managed and error.kind is not FailureKind.CLIENT:
                     bookkeep(run, self.breakers.record_failure, target)
+                if run.tools_shown:
+                    break
                 if run.spent():  # it died after its last token: nothing is left to ask for
                     run.event(f"{run.note}; the answer had reached max_tokens")
                     run.note, run.finish, run.untold = None, "length", None
@@ -253,6 +273,9 @@ class Router:
     ) -> str | None:
         if self._clock() >= run.deadline:
             return f"the route's {run.route.timeout:g} s deadline has passed"
+        refused = capable.skip_reason(run.request, target)
+        if refused is not None:
+            return refused
         if not managed:
             return None
         if bookkeep(run, self.breakers.allow, target) is False:
@@ -315,7 +338,7 @@ class Router:
             run.text, run.chunks, run.finish, run.usage = [], 0, None, Usage()
             decision = decide(
                 error, retries_done=retries_done, max_retries=run.route.retries,
-                output_shown=shown_here, now=self._clock(), deadline=run.deadline,
+                output_shown=shown_here or run.tools_shown, now=self._clock(), deadline=run.deadline,
                 rnd=self._random(), backoff=self._backoff,
             )  # fmt: skip
             if decision.action is Action.RETRY:
@@ -373,7 +396,7 @@ class Router:
             done = await (work if own_deadlines else bounded(work, first_byte, "no answer"))
             if done.text:
                 run.take(done.text, self._clock(), target.name)
-            run.finish, run.usage = done.finish_reason, done.usage
+            run.finish, run.usage, run.tool_calls = done.finish_reason, done.usage, done.tool_calls
             return
         chunks = adapter.stream(request, **limits)
         try:
@@ -389,6 +412,9 @@ class Router:
                 limit = run.deadline - self._clock()
                 if chunk.text:
                     run.take(chunk.text, self._clock(), target.name)
+                if chunk.tool_calls and run.on_tools is not None:
+                    run.tools_shown = True
+                    run.on_tools(chunk.tool_calls)
                 run.finish = chunk.finish_reason or run.finish
                 run.usage = chunk.usage or run.usage
         finally:
@@ -437,6 +463,7 @@ class Router:
             input_tokens=inputs,
             usage_source="server" if exact else "estimate",
             cost_usd=cost,
+            tool_calls=run.tool_calls,
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batuta.backends.types import InferenceRequest, Usage
 from batuta.errors import Attempt, BackendError, FailureKind, StateError
@@ -14,7 +14,11 @@ from batuta.router.budget import Hold
 from batuta.router.failover import Splice, continuation
 from batuta.routing.table import RouteEntry
 
+if TYPE_CHECKING:
+    from batuta.backends.types import ToolCall
+
 TextSink = Callable[[str], None]
+ToolSink = Callable[[tuple["ToolCall", ...]], None]
 T = TypeVar("T")
 
 
@@ -62,6 +66,11 @@ class Run:
     splice: Splice | None = None
     finish: str | None = None
     usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] | None = None
+    # Streamed tool-call deltas cannot be spliced onto another target's: once one went
+    # out, a failure ends the route (an in-band error) instead of failing over.
+    on_tools: ToolSink | None = None
+    tools_shown: bool = False
 
     def event(self, line: str) -> None:
         if self.on_event is not None:

@@ -136,8 +136,15 @@ def server_target(
         model=served_model_id(spec),
         local=True,
         api_key_env=key_env,
-        options=dict(template) if template and needs_template else {},
+        options={
+            **(template if template and needs_template else {}),
+            **({"embeddings": True} if server.embeddings else {}),
+        },
         health=health,
+        on_demand=server.start == "on-demand",
+        max_concurrency=server.max_concurrency,
+        queue_max=server.queue.max if server.queue else 64,
+        queue_timeout=server.queue.timeout if server.queue else 30.0,
     )
 
 
@@ -183,6 +190,7 @@ def _route_entry(
         per_request_usd=route.budget.per_request_usd if route.budget else None,
         reason=reason,
         aliases=tuple(route.aliases),
+        strategy=route.strategy,
     )
 
 

@@ -39,6 +39,10 @@ class TargetEntry:
     options: dict[str, OptionValue] = field(default_factory=dict)  # JSON values
     pricing: tuple[float, float] | None = None
     health: str = "unknown"  # ready | unhealthy | unknown, as seen at apply time
+    on_demand: bool = False  # a local server the router wakes before its first request
+    max_concurrency: int | None = None  # requests in flight at once (per router process)
+    queue_max: int = 64  # requests that may wait for a slot, in arrival order
+    queue_timeout: float = 30.0  # how long one may wait
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class RouteEntry:
     per_request_usd: float | None = None
     reason: str = ""  # why the targets are in this order, when the tier chose them
     aliases: tuple[str, ...] = ()  # other names gateway clients may send as `model`
+    strategy: str = "fallback"  # fallback | round-robin | least-busy
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,33 @@ def read_gguf(path: Path) -> GGUFInfo:
     )
 
 
+def tensor_data_offset(path: Path) -> int:
+    """Where the tensors' data begins in the GGUF file at ``path``: after the key/value
+    pairs and the tensor infos, aligned to ``general.alignment`` (32 by default)."""
+    path = Path(path)
+    try:
+        with open(path, "rb", buffering=1 << 16) as f:
+            r = _Reader(f, path)
+            if f.read(4) != MAGIC:
+                raise ModelSourceError(f"{path} is not a GGUF file (bad magic)")
+            version = r.unpack("I")
+            count_fmt = "I" if version == 1 else "Q"
+            tensors, kv_count = r.unpack(count_fmt), r.unpack(count_fmt)
+            alignment = 32
+            for _ in range(kv_count):
+                key = r.string()
+                value = r.value(r.unpack("I"), keep=key == "general.alignment")
+                if key == "general.alignment" and isinstance(value, int) and value > 0:
+                    alignment = value
+            for _ in range(tensors):  # name, dimensions, type, offset
+                f.seek(r.unpack("Q"), 1)
+                f.seek(8 * r.unpack("I") + 4 + 8, 1)
+            end = f.tell()
+    except OSError as exc:
+        raise ModelSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return -(-end // alignment) * alignment
+
+
 def same_quantization(declared: str, actual: str) -> bool:
     """Whether a manifest's quantization names the file's (case-insensitive)."""
     return declared.strip().upper() == actual.upper()

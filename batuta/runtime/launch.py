@@ -149,8 +149,10 @@ def launch_for(
     executable: str | None = None,
     engine: str | None = None,
     api_key_env: str | None = None,
+    embeddings: bool = False,
 ) -> Launch:
-    """Like :func:`command_for`, with the engine pinned (or chosen) and named."""
+    """Like :func:`command_for`, with the engine pinned (or chosen) and named; see
+    :func:`launch_with` for ``embeddings``."""
     record = _backend(backend)
     recipe, prefix = _choose(record, executable, engine)
     if threads is None and recipe.always_threads:
@@ -158,6 +160,7 @@ def launch_for(
     return launch_with(
         record, recipe, prefix, model_path, host, port, ctx=ctx, threads=threads, args=args,
         env=env, api_key_env=api_key_env, is_file=Path(model_path).is_file(),
+        embeddings=embeddings,
     )  # fmt: skip
 
 
@@ -175,9 +178,11 @@ def launch_with(
     env: Mapping[str, str] | None = None,
     api_key_env: str | None = None,
     is_file: bool = False,
+    embeddings: bool = False,
 ) -> Launch:
     """The launch of ``recipe`` run by ``prefix`` (its executable, as found here or inside a
-    container image), for a model at ``model_path`` (a file when ``is_file``)."""
+    container image), for a model at ``model_path`` (a file when ``is_file``);
+    ``embeddings`` adds the recipe's switch for embeddings (those of it ``args`` lacks)."""
     if ctx is None:
         ctx = recipe.default_ctx
     model = Path(model_path)
@@ -196,6 +201,8 @@ def launch_with(
         key = placeholder[placeholder.index("{") + 1 : placeholder.index("}")]
         if values[key]:
             argv += [flag, placeholder.format(**values)]
+    if embeddings:
+        argv += _embeddings_argv(recipe.embeddings_argv, args)
     argv += list(args)
     out_env = {
         name: value.format(**values)
@@ -224,6 +231,20 @@ def _pass_key(
         env[form.removeprefix("env:")] = ref
     else:
         argv += [form, ref]
+
+
+def _embeddings_argv(flags: tuple[str, ...], args: Sequence[str]) -> list[str]:
+    """The recipe's embeddings flags (a flag followed by a value counts as one), minus
+    those ``args`` already sets: ``args: [--pooling, cls]`` keeps its own pooling."""
+    out: list[str] = []
+    i = 0
+    while i < len(flags):
+        takes_value = i + 1 < len(flags) and not flags[i + 1].startswith("-")
+        group = list(flags[i : i + (2 if takes_value else 1)])
+        if group[0] not in args:
+            out += group
+        i += len(group)
+    return out
 
 
 def _placeholders(template: str) -> list[str]:
@@ -267,6 +288,7 @@ def build_spec(
         executable=server.executable,
         engine=server.engine,
         api_key_env=server.api_key_env,
+        embeddings=server.embeddings,
     )
     return spec_for(
         name,
@@ -280,6 +302,8 @@ def build_spec(
         manifest=manifest,
         ready_timeout=ready_timeout,
         log_max_size=defaults.log_max_size if defaults else ServerSpec.log_max_size,
+        start=server.start,
+        idle_timeout=server.idle_timeout or (defaults.idle_timeout if defaults else 600.0),
     )
 
 
@@ -296,6 +320,8 @@ def spec_for(
     manifest: str | None = None,
     ready_timeout: float = 120.0,
     log_max_size: int = ServerSpec.log_max_size,
+    start: Literal["always", "on-demand"] = "always",
+    idle_timeout: float = 600.0,
 ) -> ServerSpec:
     """The launch spec of server ``name``: ``run`` (see :func:`launch_for`) serving
     ``model``. Both a manifest's servers (:func:`build_spec`) and ad-hoc starts
@@ -316,6 +342,8 @@ def spec_for(
         manifest=manifest,
         ready_timeout=ready_timeout,
         log_max_size=log_max_size,
+        start=start,
+        idle_timeout=idle_timeout,
     )
 
 

@@ -43,6 +43,7 @@ def check_local(
     """Every problem with the local files and executables ``manifest`` names."""
     for name, model in manifest.models.items():
         yield from _model(("models", name), model, base_dir, cache_dir, hidden)
+    yield from _budget(manifest, base_dir)
     for name, server in manifest.servers.items():
         loc: Loc = ("servers", name, "executable")
         if server.executable and shutil.which(server.executable) is None:
@@ -97,6 +98,38 @@ def _model(
             f" (GGUF general.file_type {facts.get('file_type')})",
             at_value=True,
         )
+
+
+def _budget(manifest: Manifest, base_dir: Path) -> Iterator[Problem]:
+    """The memory budget with the estimates of servers that declare no ``memory:`` (the
+    rules have checked the declared sizes alone; their complaints are not repeated)."""
+    if manifest.defaults.memory_budget is None:
+        return
+    from batuta.catalogue import LLAMACPP_DEFAULT_CTX, lookup
+    from batuta.manifest.ondemand import budget_problems
+    from batuta.runtime.memory import estimate
+
+    declared = {n: s.memory for n, s in manifest.servers.items() if s.memory is not None}
+    memory = dict(declared)
+    for name, server in manifest.servers.items():
+        model = manifest.models.get(server.model)
+        if server.memory is not None or model is None or model.format != "gguf":
+            continue
+        try:
+            path = local_source_path(model.source, base_dir)
+        except ModelSourceError:
+            continue  # reported with the model
+        if path is not None and path.is_file():
+            backend = lookup(server.backend)
+            llamacpp = backend is not None and backend.key == "llamacpp"
+            ctx = server.ctx or (LLAMACPP_DEFAULT_CTX if llamacpp else None)
+            size = estimate(path, ctx, server.engine or "server")
+            if size is not None:
+                memory[name] = size
+    if memory == declared:
+        return
+    told = {p.loc for p in budget_problems(manifest, declared)}
+    yield from (p for p in budget_problems(manifest, memory) if p.loc not in told)
 
 
 def _without_source(message: str, text: str) -> str:

@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 ServerState = Literal[
-    "starting", "ready", "unhealthy", "crashloop", "stopping", "stopped", "exited", "failed"
+    "starting",
+    "ready",
+    "unhealthy",
+    "crashloop",
+    "stopping",
+    "stopped",
+    "exited",
+    "failed",
+    "idle",  # an on-demand server that is recorded and not running: a request wakes it
 ]
 Origin = Literal["manifest", "adhoc"]
 
@@ -37,6 +45,11 @@ class ServerSpec:
     ready_timeout: float = 120.0
     log_max_size: int = 10 * 2**20
     engine: str = ""  # which engine of a backend that has several (llama.cpp: server|python)
+    # How it is run, not what runs: outside config_hash (the plan compares them itself).
+    start: Literal["always", "on-demand"] = "always"
+    idle_timeout: float = 600.0  # on-demand: stopped after this long without a request
+    memory: int | None = None  # bytes it uses (declared, or estimated from the GGUF)
+    memory_budget: int | None = None  # on-demand: what local servers may use together
 
     @property
     def url(self) -> str:

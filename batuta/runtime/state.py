@@ -33,7 +33,8 @@ STATE_LOCK = "state.lock"
 APPLY_LOCK = "apply.lock"
 FORMAT = 1
 
-Desired = Literal["running", "stopped"]
+# "idle": an on-demand server, recorded but not running until a request wakes it.
+Desired = Literal["running", "stopped", "idle"]
 
 
 @dataclass(frozen=True)
@@ -179,5 +180,5 @@ def _holder(path: Path) -> str:
 
 def desired_running(state: State) -> list[ServerRecord]:
     """Records the supervisor must keep alive (not stopped, crash-looped, exited, failed)."""
-    idle = ("crashloop", "exited", "stopped", "failed")
+    idle = ("crashloop", "exited", "stopped", "failed", "idle")
     return [r for r in state.servers.values() if r.desired == "running" and r.state not in idle]

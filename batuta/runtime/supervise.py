@@ -38,6 +38,7 @@ from pathlib import Path
 from batuta.errors import StateError
 from batuta.runtime import logs
 from batuta.runtime.health import probe
+from batuta.runtime.idle import IdleStops
 from batuta.runtime.process import (
     KILL,
     TERM,
@@ -74,7 +75,7 @@ IDLE_TICK = 5.0
 CENSUS_EVERY = 1.0  # how often a running server's process group members are recorded
 HANDOFF_WAIT = 30.0  # how long a new request waits for its ${env:} values
 
-_IDLE_STATES = ("crashloop", "exited", "stopped", "failed")
+_IDLE_STATES = ("crashloop", "exited", "stopped", "failed", "idle")
 
 
 def describe_exit(code: int | None) -> str:
@@ -154,6 +155,7 @@ class Supervisor:
         self._next_rotate = 0.0
         self._values: dict[str, dict[str, str]] = {}  # handoff token -> ${env:} values
         self._state_error = ""
+        self.idle_stops = IdleStops(self.state_dir, self.seams.wall)
 
     def receive(self, token: str, values: Mapping[str, str]) -> None:
         """The ``${env:}`` values a command handed over for the request ``token``
@@ -259,7 +261,7 @@ class Supervisor:
         # An earlier supervisor may have died after spawning the server and before saving
         # its pid: the process carries the spawn mark, so it is found and adopted (or
         # stopped, when its generation is outdated) rather than left running unowned.
-        if rec.desired == "stopped" and rec.state in _IDLE_STATES:
+        if rec.desired in ("stopped", "idle") and rec.state in _IDLE_STATES:
             return rec
         prefix = spawn_mark_prefix(self.state_dir, rec.name)
         for pid, create_time, mark in self.seams.marked(prefix):
@@ -287,8 +289,8 @@ class Supervisor:
         starts now; otherwise (a supervisor booting) only records still waiting start."""
         slot = self._slot_from(rec)
         self.slots[rec.name] = slot
-        if rec.desired == "stopped":
-            slot.state = "stopped"
+        if rec.desired in ("stopped", "idle"):
+            slot.state = rec.desired
         elif fresh or (
             rec.state not in _IDLE_STATES
             and (rec.pid is None or rec.pid_generation != rec.generation)
@@ -349,6 +351,12 @@ class Supervisor:
                 # group now is ours, and proves the group ours after the leader exits.
                 slot.next_census = now + CENSUS_EVERY
                 slot.group.update(self.seams.members(slot.proc.pid))
+            if why := self.idle_stops.unused(slot.spec, slot.state, slot.pending, slot.ready_at):
+                slot.record, slot.message = replace(slot.record, desired="idle"), why
+                logs.note(self._log(slot), why)
+                self.seams.say(f"{slot.spec.name}: {why}")
+                self._begin_stop(slot, now)
+                return
             if slot.state == "stopping":
                 deadline = slot.stop_deadline
                 if deadline is not None and now >= deadline and not slot.killed:
@@ -494,6 +502,8 @@ class Supervisor:
             return
         slot.state = "stopping"
         slot.killed = False
+        if slot.spec.start == "on-demand":
+            self.idle_stops.stopping(slot.spec)
         timeout = (slot.pending or slot.record).stop_timeout
         slot.stop_deadline = now + timeout
         logs.note(self._log(slot), "stopping: SIGTERM to the process group")
@@ -502,10 +512,13 @@ class Supervisor:
     def _stopped(self, slot: _Slot, now: float) -> None:
         slot.state, slot.stop_deadline = "stopped", None
         name = slot.spec.name
+        self.idle_stops.stopped(name)
         if slot.forget:
             del self.slots[name]
         elif slot.pending is not None:
             self._install(slot.pending, now)
+        elif slot.record.desired == "idle":
+            slot.state = "idle"
 
     def _kill_leftovers(self, slot: _Slot, pgid: int) -> None:
         # The leader is gone; anything it forked into its group goes with it. Once every
@@ -530,7 +543,13 @@ class Supervisor:
 
     def idle(self) -> bool:
         """Nothing runs, nothing is scheduled: the supervisor may exit."""
-        return all(s.proc is None and s.next_start is None for s in self.slots.values())
+        # A sleeping on-demand server keeps us: its wake is then a signal rather than a
+        # supervisor's start (part of every cold start), and a successor would not have
+        # the ${env:} values we hold for it.
+        return all(
+            s.proc is None and s.next_start is None and s.state != "idle"
+            for s in self.slots.values()
+        )
 
     def _next_due(self, now: float) -> float:
         due = [now + IDLE_TICK]
@@ -544,6 +563,8 @@ class Supervisor:
                 due.append(now + 0.05)
             else:
                 due.append(slot.next_probe)
+                if slot.spec.start == "on-demand" and slot.state == "ready":
+                    due.append(now + self.idle_stops.next_check(slot.spec, slot.ready_at))
                 if slot.adopted:
                     due.append(now + POLL_ADOPTED)
         return max(0.0, min(due) - now)
@@ -562,9 +583,11 @@ class Supervisor:
                     if rec is None or rec.generation != slot.record.generation:
                         continue
                     proc = slot.proc
+                    # An idle stop is the supervisor's own decision: it records it.
+                    idled = slot.record.desired == "idle" and rec.desired == "running"
                     state.servers[name] = replace(
                         rec,
-                        desired="stopped" if desired_stopped else rec.desired,
+                        desired="stopped" if desired_stopped else "idle" if idled else rec.desired,
                         state=slot.state,
                         pid=proc.pid if proc else None,
                         create_time=proc.create_time if proc else None,

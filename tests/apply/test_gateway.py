@@ -133,6 +133,8 @@ def test_apply_status_logs_and_down(
     assert payload["in_sync"] is True and payload["servers"] == []
     assert payload["gateway"]["pid"] == status.pid
     assert payload["gateway"]["listen"] == f"http://127.0.0.1:{port}"
+    assert main(["serve", "list", "--json"]) == 0  # the gateway is not one of the servers
+    assert json.loads(capsys.readouterr().out) == []
 
     assert main(["logs", "gateway"]) == 0
     log = capsys.readouterr().out
@@ -329,6 +331,7 @@ def test_apply_fails_when_the_gateway_is_not_ready_in_time(work: Path, fake: Ope
     with pytest.raises(ApplyFailed) as caught:
         apply(path, echo=out.append)
     assert set(caught.value.failures) == {"gateway"}
+    assert str(caught.value).startswith("the gateway failed to start:\n")
     assert "\n  gateway: not ready after 0.05s; log: " in str(caught.value)
     assert (work / ".batuta" / "routes.json").exists()  # the routes were applied
     assert gateway_status(work) is None  # stopped, so the next apply creates it again

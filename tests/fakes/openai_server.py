@@ -18,7 +18,9 @@ reasoning models, o1/o3/o4/gpt-5, refuse ``stop`` and non-default ``temperature`
 ``/health`` route, like llama-cpp-python; 200; or 503 "Loading model" like llama-server),
 ``modal_proxy`` (a ``(token id, secret)`` pair: a Modal web endpoint with proxy auth, which
 answers 401 in plain text before the app sees a request without both headers).
-Faults are scripted as described in :mod:`tests.fakes.scripted`.
+``tool_calls`` (answers to requests with ``tools``) and ``POST {prefix}/embeddings`` are
+described in :mod:`tests.fakes.openai_extras`. Faults are scripted as described in
+:mod:`tests.fakes.scripted`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import uuid
 from typing import Any
 
 from tests.fakes.base import Request, Responder, sse
+from tests.fakes.openai_extras import answer_embeddings, answer_tools
 from tests.fakes.scripted import DEFAULT_TEXT, Answer, Fault, ScriptedFake, bearer
 
 CREATED = 1_700_000_000
@@ -95,6 +98,7 @@ class OpenAIFake(ScriptedFake):
         models_shape: str = "list",
         health_status: int | None = None,
         modal_proxy: tuple[str, str] | None = None,
+        tool_calls: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(
             text=text, api_key=api_key, chunk_delay=chunk_delay, first_byte_delay=first_byte_delay
@@ -110,10 +114,12 @@ class OpenAIFake(ScriptedFake):
         self.models_shape = models_shape
         self.health_status = health_status
         self.modal_proxy = modal_proxy
+        self.tool_calls = tool_calls
         p = prefix.rstrip("/")
         self.route("POST", f"{p}/chat/completions", lambda q, r: self._generate(q, r, chat=True))
         self.route("POST", f"{p}/completions", lambda q, r: self._generate(q, r, chat=False))
         self.route("GET", f"{p}/models", self._models)
+        self.route("POST", f"{p}/embeddings", self._embeddings)
         self.route("GET", "/health", self._health)
 
     # ------------------------------------------------------------------ auth, errors
@@ -193,6 +199,16 @@ class OpenAIFake(ScriptedFake):
         else:
             resp.send_json(self.health_status, {"status": "ok"})
 
+    def _embeddings(self, req: Request, resp: Responder) -> None:
+        if not self._auth_failed(req, resp):
+            fault = self.take_fault()
+            if fault is not None and fault.kind == "status":
+                self.send_error(resp, fault)
+            elif fault is not None and fault.kind == "malformed":
+                self.send_malformed(resp)
+            else:
+                answer_embeddings(req, resp, self.model)
+
     def _models(self, req: Request, resp: Responder) -> None:
         if self._auth_failed(req, resp):
             return
@@ -226,6 +242,9 @@ class OpenAIFake(ScriptedFake):
         self.wait_first_byte()
         if fault is not None and fault.kind == "status":
             self.send_error(resp, fault)
+            return
+        if chat and self.tool_calls and body.get("tools"):
+            answer_tools(resp, self.model, self.tool_calls, stream, fault)
             return
         if chat:
             prompt = " ".join(str(m.get("content") or "") for m in body.get("messages") or [])

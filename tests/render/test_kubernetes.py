@@ -3,6 +3,7 @@ the checks no schema makes: selectors, ports, references, names, probes, secrets
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -328,3 +329,19 @@ def test_namespace_option(tmp_path: Path) -> None:
     assert "server-a.other.svc.cluster.local" in routes_json(files)
     with pytest.raises(RenderError, match="not a valid namespace"):
         render_text(tmp_path, SOVEREIGN, namespace="Not_Valid")
+
+
+def test_a_server_with_embeddings_gets_its_switch_and_an_embedding_target(
+    tmp_path: Path,
+) -> None:
+    text = FLEET.read_text()
+    old = "    ctx: 2048\n    threads: 2\n"
+    assert text.count(old) == 1
+    files = render_path(
+        write(tmp_path, text.replace(old, old + "    embeddings: true\n"), "f.yaml")
+    )
+    args = pods_of(files)["server-tiny"]["spec"]["containers"][0]["args"]
+    assert args[-3:] == ["--embeddings", "--pooling", "mean"]
+    table = json.loads(routes_json(files))
+    tiny = [t for r in table["routes"].values() for t in r["targets"] if t["name"] == "tiny"]
+    assert tiny and all(t["options"].get("embeddings") is True for t in tiny)

@@ -285,3 +285,16 @@ def test_completion_only_servers_carry_their_models_template(templated) -> None:
     from batuta.routing.table import RoutingTable
 
     assert RoutingTable.from_json(json.loads(json.dumps(table.to_json()))) == table
+
+
+def test_a_server_with_embeddings_is_marked_so_on_its_target(loaded, specs) -> None:
+    from batuta.router.capable import embeds
+    from batuta.router.targets import target_of
+    from batuta.routing.build import server_target
+
+    server = loaded.manifest.servers["local"]
+    plain = server_target("local", server, specs["local"], "ready")
+    assert "embeddings" not in plain.options and not embeds(target_of(plain))
+    marked = server.model_copy(update={"embeddings": True})
+    entry = server_target("local", marked, specs["local"], "ready")
+    assert entry.options["embeddings"] is True and embeds(target_of(entry))

@@ -408,3 +408,19 @@ def test_a_module_recipe_names_its_own_install_hint(bin_dir, model_file, monkeyp
     with pytest.raises(RuntimeStartError, match="takes no API key batuta knows how to pass"):
         python = str(executable(bin_dir, "python3"))
         launch_for("pyecho", str(model_file), "127.0.0.1", 9001, executable=python, api_key_env="K")
+
+
+def test_embeddings_adds_each_engines_switch_unless_args_set_it(bin_dir, model_file) -> None:
+    executable(bin_dir, "llama-server")
+    plain = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081)
+    assert "--embeddings" not in plain.argv and "--pooling" not in plain.argv
+    run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, embeddings=True)
+    assert run.argv[-3:] == ["--embeddings", "--pooling", "mean"]
+    own = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, embeddings=True,
+                     args=["--pooling", "cls"])  # fmt: skip
+    assert (
+        own.argv[-3:] == ["--embeddings", "--pooling", "cls"] and own.argv.count("--pooling") == 1
+    )
+    py = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, embeddings=True,
+                    engine="python")  # fmt: skip
+    assert py.argv[-2:] == ["--embedding", "True"]

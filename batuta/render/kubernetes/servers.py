@@ -250,7 +250,7 @@ def cluster_server(
     run = launch_with(
         backend, recipe, _prefix(backend, recipe, image), model.ref, "0.0.0.0", port,
         ctx=server.ctx, threads=_threads(server, recipe), args=args, env=env,
-        api_key_env=server.api_key_env, is_file=model.is_file,
+        api_key_env=server.api_key_env, is_file=model.is_file, embeddings=server.embeddings,
     )  # fmt: skip
     resolved = ResolvedModel(
         path=Path(model.ref),  # never opened: a registry name says so
