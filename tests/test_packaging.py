@@ -22,7 +22,7 @@ def _requirements() -> list[Requirement]:
 
 def _extra(req: Requirement) -> str | None:
     """The extra a requirement belongs to (None: a runtime dependency)."""
-    for extra in ("dev", "llamacpp", "bedrock", "vertex", "hf", "plot"):
+    for extra in ("dev", "llamacpp", "bedrock", "vertex", "hf", "plot", "otel"):
         if req.marker is not None and req.marker.evaluate({"extra": extra}):
             return extra
     return None
@@ -61,3 +61,30 @@ def test_pkg_source_is_found_without_importing_the_package(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 50_000_000  # the real GGUF, not a stub
+
+
+def test_the_wheel_carries_the_status_page_and_requires_prometheus_client(tmp_path: Path) -> None:
+    import shutil
+    import zipfile
+
+    # Built from a copy, so the checkout gets no build/ or egg-info of its own.
+    root, src = Path(__file__).resolve().parents[1], tmp_path / "src"
+    shutil.copytree(root / "batuta", src / "batuta",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path),
+         str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("batuta-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert "batuta/gateway/static/status.html" in names
+        assert b"batuta gateway" in z.read("batuta/gateway/static/status.html")
+        meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        requires = [line for line in z.read(meta).decode().splitlines() if "prometheus" in line]
+    assert requires == ["Requires-Dist: prometheus-client>=0.20"]
+    assert "prometheus-client" in {r.name for r in _requirements() if _extra(r) is None}

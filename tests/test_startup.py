@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 HEAVY = ("pydantic", "httpx", "psutil", "jsonschema", "yaml", "watchfiles", "rich", "uvicorn",
-         "uvloop", "httptools", "aiohttp", "orjson")  # fmt: skip
+         "uvloop", "httptools", "aiohttp", "orjson", "prometheus_client")  # fmt: skip
 PROBE = """
 import sys
 from batuta.cli.main import main
@@ -27,6 +27,7 @@ print("HEAVY:", ",".join(heavy), "CODE:", code)
         ["serve", "tree"],
         ["serve", "select"],
         ["gateway", "--help"],
+        ["spend", "--help"],
     ],
 )
 def test_fast_commands_import_nothing_heavy(args: list[str]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batuta._util.options import OptionValue
+from batuta.errors import Attempt
 
 # One tool call as OpenAI's protocol shapes it (``{"id", "type", "function": {...}}``), or
 # in a stream one ``delta.tool_calls`` entry; carried as the upstream sent it.
@@ -120,6 +121,7 @@ class InferenceResponse:
     attempts: int = 1
     fallbacks: int = 0
     failed_over_from: list[str] = field(default_factory=list)
+    tried: list[Attempt] = field(default_factory=list)  # the failed or skipped tries, in order
     finish_reason: str | None = None
     input_tokens: int | None = None
     usage_source: str = "server"  # "server" | "estimate"

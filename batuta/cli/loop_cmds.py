@@ -191,18 +191,33 @@ def down(manifest_file: str | None) -> int:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("-f", "--follow", "following", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "--lines", default=50, show_default=True, help="Lines to show first.")
+@click.option("--requests", is_flag=True, help="The gateway's request log instead of a server's.")
+@click.option("--json", "as_json", is_flag=True, help="With --requests: the JSON lines as logged.")
 @click.option("--file", "manifest_file", type=click.Path(dir_okay=False), help=_FILE_HELP)
-def logs(name: str, following: bool, lines: int, manifest_file: str | None) -> int:
+def logs(
+    name: str | None,
+    following: bool,
+    lines: int,
+    requests: bool,
+    as_json: bool,
+    manifest_file: str | None,
+) -> int:
     """Show the log of server NAME, or of the gateway apply runs (`gateway`), like tail
-    (-f follows it)."""
+    (-f follows it); with --requests, the gateway's requests, one line each."""
     from batuta.runtime.gateway import GATEWAY, SHOWN
     from batuta.runtime.logs import follow, log_path, tail
     from batuta.runtime.state import read_state
 
     _, state_dir = _state_dir(manifest_file)
+    if requests or name is None:
+        if not requests:
+            raise click.UsageError("give a server NAME, or --requests for the gateway's log")
+        from batuta.cli.requests_cmds import show_requests
+
+        return show_requests(state_dir, following=following, lines=lines, as_json=as_json)
     servers = read_state(state_dir).servers
     if name == SHOWN and name not in servers and GATEWAY in servers:
         name = GATEWAY  # the gateway apply runs (no server of that name)

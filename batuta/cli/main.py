@@ -21,8 +21,9 @@ _ROOT_COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("batuta.cli.loop_cmds:apply", "Make what runs match batuta.yaml."),
     "status": ("batuta.cli.loop_cmds:status", "Desired vs actual for servers and routes."),
     "down": ("batuta.cli.loop_cmds:down", "Stop everything batuta started for this manifest."),
-    "logs": ("batuta.cli.loop_cmds:logs", "Show a server's log."),
+    "logs": ("batuta.cli.loop_cmds:logs", "Show a server's log, or the gateway's requests."),
     "gateway": ("batuta.cli.gateway:gateway", "Serve routes as OpenAI/Anthropic-compatible HTTP."),
+    "spend": ("batuta.cli.requests_cmds:spend", "Sum the gateway's request log: cost and tokens."),
     "render": ("batuta.cli.render:render", "Render batuta.yaml for Kubernetes."),
     "supervise": ("batuta.cli.supervise_cmd:supervise", "Run the supervisor (internal)."),
 }

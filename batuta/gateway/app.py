@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,9 +35,10 @@ from batuta.gateway import anthropic, completions, openai
 from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
 from batuta.gateway.inbox import Inbox, Piece
 from batuta.gateway.keys import Keyring
+from batuta.gateway.observe import Observer, ObserveSettings, Outcome
 from batuta.gateway.select import Selected, model_ids, require_fields, select
+from batuta.gateway.tablefile import TableFile
 from batuta.router.targets import target_of
-from batuta.routing.table import RoutingTable, read_table
 
 if TYPE_CHECKING:
     from batuta.backends.types import InferenceRequest, InferenceResponse, ToolCall
@@ -66,34 +66,6 @@ class _Gone(Exception):
     """The client disconnected: nothing more is to be sent."""
 
 
-class TableFile:
-    """The routing table, read again when its file changes (see the module docstring)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signature: tuple[int, int, int] | None = None
-        self._table: RoutingTable | None = None
-        self._error = ""
-
-    def current(self) -> RoutingTable:
-        """The table in force; a 503 when no readable table was ever found."""
-        try:
-            st = os.stat(self.path)
-            signature: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            signature = None
-        if signature != self._signature or self._table is None:
-            self._signature = signature
-            try:
-                self._table = read_table(self.path)
-                self._error = ""
-            except RoutingError as exc:
-                self._error = str(exc)  # the last good table, if any, stays in use
-        if self._table is None:
-            raise GatewayError(503, self._error, type_="service_unavailable", code="no_table")
-        return self._table
-
-
 @dataclass
 class _Exchange:
     """One HTTP exchange: what the client sent, and whether the response has begun."""
@@ -104,10 +76,13 @@ class _Exchange:
     anthropic: bool
     started: float
     begun: bool = False
-    key: str = ""  # the name of the key the request presented (never the key itself)
+    key: str = ""  # the API key's name once authenticated ("" without one)
+    status: int = 0
+    outcome: Outcome = field(default_factory=Outcome)  # recorded when ``api`` is set
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.begun = True
+        self.status = status
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, data: bytes, more: bool = False) -> None:
@@ -163,6 +138,7 @@ class Gateway:
         keepalive: float = KEEPALIVE_SECONDS,
         body_timeout: float = BODY_TIMEOUT,
         keys: Keyring | None = None,
+        observe: ObserveSettings = ObserveSettings(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.table = TableFile(table)
         self._state_dir = state_dir
@@ -171,6 +147,9 @@ class Gateway:
         self._key_spend: KeySpend | None = None
         self.keepalive = keepalive
         self.body_timeout = body_timeout
+        self.observer: Observer | None = observe.observer(
+            state_dir, router=lambda: self.router, table=self.table.maybe
+        )
 
     @property
     def router(self) -> Router:
@@ -196,6 +175,8 @@ class Gateway:
     async def aclose(self) -> None:
         if self._router is not None:
             await self._router.aclose()
+        if self.observer is not None:
+            self.observer.close()
 
     # ------------------------------------------------------------------ ASGI
 
@@ -208,14 +189,19 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         ex = _Exchange(scope, receive, send, path == "/v1/messages", time.monotonic())
         try:
-            if self.keys is not None and path != "/health":
+            if self.keys is not None and path != "/health" and not _local_operator(scope):
                 ex.key = self.keys.admit(scope["headers"]).name
             await self._dispatch(ex, method, path)
         except GatewayError as exc:
             if not ex.begun:
                 await ex.error(exc)
+            ex.outcome.error = exc.message
         except _Gone:
-            pass
+            ex.status = 499  # the client closed the request (nginx's code for it)
+        finally:
+            if ex.outcome.api and self.observer is not None:
+                ex.outcome.status, ex.outcome.key = ex.status or 500, ex.key
+                self.observer.finish(ex.outcome)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -233,6 +219,8 @@ class Gateway:
         if path in posts:
             if method != "POST":
                 raise GatewayError(405, f"{path} takes POST", code="method_not_allowed")
+            ex.outcome.started = ex.started  # an inference request: recorded once it ends
+            ex.outcome.api = "anthropic" if ex.anthropic else "openai"
             await posts[path](ex)
             return
         if method not in ("GET", "HEAD"):
@@ -245,6 +233,13 @@ class Gateway:
             await ex.json(200, {"object": "list", "data": self._models(ex)})
         elif path.startswith("/v1/models/"):
             await self._model(ex, path.removeprefix("/v1/models/"))
+        elif path in ("/", "/status.json", "/metrics"):
+            from batuta.gateway.status import response
+
+            headers, body = response(path, table=self.table.maybe(), router=self.router,
+                                     observer=self.observer, state_dir=self._state_dir)  # fmt: skip
+            await ex.start(200, [*headers, (b"content-length", str(len(body)).encode())])
+            await ex.body(body)
         else:
             raise GatewayError(404, f"no such endpoint: {path}", code="unknown_url")
 
@@ -262,15 +257,8 @@ class Gateway:
     async def _model(self, ex: _Exchange, name: str) -> None:
         found = [m for m in self._models(ex) if m["id"] == name]
         if not found:
-            self._select(ex, name)  # raises the 404 with its "did you mean", or the 403
+            self._select(ex, name, None)  # raises the 404 with its "did you mean", or the 403
         await ex.json(200, found[0])
-
-    def _select(self, ex: _Exchange, model: str) -> Selected:
-        """The route for ``model``; a 403 when it is outside the key's scope."""
-        selected = select(self.table.current(), model)
-        if self.keys is not None:
-            self.keys.allow(self.keys.by_name[ex.key], selected)
-        return selected
 
     async def _ready(self, ex: _Exchange) -> None:
         from batuta.router.breaker import BreakerState
@@ -331,7 +319,7 @@ class Gateway:
 
     async def _chat(self, ex: _Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
-        selected = self._select(ex, call.model)
+        selected = self._select(ex, call.model, call.request)
         require_fields(selected, call.request)
         if call.request.stream:
             frames = openai.ChatStream(call.model, call.include_usage)
@@ -342,7 +330,7 @@ class Gateway:
 
     async def _completions(self, ex: _Exchange) -> None:
         call = completions.parse_completion(await self._read_json(ex))
-        selected = self._select(ex, call.model)
+        selected = self._select(ex, call.model, call.request)
         require_fields(selected, call.request)
         if call.request.stream:
             frames = completions.TextStream(call.model, call.include_usage)
@@ -357,7 +345,7 @@ class Gateway:
         from batuta.router.embed import embed_route
 
         call = embeddings.parse_embeddings(await self._read_json(ex))
-        selected = self._select(ex, call.model)
+        selected = self._select(ex, call.model, None)
         embeddings.require_embedder(selected)
         work = embed_route(self.router, selected.route, call.request, managed=not selected.bare)
         done = await self._until_gone(ex, work)
@@ -370,7 +358,7 @@ class Gateway:
 
     async def _messages(self, ex: _Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
-        selected = self._select(ex, call.model)
+        selected = self._select(ex, call.model, call.request)
         if call.request.stream:
             await self._stream(ex, selected, call.request, anthropic.MessageStream(call.model))
             return
@@ -378,6 +366,16 @@ class Gateway:
         await ex.json(200, anthropic.message(call.model, resp), _routing_headers(resp, ex.started))
 
     # ------------------------------------------------------------------ routing
+
+    def _select(self, ex: _Exchange, model: str, request: InferenceRequest | None) -> Selected:
+        """The route for ``model``; a 403 when it is outside the key's scope."""
+        ex.outcome.model, ex.outcome.request = model, request
+        ex.outcome.stream = request is not None and request.stream
+        selected = select(self.table.current(), model)
+        ex.outcome.route = selected.route.name
+        if self.keys is not None:
+            self.keys.allow(self.keys.by_name[ex.key], selected)
+        return selected
 
     def _route(
         self,
@@ -416,7 +414,9 @@ class Gateway:
         self, ex: _Exchange, selected: Selected, request: InferenceRequest
     ) -> InferenceResponse:
         """A blocking answer; cancelled when the client goes away first."""
-        return await self._until_gone(ex, self._route(ex, selected, request, None))
+        resp = await self._until_gone(ex, self._route(ex, selected, request, None))
+        ex.outcome.resp = resp
+        return resp
 
     async def _until_gone(self, ex: _Exchange, call: Awaitable[T]) -> T:
         """``call``'s result; cancelled when the client goes away first."""
@@ -426,6 +426,7 @@ class Gateway:
         try:
             return await work
         except RoutingError as exc:
+            ex.outcome.failure = exc
             raise from_routing(exc) from None
         except asyncio.CancelledError:
             if gone.done() and not gone.cancelled():  # the client left, not a shutdown
@@ -475,10 +476,14 @@ class Gateway:
                 resp = work.result()
             except RoutingError as exc:
                 error = from_routing(exc)
+                ex.outcome.failure = exc
                 if not ex.begun:
                     raise error from None
+                ex.status = error.status  # in-band, after a 200: the records say what it was
+                ex.outcome.error = error.message
                 await ex.body(frames.error(error))
                 return
+            ex.outcome.resp = resp
             if not ex.begun:
                 await begin(b"")
             await ex.body(frames.end(resp))
@@ -489,4 +494,16 @@ class Gateway:
             await asyncio.gather(work, gone, return_exceptions=True)
 
 
-_GETS = frozenset({"/health", "/ready", "/v1/models"})
+# The status page and metrics answer a client on this machine without a key (a browser
+# cannot send one; a remote one, or a Prometheus elsewhere, presents a key as any client).
+_OPERATOR = frozenset({"/", "/status.json", "/metrics"})
+
+
+def _local_operator(scope: Scope) -> bool:
+    from batuta._util.net import is_loopback
+
+    client = scope.get("client")
+    return scope["path"] in _OPERATOR and bool(client) and is_loopback(client[0])
+
+
+_GETS = frozenset({"/", "/status.json", "/metrics", "/health", "/ready", "/v1/models"})

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from batuta.gateway.app import KEEPALIVE_SECONDS, Gateway
 from batuta.gateway.errors import GatewaySetupError
 from batuta.gateway.keys import Keyring
+from batuta.gateway.observe import ObserveSettings
 
 if TYPE_CHECKING:
     import uvicorn
@@ -65,6 +66,17 @@ def _manifest_gateway(manifest: str | None) -> GatewayBlock | None:
     return load_manifest(manifest).manifest.gateway
 
 
+def observe_settings(section: GatewayBlock | None) -> ObserveSettings:
+    """What the gateway records, as the manifest's ``gateway`` section says."""
+    if section is None:
+        return ObserveSettings()
+    return ObserveSettings(
+        metrics=section.metrics, request_log=section.request_log,
+        log_content=section.log_content, log_max_size=int(section.request_log_max_size),
+        log_files=section.request_log_files, traces=section.traces,
+    )  # fmt: skip
+
+
 def make_server(
     app: Gateway, host: str, port: int, *, drain_timeout: float = DRAIN_SECONDS
 ) -> uvicorn.Server:
@@ -88,11 +100,13 @@ def serve(
     keepalive: float = KEEPALIVE_SECONDS,
     drain_timeout: float = DRAIN_SECONDS,
     announce: Callable[[str], None] | None = None,
+    observe: ObserveSettings | None = None,
 ) -> None:
     """Serve the routing table that the last ``apply`` of ``manifest`` wrote (or the file
     ``table``: a cluster's ConfigMap), on ``listen`` (default: the manifest's
     ``gateway.listen``; any address only with ``any_address``), until SIGTERM or SIGINT.
-    ``announce`` is told, in one line, where it listens and what it serves."""
+    ``announce`` is told, in one line, where it listens and what it serves. What it records
+    is ``observe``, else what the manifest's ``gateway`` section says."""
     from batuta._util.paths import state_dir_for
     from batuta.errors import RoutingError
     from batuta.routing.table import read_table, table_path
@@ -109,6 +123,8 @@ def serve(
     if listen is None:
         listen, where = block.listen if block else DEFAULT_LISTEN, "gateway.listen"
     host, port = listen_address(listen, where, keyed=keys is not None, any_address=any_address)
+    if observe is None:
+        observe = observe_settings(block)
     if table is not None and not table.is_file():
         raise GatewaySetupError(f"--table: no routing table at {table}")
     try:
@@ -116,7 +132,7 @@ def serve(
     except RoutingError as exc:
         named = f" (with -f {manifest})" if manifest else ""
         raise GatewaySetupError(f"{exc}{named}") from None
-    app = Gateway(path, state_dir=state, keepalive=keepalive, keys=keys)
+    app = Gateway(path, state_dir=state, keepalive=keepalive, keys=keys, observe=observe)
     server = make_server(app, host, port, drain_timeout=drain_timeout)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host

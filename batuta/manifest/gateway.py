@@ -13,6 +13,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from batuta.manifest.units import Size
+
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 RATE_PATTERN = r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$"
 _RATE = re.compile(RATE_PATTERN)
@@ -115,4 +117,21 @@ class Gateway(_Strict):
         default_factory=dict,
         description="API keys clients must send (Authorization: Bearer or x-api-key);"
         " with none, the gateway is open and listens on loopback only",
+    )
+    metrics: bool = Field(default=True, description="serve Prometheus metrics on GET /metrics")
+    request_log: bool = Field(
+        default=True, description="write one JSON line per request to .batuta/requests.log"
+    )
+    log_content: bool = Field(
+        default=False, description="also log each request's prompt and answer text"
+    )
+    request_log_max_size: Size = Field(
+        default=10 * 2**20, description="rotate the request log past this size"
+    )
+    request_log_files: int = Field(
+        default=3, ge=1, le=100, description="request log files kept, the current one included"
+    )
+    traces: bool = Field(
+        default=False,
+        description="export OpenTelemetry traces over OTLP/HTTP (the otel extra; OTEL_* variables)",
     )

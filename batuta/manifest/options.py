@@ -40,7 +40,7 @@ from pydantic.json_schema import SkipJsonSchema
 from batuta._util.fuzzy import did_you_mean
 from batuta._util.options import OptionValue
 from batuta.catalogue import ALIASES, CATALOGUE, lookup
-from batuta.manifest.model import Duration, parse_duration
+from batuta.manifest.units import Duration, parse_duration
 
 PARAM = "param."
 PARAM_PATTERN = r"^param\..+$"

@@ -11,6 +11,8 @@ route change alone leaves the gateway as it is.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -48,7 +50,17 @@ def desired_gateway(loaded: LoadedManifest) -> ServerSpec | None:
         restart=defaults.restart,
         ready_timeout=defaults.ready_timeout,
         log_max_size=defaults.log_max_size,
+        settings=gateway_settings(loaded),
     )
+
+
+def gateway_settings(loaded: LoadedManifest) -> str:
+    """A digest of the gateway block but its address: keys (their names, variables, scopes,
+    budgets, rates; never a key) and what it records. A change restarts the gateway, which
+    reads them once, as it starts."""
+    block = loaded.manifest.gateway.model_dump(mode="json", exclude={"listen"})
+    blob = json.dumps(block, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def split_gateway(

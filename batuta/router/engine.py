@@ -114,6 +114,7 @@ class Router:
         self._random = random
         self._backoff = backoff
         self._adapters: dict[tuple[Any, ...], Adapter] = {}
+        self.inflight: dict[str, int] = {}  # calls in progress per target name (for metrics)
         # Per routing-table entry, its Target and that Target's adapter: a long-lived
         # gateway answers thousands of requests a second through the same few entries.
         # Keyed by identity, holding the key object so that its id cannot be reused.
@@ -364,6 +365,7 @@ class Router:
         """One request to one target; fills ``run``'s answer fields or raises BackendError."""
         import httpx
 
+        self.inflight[target.name] = self.inflight.get(target.name, 0) + 1
         try:
             await self._exchange(run, target, request)
         except BackendError:
@@ -374,6 +376,8 @@ class Router:
             # The target cannot be used from here (an optional extra or a credential helper
             # missing, settings it refuses): no retry can fix that, the next target may.
             raise BackendError(FailureKind.CLIENT, f"{target.name} cannot be used: {exc}") from exc
+        finally:
+            self.inflight[target.name] -= 1
 
     async def _exchange(self, run: Run, target: Target, request: InferenceRequest) -> None:
         """The call itself: build (or reuse) the adapter, then complete or stream."""
@@ -454,6 +458,7 @@ class Router:
             attempts=run.tries,
             fallbacks=index,
             failed_over_from=list(run.failed_over_from),
+            tried=list(run.attempts),
             finish_reason=run.finish,
             input_tokens=inputs,
             usage_source="server" if exact else "estimate",

@@ -39,16 +39,20 @@ def gateway_spec(
     restart: Literal["always", "on-failure", "never"] = "on-failure",
     ready_timeout: float = 120.0,
     log_max_size: int = 10 * 2**20,
+    settings: str = "",
 ) -> ServerSpec:
     """The launch spec of the gateway of ``manifest`` on ``host:port``.
 
     Only what needs a restart to change is in it (the address, the interpreter, the state
-    directory): the routing table is read by the running process.
+    directory, and ``settings``: a digest of the manifest's gateway block, whose keys and
+    recording options the process reads from ``manifest`` as it starts): the routing table
+    is read by the running process.
     """
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     argv = (
         sys.executable, "-m", "batuta.gateway", "--listen", listen,
         "--state-dir", str(Path(state_dir).resolve()), "--drain-timeout", f"{DRAIN_SECONDS:g}",
+        "--manifest", manifest, *(("--settings", settings) if settings else ()),
     )  # fmt: skip
     return ServerSpec(
         name=GATEWAY,

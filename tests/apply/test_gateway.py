@@ -337,3 +337,31 @@ def test_apply_fails_when_the_gateway_is_not_ready_in_time(work: Path, fake: Ope
     assert gateway_status(work) is None  # stopped, so the next apply creates it again
     plan = make_plan(path)
     assert plan.gateway is not None and plan.gateway.action == "create"
+
+
+def test_the_gateway_apply_runs_enforces_the_manifests_keys_and_restarts_on_their_change(
+    work: Path, fake: OpenAIFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEAM_KEY", "gw-team-3c1f9a")
+    port = _free_port()
+    keys = "  keys:\n    team: {key_env: TEAM_KEY, rate: 600/min}\n"
+    path = write(work, fake, port)
+    path.write_text(path.read_text() + keys)
+    apply(path, echo=lambda _: None)
+    old = gateway_status(work)
+    assert old is not None and old.state == "ready"
+    assert chat(port).status_code == 401  # the keys of its manifest hold
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    good = httpx.post(url, json=HI, headers={"authorization": "Bearer gw-team-3c1f9a"})
+    assert good.status_code == 200, good.text
+    assert "gw-team-3c1f9a" not in (work / ".batuta" / "state.json").read_text()
+
+    path.write_text(path.read_text().replace("600/min", "5/min"))
+    out: list[str] = []
+    apply(path, echo=out.append)
+    assert any(line.startswith("gateway: Replacing...") for line in out), out
+    new = gateway_status(work)
+    assert new is not None and new.pid != old.pid and new.state == "ready"
+    out.clear()
+    apply(path, echo=out.append)  # nothing changed since: the gateway is left alone
+    assert not any(line.startswith("gateway:") for line in out), out

@@ -329,3 +329,24 @@ def test_no_key_value_reaches_a_file_a_log_or_an_error(
     for value in [*VALUES.values(), UPSTREAM_KEY]:
         assert value not in statuses
         assert value[:-2] not in statuses  # nor most of it
+
+
+def test_status_and_metrics_want_a_key_except_from_this_machine(
+    gateway: GatewayThread,
+) -> None:
+    # Through the real server every client is on loopback: the operator's own browser.
+    for path in ("/", "/status.json", "/metrics"):
+        assert gateway.get(path).status_code == 200, path
+    assert gateway.get("/v1/models").status_code == 401  # the API itself still wants one
+
+    # The same app seen from another machine (the client address ASGI passes it).
+    async def remote(path: str, key: str | None) -> int:
+        transport = httpx.ASGITransport(app=gateway.app, client=("10.1.2.3", 40000))
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return (await client.get(path, headers=headers)).status_code
+
+    for path in ("/", "/status.json", "/metrics"):
+        assert asyncio.run(remote(path, None)) == 401, path
+        assert asyncio.run(remote(path, VALUES["OPEN_KEY"])) == 200, path
+    assert asyncio.run(remote("/health", None)) == 200

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batuta.manifest.model import Route, parse_duration, parse_size
+from batuta.manifest.model import Route
+from batuta.manifest.units import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
