@@ -503,7 +503,7 @@ def _local_operator(scope: Scope) -> bool:
     from batuta._util.net import is_loopback
 
     client = scope.get("client")
-    return scope["path"] in _OPERATOR and bool(client) and is_loopback(client[0])
+    return scope["path"] in _OPERATOR and client is not None and is_loopback(str(client[0]))
 
 
 _GETS = frozenset({"/", "/status.json", "/metrics", "/health", "/ready", "/v1/models"})
