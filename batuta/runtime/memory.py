@@ -16,6 +16,7 @@ least recently used on-demand servers that are running with no request in flight
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ def estimate(path: str | os.PathLike[str], ctx: int | None, engine: str = "") ->
     """Estimated bytes a llama.cpp server (``engine`` server or python) of the GGUF at
     ``path`` uses with ``ctx`` tokens (the model's training context when None); None when
     ``path`` is no GGUF file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    # Reading a GGUF header walks its whole vocabulary (a third of a second for a small
+    # model): asked again for the same unchanged file, the answer is the one computed.
+    return _estimate(os.fspath(path), st.st_size, st.st_mtime_ns, ctx, engine)
+
+
+@functools.lru_cache(maxsize=64)
+def _estimate(path: str, size: int, mtime_ns: int, ctx: int | None, engine: str) -> int | None:
     try:
         info = read_gguf(Path(path))
         weights = os.path.getsize(path) - tensor_data_offset(Path(path))

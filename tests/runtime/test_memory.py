@@ -94,3 +94,21 @@ def test_the_python_engine_costs_more(smollm2_path: Path) -> None:
     server, python = estimate(smollm2_path, 512, "server"), estimate(smollm2_path, 512, "python")
     assert server == estimate(smollm2_path, 512)  # the default engine
     assert python - server == OVERHEADS["python"] - OVERHEADS["server"]  # type: ignore[operator]
+
+
+def test_an_unchanged_file_is_read_once_and_a_changed_one_again(
+    smollm2_path: Path, tmp_path: Path
+) -> None:
+    import time
+
+    from batuta.runtime import memory
+
+    copy = tmp_path / "m.gguf"
+    copy.write_bytes(smollm2_path.read_bytes())
+    first = estimate(copy, 512)
+    hits = memory._estimate.cache_info().hits
+    assert estimate(copy, 512) == first
+    assert memory._estimate.cache_info().hits == hits + 1
+    copy.write_bytes(b"not a gguf any more")  # same path, new contents
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert estimate(copy, 512) is None
