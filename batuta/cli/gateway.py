@@ -21,11 +21,18 @@ import click
 @click.option("--table", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Routing table to serve instead of the manifest's (a cluster's ConfigMap;"
               " re-read when it changes).")  # fmt: skip
-@click.option("--any-address", is_flag=True, help="Allow --listen on any address, not only "
-              "loopback: for a cluster pod, where the Service and NetworkPolicy decide who "
-              "may connect (the gateway takes no API keys yet).")  # fmt: skip
+@click.option("--gateway-config", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="The gateway block (keys, recording) as JSON, read instead "
+              "of the manifest's: what `batuta render kubernetes` mounts.")  # fmt: skip
+@click.option("--any-address", is_flag=True, help="Allow --listen on any address without API "
+              "keys: for a cluster pod, where the Service and NetworkPolicy decide who may "
+              "connect.")  # fmt: skip
 def gateway(
-    manifest: str | None, listen: str | None, table: Path | None, any_address: bool
+    manifest: str | None,
+    listen: str | None,
+    table: Path | None,
+    gateway_config: Path | None,
+    any_address: bool,
 ) -> None:
     """Serve routes as OpenAI/Anthropic-compatible endpoints, in the foreground.
 
@@ -34,4 +41,5 @@ def gateway(
     from batuta.gateway import serve
 
     serve(manifest, listen=listen, table=table, any_address=any_address,
+          gateway_config=gateway_config,
           announce=lambda line: click.echo(line, err=True))  # fmt: skip

@@ -1,7 +1,7 @@
 """Running the gateway: uvicorn (uvloop + httptools) in the foreground, drained on a signal.
 
-The manifest's ``gateway:`` block says where to listen and which API keys clients must
-present; both are read once, at start. Without keys the gateway is open, so it listens on
+The manifest's ``gateway:`` block (or the same block alone in a JSON file: a cluster's)
+says where to listen and which API keys clients must present; both are read once, at start. Without keys the gateway is open, so it listens on
 a loopback address only.
 
 SIGTERM or SIGINT stops accepting connections and lets the answers in flight finish, for
@@ -101,12 +101,14 @@ def serve(
     drain_timeout: float = DRAIN_SECONDS,
     announce: Callable[[str], None] | None = None,
     observe: ObserveSettings | None = None,
+    gateway_config: Path | None = None,
 ) -> None:
     """Serve the routing table that the last ``apply`` of ``manifest`` wrote (or the file
     ``table``: a cluster's ConfigMap), on ``listen`` (default: the manifest's
     ``gateway.listen``; any address only with ``any_address``), until SIGTERM or SIGINT.
     ``announce`` is told, in one line, where it listens and what it serves. What it records
-    is ``observe``, else what the manifest's ``gateway`` section says."""
+    is ``observe``, else what the manifest's ``gateway`` section says. ``gateway_config``: a
+    JSON file holding that section alone, read instead of the manifest's (a cluster's)."""
     from batuta._util.paths import state_dir_for
     from batuta.errors import RoutingError
     from batuta.routing.table import read_table, table_path
@@ -115,7 +117,12 @@ def serve(
     path = table or table_path(state)
     if listen is not None:
         listen_address(listen, keyed=True)  # its form, before the manifest's own mistakes
-    block = _manifest_gateway(manifest)
+    if gateway_config is not None:
+        from batuta.gateway.configfile import read_gateway_config
+
+        block: GatewayBlock | None = read_gateway_config(gateway_config)
+    else:
+        block = _manifest_gateway(manifest)
     keys = None
     if block is not None and block.keys:
         keys = Keyring.from_manifest(block, os.environ, announce or _ignore_line)

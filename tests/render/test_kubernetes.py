@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -243,7 +244,7 @@ def test_no_secret_value_in_any_file(tmp_path: Path) -> None:
     values = {
         "GROQ_API_KEY": "gsk_live_groq_value_1234567890", "OPENAI_API_KEY": "sk-live-openai-0987654321",
         "VLLM_SERVER_KEY": "vllm-server-secret-5555", "HF_TOKEN": "hf_secret_token_777777",
-        "LOG_KEY": "log-key-secret-4242",
+        "LOG_KEY": "log-key-secret-4242", "TEAM_GATEWAY_KEY": "team-gateway-secret-31337",
     }  # fmt: skip
     files = render_path(write(tmp_path, text), env=values)
     for name, body in files.items():
@@ -257,6 +258,71 @@ def test_no_secret_value_in_any_file(tmp_path: Path) -> None:
         "VLLM_SERVER_KEY",
     ]
     assert {"HF_TOKEN", "LOG_KEY", "GROQ_API_KEY", "VLLM_SERVER_KEY"} <= secret_keys(files)
+    gateway = pods_of(files)["batuta-gateway"]["spec"]["containers"][0]["env"]
+    ref = {"name": "batuta-secrets", "key": "TEAM_GATEWAY_KEY", "optional": True}
+    assert {"name": "TEAM_GATEWAY_KEY", "valueFrom": {"secretKeyRef": ref}} in gateway
+    assert "TEAM_GATEWAY_KEY" in secret_keys(files)
+
+
+def _gateway_block(files: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The gateway's container, and the gateway block at the path its argv names."""
+    pod = pods_of(files)["batuta-gateway"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    path = args[args.index("--gateway-config") + 1]
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    configmap = of_kind(files, "ConfigMap")[volume["configMap"]["name"]]
+    text = configmap["data"][path.removeprefix(mount["mountPath"] + "/")]
+    return container, json.loads(text)
+
+
+def test_the_gateway_enforces_the_manifests_keys(fleet: dict[str, str]) -> None:
+    from batuta.manifest import load_manifest
+    from batuta.manifest.gateway import Gateway
+
+    container, block = _gateway_block(fleet)
+    declared = load_manifest(FLEET, env={}).manifest.gateway
+    assert "listen" not in block  # the pod listens on its own port, whatever the manifest says
+    assert Gateway.model_validate(block) == declared.model_copy(update={"listen": "127.0.0.1:8080"})
+    assert block["keys"]["team"] == {
+        "key_env": "TEAM_GATEWAY_KEY", "routes": ["private-chat", "default"],
+        "budget": {"daily_usd": 5.0}, "rate": "60/min",
+    }  # fmt: skip
+    # With keys it needs no licence to listen beyond loopback: it refuses keyless clients.
+    assert "--any-address" not in container["args"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["TEAM_GATEWAY_KEY"] == {
+        "name": "batuta-secrets", "key": "TEAM_GATEWAY_KEY", "optional": True,
+    }  # fmt: skip
+    assert "TEAM_GATEWAY_KEY" in secret_keys(fleet)
+
+
+def test_without_keys_the_gateway_is_open_and_told_so(tmp_path: Path) -> None:
+    files = render_text(tmp_path, SOVEREIGN)
+    container, block = _gateway_block(files)
+    assert block["keys"] == {} and block["metrics"] is True
+    assert container["args"][-1] == "--any-address"
+    assert [e["name"] for e in container["env"] if "valueFrom" in e] == []
+
+
+def test_the_recording_settings_reach_the_gateway_and_roll_it(
+    tmp_path: Path, fleet: dict[str, str]
+) -> None:
+    text = FLEET.read_text()
+    old = "gateway:\n  keys:\n"
+    assert text.count(old) == 1
+    files = render_path(write(tmp_path, text.replace(
+        old, "gateway:\n  metrics: false\n  log_content: true\n  request_log_max_size: 1MiB\n"
+             "  listen: 0.0.0.0:9999\n  keys:\n"), "fleet.yaml"))  # fmt: skip
+    _, block = _gateway_block(files)
+    assert block["metrics"] is False and block["log_content"] is True
+    assert block["request_log_max_size"] == 2**20 and "listen" not in block
+    # Read once, at start: a change must roll the gateway, and nothing else.
+    assert {n for n in fleet if fleet[n] != files[n]} == {
+        "configmap-batuta-routes.yaml", "deployment-batuta-gateway.yaml",
+    }  # fmt: skip
+    assert _hashes(files)["batuta-gateway"] != _hashes(fleet)["batuta-gateway"]
 
 
 def test_sovereign_routes_only_get_an_egress_policy(tmp_path: Path, fleet: dict[str, str]) -> None:

@@ -7,10 +7,11 @@
 
 Each local server is a Deployment and a ClusterIP Service (:mod:`.servers`), each model a
 PersistentVolumeClaim filled by an init container (:mod:`.models`), the gateway a
-ConfigMap with the routing table, a Deployment and a Service (:mod:`.gateway`), and, when
-every route is sovereign, a NetworkPolicy (:mod:`.policy`). Everything that cannot reach a
-cluster (a ``pkg://`` model, a backend with no image) is reported at its manifest line,
-all at once, before anything is written.
+ConfigMap with the routing table and the gateway block (its API keys by variable name), a
+Deployment and a Service (:mod:`.gateway`), and, when every route is sovereign, a
+NetworkPolicy (:mod:`.policy`). Everything that cannot reach a cluster (a ``pkg://``
+model, a backend with no image) is reported at its manifest line, all at once, before
+anything is written.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def render(loaded: LoadedManifest, *, namespace: str | None = None) -> dict[str,
     """Every file of the deployment, by name; ManifestError (each problem at its line) when
     the manifest cannot run in a cluster."""
     from batuta.render.kubernetes.gateway import gateway_objects, key_variables, routing_table
+    from batuta.render.kubernetes.gateway_config import client_key_variables
     from batuta.render.kubernetes.models import claim_of
     from batuta.render.kubernetes.policy import all_sovereign, egress_policy
 
@@ -145,7 +147,7 @@ def render(loaded: LoadedManifest, *, namespace: str | None = None) -> dict[str,
     objects += gateway_objects(loaded, table, gateway_image(loaded))
     if all_sovereign(table):
         objects.append(egress_policy(cluster.namespace))
-    keys = set(key_variables(table))
+    keys = set(key_variables(table)) | set(client_key_variables(loaded))
     for server in servers.values():
         keys |= {e["name"] for e in _secret_envs(server)}
     if any(m.scheme == "hf" for m in models.values()):

@@ -1,12 +1,14 @@
-"""The gateway in a cluster: the routing table in a ConfigMap, a Deployment running
-``batuta gateway`` on it, and its Service.
+"""The gateway in a cluster: the routing table and the manifest's gateway block
+(:mod:`.gateway_config`) in a ConfigMap, a Deployment running ``batuta gateway`` on them,
+and its Service.
 
 The table is :func:`batuta.routing.build.build_table` of the manifest, with each local
 target at its server's in-cluster Service name (``server-NAME.NS.svc.DOMAIN``); the
 gateway is told that domain is its own (``BATUTA_SOVEREIGN_DOMAINS``), so sovereign routes
-may use it. Every key variable the table names is read from the Secret through
-``secretKeyRef``; only the names are rendered. The gateway's container is configured in
-:func:`gateway_container` alone, where shared state for several replicas will plug in.
+may use it. Every key variable the table names, and every client key's, is read from the
+Secret through ``secretKeyRef``; only the names are rendered. The gateway's container is
+configured in :func:`gateway_container` alone, where shared state for several replicas
+will plug in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from batuta._util.net import SOVEREIGN_DOMAINS_ENV
+from batuta.render.kubernetes.gateway_config import (
+    GATEWAY_FILE,
+    client_key_variables,
+    gateway_config_text,
+)
 from batuta.render.kubernetes.objects import (
     CONFIG_HASH,
     GATEWAY_NAME,
@@ -69,16 +76,21 @@ def gateway_container(loaded: LoadedManifest, table: RoutingTable, image: str) -
         {"name": SOVEREIGN_DOMAINS_ENV, "value": domain},
     ]
     # Optional: a key left out of the Secret fails its target over, as an unset variable
-    # does on one machine.
-    env += [secret_env(name) for name in key_variables(table)]
+    # does on one machine; a client key left out is disabled (none left: it does not start).
+    clients = client_key_variables(loaded)
+    env += [secret_env(name) for name in sorted({*key_variables(table), *clients})]
+    # With keys the gateway refuses a client without one; without, it is open to whatever
+    # the Service and a NetworkPolicy let in, which it must be told it may be.
+    open_to_all = [] if clients else ["--any-address"]
     probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10}
     return {
         "name": "gateway",
         "image": image,
         "command": ["batuta", "gateway"],
         "args": [
-            "--table", f"{TABLE_DIR}/{ROUTES_FILE}", "--listen", f"0.0.0.0:{PORT}",
-            "--any-address",
+            "--table", f"{TABLE_DIR}/{ROUTES_FILE}",
+            "--gateway-config", f"{TABLE_DIR}/{GATEWAY_FILE}",
+            "--listen", f"0.0.0.0:{PORT}", *open_to_all,
         ],
         "env": env,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -97,16 +109,19 @@ def gateway_objects(loaded: LoadedManifest, table: RoutingTable, image: str) -> 
     cluster = loaded.manifest.kubernetes
     ns = cluster.namespace
     text = table_text(table)
+    block = gateway_config_text(loaded)
     label = labels("gateway", GATEWAY_NAME, "batuta")
     match = selector("gateway", GATEWAY_NAME)
     # The gateway re-reads a changed table, but a ConfigMap volume takes up to a minute to
-    # follow: the digest in the pod template rolls the gateway at once instead.
-    hashed = {CONFIG_HASH: hashlib.sha256(text.encode()).hexdigest()[:16]}
+    # follow: the digest in the pod template rolls the gateway at once instead. The gateway
+    # block is read at start only, so its change must roll the gateway too.
+    digest = hashlib.sha256(f"{text}\0{block}".encode()).hexdigest()[:16]
+    hashed = {CONFIG_HASH: digest}
     configmap: Obj = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(ROUTES_CONFIGMAP, ns, labels("routes", ROUTES_CONFIGMAP, "batuta")),
-        "data": {ROUTES_FILE: text},
+        "data": {ROUTES_FILE: text, GATEWAY_FILE: block},
     }
     deployment: Obj = {
         "apiVersion": "apps/v1",
