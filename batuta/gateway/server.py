@@ -1,8 +1,8 @@
 """Running the gateway: uvicorn (uvloop + httptools) in the foreground, drained on a signal.
 
 The manifest's ``gateway:`` block (or the same block alone in a JSON file: a cluster's)
-says where to listen and which API keys clients must present; both are read once, at start. Without keys the gateway is open, so it listens on
-a loopback address only.
+says where to listen and which API keys clients must present; both are read once, at
+start. Without keys the gateway is open, so it listens on a loopback address only.
 
 SIGTERM or SIGINT stops accepting connections and lets the answers in flight finish, for
 at most ``drain_timeout`` seconds, then the process returns normally (exit status 0).
