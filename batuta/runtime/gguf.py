@@ -54,6 +54,10 @@ class GGUFInfo:
     metadata: dict[str, Any] = field(default_factory=dict)  # scalar keys only
     bos_token: str | None = None
     eos_token: str | None = None
+    # Where the tensors' data begins: after the key/value pairs and the tensor infos,
+    # aligned to ``general.alignment`` (32 by default). The file's size less this is what
+    # its weights take.
+    data_offset: int = 0
 
 
 class _Reader:
@@ -133,6 +137,13 @@ def read_gguf(path: Path) -> GGUFInfo:
                 value = r.value(kind, keep=True)
                 if value is not None:
                     metadata[key] = value
+            for _ in range(tensors):  # name, dimensions, type, offset
+                f.seek(r.unpack("Q"), 1)
+                f.seek(8 * r.unpack("I") + 4 + 8, 1)
+            alignment = metadata.get("general.alignment")
+            if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+                alignment = 32
+            data_offset = -(-f.tell() // alignment) * alignment
             wanted = {
                 name: metadata[key]
                 for name, key in _SPECIAL_IDS.items()
@@ -156,34 +167,8 @@ def read_gguf(path: Path) -> GGUFInfo:
         metadata=metadata,
         bos_token=special.get("bos_token"),
         eos_token=special.get("eos_token"),
+        data_offset=data_offset,
     )
-
-
-def tensor_data_offset(path: Path) -> int:
-    """Where the tensors' data begins in the GGUF file at ``path``: after the key/value
-    pairs and the tensor infos, aligned to ``general.alignment`` (32 by default)."""
-    path = Path(path)
-    try:
-        with open(path, "rb", buffering=1 << 16) as f:
-            r = _Reader(f, path)
-            if f.read(4) != MAGIC:
-                raise ModelSourceError(f"{path} is not a GGUF file (bad magic)")
-            version = r.unpack("I")
-            count_fmt = "I" if version == 1 else "Q"
-            tensors, kv_count = r.unpack(count_fmt), r.unpack(count_fmt)
-            alignment = 32
-            for _ in range(kv_count):
-                key = r.string()
-                value = r.value(r.unpack("I"), keep=key == "general.alignment")
-                if key == "general.alignment" and isinstance(value, int) and value > 0:
-                    alignment = value
-            for _ in range(tensors):  # name, dimensions, type, offset
-                f.seek(r.unpack("Q"), 1)
-                f.seek(8 * r.unpack("I") + 4 + 8, 1)
-            end = f.tell()
-    except OSError as exc:
-        raise ModelSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return -(-end // alignment) * alignment
 
 
 def same_quantization(declared: str, actual: str) -> bool:

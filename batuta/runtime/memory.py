@@ -24,7 +24,7 @@ from pathlib import Path
 
 from batuta._util.sizes import human_bytes
 from batuta.errors import MemoryBudgetError, ModelSourceError
-from batuta.runtime.gguf import read_gguf, tensor_data_offset
+from batuta.runtime.gguf import read_gguf
 
 OVERHEAD = 38 * 2**20  # llama-server, and engines not measured
 OVERHEADS = {"server": OVERHEAD, "python": 118 * 2**20}
@@ -60,7 +60,7 @@ def estimate(path: str | os.PathLike[str], ctx: int | None, engine: str = "") ->
 def _estimate(path: str, size: int, mtime_ns: int, ctx: int | None, engine: str) -> int | None:
     try:
         info = read_gguf(Path(path))
-        weights = os.path.getsize(path) - tensor_data_offset(Path(path))
+        weights = size - info.data_offset
     except (ModelSourceError, OSError):
         return None
     meta, arch = info.metadata, info.architecture

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from batuta.errors import MemoryBudgetError
-from batuta.runtime.gguf import tensor_data_offset
+from batuta.runtime.gguf import read_gguf
 from batuta.runtime.memory import OVERHEAD, Resident, ctx_of, estimate, plan_budget
 
 MiB = 2**20
 
 
 def test_estimate_is_weights_plus_kv_plus_overhead(smollm2_path: Path) -> None:
-    weights = os.path.getsize(smollm2_path) - tensor_data_offset(smollm2_path)
+    weights = os.path.getsize(smollm2_path) - read_gguf(smollm2_path).data_offset
     assert 90 * 10**6 < weights < os.path.getsize(smollm2_path)
     # SmolLM2-135M: 30 layers, 3 KV heads of 64 (576 / 9): 23040 bytes of f16 K+V per token.
     assert estimate(smollm2_path, 512) == weights + 30 * 512 * 3 * 128 * 2 + OVERHEAD
