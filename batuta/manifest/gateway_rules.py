@@ -14,8 +14,10 @@ from collections.abc import Collection, Iterator
 from batuta._util.fuzzy import did_you_mean
 from batuta._util.net import is_loopback
 from batuta.manifest.gateway import GatewayKey, parse_listen
+from batuta.manifest.keys import KEY_ITSELF, looks_like_secret
 from batuta.manifest.model import Manifest
-from batuta.manifest.rules import KEY_ITSELF, Loc, Problem, looks_like_secret
+from batuta.manifest.problems import Loc, Problem
+from batuta.manifest.route_rules import limit_problems
 
 KEYS: Loc = ("gateway", "keys")
 
@@ -75,11 +77,4 @@ def _budget(loc: Loc, key: GatewayKey) -> Iterator[Problem]:
     budget = key.budget
     if budget is None:
         return
-    if budget.daily_usd is None and budget.per_request_usd is None:
-        yield Problem((*loc, "budget"), "sets no limit: give daily_usd, per_request_usd or both")
-    elif (
-        budget.daily_usd is not None
-        and budget.per_request_usd is not None
-        and budget.per_request_usd > budget.daily_usd
-    ):
-        yield Problem((*loc, "budget", "per_request_usd"), "is larger than daily_usd")
+    yield from limit_problems(loc, budget.daily_usd, budget.per_request_usd)

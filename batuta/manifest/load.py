@@ -29,7 +29,8 @@ from yaml.scanner import Scanner
 
 from batuta.errors import ManifestIssue
 from batuta.manifest.model import Manifest
-from batuta.manifest.rules import SECTIONS, Checked, Loc, Problem, check
+from batuta.manifest.problems import SECTIONS, Checked, Loc, Problem
+from batuta.manifest.rules import check
 from batuta.manifest.schema import schema_problems
 
 _T = "tag:yaml.org,2002:"

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from batuta._util.sizes import human_bytes
 from batuta.catalogue import lookup
 from batuta.manifest.model import Manifest
-from batuta.manifest.rules import Loc, Problem
+from batuta.manifest.problems import Loc, Problem
 
 
 def problems(manifest: Manifest) -> Iterator[Problem]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from batuta.errors import ModelSourceError
 from batuta.manifest.load import LocalCheck
 from batuta.manifest.model import Manifest, Model
-from batuta.manifest.rules import Loc, Problem, known_quantization
+from batuta.manifest.model_rules import known_quantization
+from batuta.manifest.problems import Loc, Problem
 from batuta.runtime.gguf import MAGIC, same_quantization
 from batuta.runtime.sources import default_cache_dir, header_facts, local_source_path
 
