@@ -20,7 +20,7 @@ from typing import Any
 from batuta._util.fuzzy import did_you_mean
 from batuta.manifest.gateway import RATE_HINT, RATE_PATTERN
 from batuta.manifest.keys import looks_like_secret
-from batuta.manifest.options import PARAM_PATTERN, PATTERN_HINTS
+from batuta.manifest.option_fields import PARAM_PATTERN, PATTERN_HINTS
 from batuta.manifest.problems import Loc, Problem
 from batuta.manifest.units import DURATION_PATTERN, SIZE_PATTERN
 
