@@ -59,7 +59,7 @@ def _state(manifest: Manifest) -> Iterator[Problem]:
     env = gateway.state_password_env
     if env is not None and looks_like_secret(env):
         yield Problem(("gateway", "state_password_env"), KEY_ITSELF)
-    elif env is not None and gateway.state is None:
+    elif env is not None and gateway.state is None and not manifest.kubernetes.redis:
         yield Problem(
             ("gateway", "state_password_env"),
             "names the password of a shared state that gateway.state does not declare",
