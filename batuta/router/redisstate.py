@@ -151,9 +151,6 @@ class SharedState:
         )
         return float(wait)
 
-    def close(self) -> None:
-        self.client.close()
-
 
 class RedisLedger(SpendLedger):
     """:class:`SpendLedger` whose spend and holds are in Redis (atomic: one script each)."""
