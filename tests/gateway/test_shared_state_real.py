@@ -182,7 +182,8 @@ def test_a_keys_rate_is_shared_not_doubled(tmp_path: Path, redis: RedisServer) -
         with replicas(tmp_path, redis, route) as pair:
             answers = asyncio.run(_burst([r.url for r in pair], 20, "default", key=SLOW))
     codes = [a.status_code for a in answers]
-    assert codes.count(200) == 6 and codes.count(429) == 14  # 6/min across both, not 12
+    # 6/min across both replicas, not 12 (a 7th token may refill on a slow machine: 10 s)
+    assert codes.count(200) in (6, 7) and codes.count(429) == 20 - codes.count(200)
 
 
 def test_with_redis_away_budgets_fail_closed(tmp_path: Path, redis: RedisServer) -> None:
