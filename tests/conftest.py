@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.redisserver import RedisServer
 
 
 def _free_port() -> int:
@@ -38,3 +43,15 @@ def llama_engine(request: pytest.FixtureRequest) -> str:
     """Each form of the real llama.cpp engine in turn: ``server`` (llama.cpp's own C++
     llama-server, the default batuta picks) and ``python`` (llama-cpp-python's server)."""
     return str(request.param)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, with no persistence; stopped by pid after."""
+    from tests.redisserver import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()

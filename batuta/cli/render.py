@@ -26,5 +26,6 @@ def kubernetes(manifest: str | None, output: Path, namespace: str | None) -> Non
     kustomization.yaml: `kubectl apply -k DIR` deploys, `kubectl diff -k DIR` plans."""
     from batuta.render import render_kubernetes
 
-    files = render_kubernetes(manifest, output=output, namespace=namespace)
+    warn = lambda line: click.echo(line, err=True)  # noqa: E731
+    files = render_kubernetes(manifest, output=output, namespace=namespace, warn=warn)
     click.echo(f"wrote {len(files)} files to {output}/ (kubectl apply -k {output})")

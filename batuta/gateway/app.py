@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from batuta.backends.types import InferenceRequest, InferenceResponse, ToolCall
     from batuta.gateway.keyspend import KeySpend
     from batuta.router.engine import Router
+    from batuta.router.redisstate import SharedState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -139,8 +140,10 @@ class Gateway:
         body_timeout: float = BODY_TIMEOUT,
         keys: Keyring | None = None,
         observe: ObserveSettings = ObserveSettings(),  # noqa: B008 - frozen, shared safely
+        shared: SharedState | None = None,  # gateway.state: replicas' spend, rates, breakers
     ) -> None:
         self.table = TableFile(table)
+        self._shared = shared
         self._state_dir = state_dir
         self._router = router
         self.keys = keys
@@ -159,9 +162,12 @@ class Gateway:
 
             # aiohttp upstream: httpx's per-request cost would be most of the gateway's.
             wake = waker(self._state_dir) if self._state_dir is not None else None
+            shared = self._shared
             self._router = Router(
-                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK, wake=wake
-            )
+                state_dir=self._state_dir, http="aiohttp", recheck=BREAKER_RECHECK, wake=wake,
+                breakers=shared.breakers(recheck=BREAKER_RECHECK) if shared else None,
+                ledger=shared.ledger("route") if shared else None,
+            )  # fmt: skip
         return self._router
 
     @property
@@ -169,7 +175,8 @@ class Gateway:
         if self._key_spend is None:
             from batuta.gateway.keyspend import KeySpend
 
-            self._key_spend = KeySpend(self._state_dir)
+            ledger = self._shared.ledger("key") if self._shared else None
+            self._key_spend = KeySpend(self._state_dir, ledger=ledger)
         return self._key_spend
 
     async def aclose(self) -> None:

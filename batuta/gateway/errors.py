@@ -110,6 +110,8 @@ def from_routing(exc: RoutingError) -> GatewayError:
         skipped = " ".join(a.error or "" for a in exc.attempts)
         if "deadline" in skipped:
             return GatewayError(504, message, type_="timeout", code="route_timeout")
+        if "budget: shared state" in skipped:  # gateway.state unreachable: fail closed
+            return GatewayError(503, message, type_="server_error", code="budget_unrecorded")
         if "budget" in skipped:
             return GatewayError(429, message, type_="insufficient_quota", code="route_budget")
         return GatewayError(503, message, type_="overloaded", code="circuit_open")

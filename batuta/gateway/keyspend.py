@@ -76,9 +76,15 @@ class Booking:
 class KeySpend:
     """The keys' daily spend, in ``state_dir`` (else in memory)."""
 
-    def __init__(self, state_dir: Path | None, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        state_dir: Path | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        ledger: SpendLedger | None = None,  # gateway.state: the replicas' shared one
+    ) -> None:
         path = state_dir / KEY_SPEND_FILE if state_dir is not None else None
-        self.ledger = SpendLedger(path, clock=clock)
+        self.ledger = ledger or SpendLedger(path, clock=clock)
         self._clock = clock
 
     def spent_today(self, key: str) -> float:

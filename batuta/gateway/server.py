@@ -139,7 +139,11 @@ def serve(
     except RoutingError as exc:
         named = f" (with -f {manifest})" if manifest else ""
         raise GatewaySetupError(f"{exc}{named}") from None
-    app = Gateway(path, state_dir=state, keepalive=keepalive, keys=keys, observe=observe)
+    from batuta.gateway.sharing import open_shared
+
+    shared = open_shared(block, os.environ, keys)
+    app = Gateway(path, state_dir=state, keepalive=keepalive, keys=keys, observe=observe,
+                  shared=shared)  # fmt: skip
     server = make_server(app, host, port, drain_timeout=drain_timeout)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host

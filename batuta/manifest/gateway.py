@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from batuta._util.redisurl import parse_state_url
 from batuta.manifest.units import Size
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
@@ -47,6 +48,11 @@ def parse_rate(value: str) -> tuple[float, float]:
     return count, _PER[match.group(2)]
 
 
+def _state_url(value: str) -> str:
+    parse_state_url(value)
+    return value
+
+
 def _listen(value: str) -> str:
     parse_listen(value)
     return value
@@ -71,6 +77,14 @@ Rate = Annotated[
             "pattern": RATE_PATTERN,
             "description": "requests per second, minute or hour: 10/s, 60/min, 1000/h",
         }
+    ),
+]
+StateUrl = Annotated[
+    str,
+    AfterValidator(_state_url),
+    # No pattern: the schema's message would repeat the value, which may hold a password.
+    WithJsonSchema(
+        {"type": "string", "description": "redis://HOST:PORT/DB or rediss://HOST:PORT/DB"}
     ),
 ]
 KeyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -134,4 +148,15 @@ class Gateway(_Strict):
     traces: bool = Field(
         default=False,
         description="export OpenTelemetry traces over OTLP/HTTP (the otel extra; OTEL_* variables)",
+    )
+    state: StateUrl | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB (rediss:// for TLS): keep spend, rate buckets and"
+        " breakers in Redis, shared by every gateway replica; default: this machine's"
+        " .batuta/ files and memory",
+    )
+    state_password_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the variable holding the Redis password (never the URL)",
     )

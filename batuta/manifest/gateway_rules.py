@@ -37,6 +37,7 @@ def gateway_problems(
             " ::1 or localhost) until gateway.keys declares at least one",
             at_value=True,
         )
+    yield from _state(manifest)
     owners: dict[str, str] = {}
     for name, key in gateway.keys.items():
         loc = (*KEYS, name)
@@ -53,6 +54,18 @@ def gateway_problems(
         routes_broken = ("routes", "*") in broken
         yield from _routes(manifest, loc, key, routes_broken)
         yield from _budget(loc, key)
+
+
+def _state(manifest: Manifest) -> Iterator[Problem]:
+    gateway = manifest.gateway
+    env = gateway.state_password_env
+    if env is not None and looks_like_secret(env):
+        yield Problem(("gateway", "state_password_env"), KEY_ITSELF)
+    elif env is not None and gateway.state is None and not manifest.kubernetes.redis:
+        yield Problem(
+            ("gateway", "state_password_env"),
+            "names the password of a shared state that gateway.state does not declare",
+        )
 
 
 def _routes(manifest: Manifest, loc: Loc, key: GatewayKey, broken: bool) -> Iterator[Problem]:

@@ -78,3 +78,8 @@ class Kubernetes(_Strict):
         description="image overrides: gateway, fetch (model downloads) or a backend name",
     )
     gateway: ClusterGateway = Field(default_factory=ClusterGateway)
+    redis: bool = Field(
+        default=False,
+        description="render a small Redis (no persistence) that the gateway's replicas share"
+        " spend, rate buckets and breakers through (see gateway.state)",
+    )

@@ -70,6 +70,7 @@ def test_the_fleet_renders_every_kind(fleet: dict[str, str]) -> None:
     assert kinds == {"Namespace", "PersistentVolumeClaim", "Deployment", "Service", "ConfigMap"}
     assert set(of_kind(fleet, "Deployment")) == {
         "server-big", "server-chat", "server-ollama", "server-phi", "server-tiny", "batuta-gateway",
+        "batuta-redis",
     }  # fmt: skip
 
 
@@ -119,7 +120,7 @@ def test_every_reference_resolves(rendered: dict[str, str]) -> None:
     used_claims = set()
     for name, pod in pods_of(rendered).items():
         spec = pod["spec"]
-        volumes = {v["name"]: v for v in spec["volumes"]}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for container in spec.get("initContainers", []) + spec["containers"]:
             for mount in container.get("volumeMounts", []):
                 assert mount["name"] in volumes, (name, mount)
@@ -154,7 +155,7 @@ def test_names_are_dns_labels_and_labels_standard(rendered: dict[str, str]) -> N
 def test_probes_hit_the_catalogues_health_path(fleet: dict[str, str]) -> None:
     seen = set()
     for name, pod in pods_of(fleet).items():
-        if name == "batuta-gateway":
+        if name in ("batuta-gateway", "batuta-redis"):
             continue
         backend = lookup(pod["metadata"]["labels"]["app.kubernetes.io/name"])
         assert backend is not None
@@ -284,6 +285,8 @@ def test_the_gateway_enforces_the_manifests_keys(fleet: dict[str, str]) -> None:
     container, block = _gateway_block(fleet)
     declared = load_manifest(FLEET, env={}).manifest.gateway
     assert "listen" not in block  # the pod listens on its own port, whatever the manifest says
+    # kubernetes.redis: the replicas' state is the in-cluster Redis, its password a variable
+    assert block.pop("state") == "redis://batuta-redis.llm.svc.cluster.local:6379/0"
     assert Gateway.model_validate(block) == declared.model_copy(update={"listen": "127.0.0.1:8080"})
     assert block["keys"]["team"] == {
         "key_env": "TEAM_GATEWAY_KEY", "routes": ["private-chat", "default"],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from batuta.catalogue import lookup
@@ -124,18 +125,27 @@ def _namespace(name: str) -> Obj:
     }
 
 
-def render(loaded: LoadedManifest, *, namespace: str | None = None) -> dict[str, str]:
+def render(
+    loaded: LoadedManifest,
+    *,
+    namespace: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, str]:
     """Every file of the deployment, by name; ManifestError (each problem at its line) when
-    the manifest cannot run in a cluster."""
+    the manifest cannot run in a cluster. ``warn`` is told what would run, but not as the
+    manifest may expect (several gateway replicas counting on their own)."""
     from batuta.render.kubernetes.gateway import gateway_objects, key_variables, routing_table
     from batuta.render.kubernetes.gateway_config import client_key_variables
     from batuta.render.kubernetes.models import claim_of
     from batuta.render.kubernetes.policy import all_sovereign, egress_policy
+    from batuta.render.kubernetes.redis import redis_objects, replica_warning, state_variables
 
     loaded = with_namespace(loaded, namespace)
     cluster = loaded.manifest.kubernetes
     problems = Problems(loaded.display or str(loaded.path), loaded.position)
     _check_images(loaded, problems)
+    if cluster.redis and loaded.manifest.gateway.state is not None:
+        problems.add("kubernetes.redis", "gateway.state names a Redis already: drop one")
     models = _models(loaded, problems)
     servers = _servers(loaded, models, problems)
     problems.raise_any()
@@ -145,9 +155,13 @@ def render(loaded: LoadedManifest, *, namespace: str | None = None) -> dict[str,
     for _, server in sorted(servers.items()):
         objects += server.objects
     objects += gateway_objects(loaded, table, gateway_image(loaded))
+    objects += redis_objects(loaded)
+    if warn is not None and (warning := replica_warning(loaded)) is not None:
+        warn(warning)
     if all_sovereign(table):
         objects.append(egress_policy(cluster.namespace))
     keys = set(key_variables(table)) | set(client_key_variables(loaded))
+    keys |= set(state_variables(loaded))
     for server in servers.values():
         keys |= {e["name"] for e in _secret_envs(server)}
     if any(m.scheme == "hf" for m in models.values()):

@@ -7,8 +7,8 @@ target at its server's in-cluster Service name (``server-NAME.NS.svc.DOMAIN``); 
 gateway is told that domain is its own (``BATUTA_SOVEREIGN_DOMAINS``), so sovereign routes
 may use it. Every key variable the table names, and every client key's, is read from the
 Secret through ``secretKeyRef``; only the names are rendered. The gateway's container is
-configured in :func:`gateway_container` alone, where shared state for several replicas
-will plug in.
+configured in :func:`gateway_container` alone; the Redis its replicas share
+(``gateway.state`` or ``kubernetes.redis``) is in :mod:`.redis`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from batuta.render.kubernetes.objects import (
     secret_env,
     selector,
 )
+from batuta.render.kubernetes.redis import state_variables
 from batuta.routing.table import RoutingTable
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ def gateway_container(loaded: LoadedManifest, table: RoutingTable, image: str) -
     # does on one machine; a client key left out is disabled (none left: it does not start).
     clients = client_key_variables(loaded)
     env += [secret_env(name) for name in sorted({*key_variables(table), *clients})]
+    env += [secret_env(name, optional=False) for name in state_variables(loaded)]
     # With keys the gateway refuses a client without one; without, it is open to whatever
     # the Service and a NetworkPolicy let in, which it must be told it may be.
     open_to_all = [] if clients else ["--any-address"]

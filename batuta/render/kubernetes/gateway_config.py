@@ -23,6 +23,10 @@ def gateway_config_text(loaded: LoadedManifest) -> str:
     """The block as ``--gateway-config`` reads it (sorted keys: the same manifest gives the
     same bytes). The model holds variable names, never a key's value."""
     block = loaded.manifest.gateway.model_dump(mode="json", exclude={"listen"}, exclude_none=True)
+    from batuta.render.kubernetes.redis import state_url
+
+    if (url := state_url(loaded)) is not None:  # kubernetes.redis: the in-cluster one
+        block["state"] = url
     return json.dumps(block, indent=2, sort_keys=True) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Privacy as policy: when every route the gateway serves is ``sovereign``, a NetworkPolicy
-lets the gateway's pods reach batuta's servers and the cluster's DNS, and nothing else.
+lets the gateway's pods reach batuta's servers (and its Redis) and the cluster's DNS, and
+nothing else.
 
 The tier is then enforced twice: by the router's check before each request, and by the
 cluster, which drops a packet to anywhere outside even if the table were edited.
@@ -31,6 +32,7 @@ def egress_policy(namespace: str) -> Obj:
         "app.kubernetes.io/component": "server",
         "app.kubernetes.io/managed-by": MANAGED_BY,
     }
+    state = {"app.kubernetes.io/component": "state", "app.kubernetes.io/managed-by": MANAGED_BY}
     dns = {
         "namespaceSelector": {},
         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
@@ -43,7 +45,13 @@ def egress_policy(namespace: str) -> Obj:
             "podSelector": {"matchLabels": selector("gateway", GATEWAY_NAME)},
             "policyTypes": ["Egress"],
             "egress": [
-                {"to": [{"podSelector": {"matchLabels": servers}}]},
+                # batuta's servers, and its Redis when it renders one (kubernetes.redis)
+                {
+                    "to": [
+                        {"podSelector": {"matchLabels": servers}},
+                        {"podSelector": {"matchLabels": state}},
+                    ]
+                },
                 {
                     "to": [dns],
                     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
