@@ -189,12 +189,12 @@ def _content(line: str) -> tuple[str, dict[str, Any] | None]:
     return text, data.get("x_batuta")
 
 
-def predicted(metrics: str) -> int:
-    """``llamacpp:tokens_predicted_total`` from a llama-server's Prometheus text."""
+def metric(metrics: str, name: str) -> float:
+    """One value (``llamacpp:tokens_predicted_total``) of a llama-server's Prometheus text."""
     for line in metrics.splitlines():
-        if line.startswith("llamacpp:tokens_predicted_total"):
-            return int(float(line.split()[-1]))
-    raise RuntimeError("the server's metrics have no llamacpp:tokens_predicted_total")
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise RuntimeError(f"the server's metrics have no {name}")
 
 
 @dataclass
@@ -308,9 +308,14 @@ class Pair:
         _wait(answers, 120, f"server {name} after its restart")
 
     def _predicted(self, name: str) -> int:
-        """Tokens server ``name`` generated so far (its ``/metrics``)."""
+        """Tokens server ``name`` generated so far (its ``/metrics``), once it is idle: a
+        baseline request closed after its first token is still counted a little later."""
         base = self._entry(name)["base_url"]
-        return predicted(httpx.get(base + "/metrics", timeout=10).text)
+        while True:
+            text = httpx.get(base + "/metrics", timeout=10).text
+            if metric(text, "llamacpp:requests_processing") == 0:
+                return int(metric(text, "llamacpp:tokens_predicted_total"))
+            time.sleep(0.05)
 
     def pace(self, name: str) -> None:
         """Wait, when needed, so that ``name`` is not killed too often for its supervisor."""
@@ -418,7 +423,7 @@ def run(runs: int, kill_after: int, kinds: list[str]) -> dict[str, Any]:
             pair = Pair(kind, Path(tmp) / kind, env)
             try:
                 pair.run("a", kill_after)  # warm-up, not counted
-                measured = [pair.run("b" if i % 2 else "a", kill_after) for i in range(runs)]
+                measured = [pair.run("a" if i % 2 else "b", kill_after) for i in range(runs)]
             finally:
                 pair.close()
             result[kind] = _summary(measured)
