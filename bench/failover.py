@@ -33,6 +33,10 @@ the continuation cold (it was itself restarted after the previous run).
 Per run and as medians: gap = first survivor chunk − t_kill, the survivor's TTFT, and
 gap − TTFT. Target: gap − TTFT ≤ 250 ms (``--check`` exits 1 when a median misses it).
 One extra run first warms both pairs up and is not counted.
+
+Fake pair only, after each run while the victim is still dead: a new streamed request to
+the same route (victim first), its TTFT through the gateway over the survivor's own for
+the same request: what a refused connection costs before the survivor is asked.
 """
 
 from __future__ import annotations
@@ -197,6 +201,25 @@ def metric(metrics: str, name: str) -> float:
     raise RuntimeError(f"the server's metrics have no {name}")
 
 
+async def _async_ttft(url: str, body: dict[str, Any]) -> float:
+    """Seconds to the first text of ``body`` streamed from ``url`` (then closed), from an
+    asyncio client, as the router's own: it sets TCP_NODELAY, which a blocking httpx
+    client does not (its request body then waits out the server's delayed ACK, ~40 ms
+    that would be the client's, not the target's)."""
+    async with httpx.AsyncClient(timeout=120) as http:
+        started = time.perf_counter()
+        ttft = None
+        async with http.stream("POST", url, json=body) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if ttft is None and _content(line)[0]:
+                    ttft = time.perf_counter() - started
+                    break
+        if ttft is None:
+            raise RuntimeError(f"{url} streamed no text")
+        return ttft
+
+
 @dataclass
 class Measured:
     """One run: seconds from the kill; the survivor's own TTFT; who answered."""
@@ -208,6 +231,10 @@ class Measured:
     survivor_ttft_s: float
     victim_tokens: int
     over_s: float
+    # fake pair only: a new request to the same route while the victim is still dead,
+    # its TTFT through the gateway over the survivor's own for the same request
+    dead_ttft_s: float | None = None
+    dead_over_s: float | None = None
 
 
 # ---------------------------------------------------------------------------- one pair
@@ -357,14 +384,28 @@ class Pair:
             first = len(texts) - (self._predicted(survivor) - before)
             if not kill_after <= first < len(texts):
                 raise RuntimeError(f"{survivor} counted {len(texts) - first} of {len(texts)}")
+        dead = self._while_dead(victim, survivor) if self.kind == "fake" else None
         self.recover(victim)
         shown = "".join(texts[:first])
         ttft = statistics.median(
             self._direct_ttft(survivor, shown, first) for _ in range(BASELINE_TRIES)
         )
         gap = arrivals[first] - t_kill
-        return Measured(victim, survivor, gap, arrivals[first - 1] - t_kill, ttft, first,
-                        gap - ttft)  # fmt: skip
+        measured = Measured(victim, survivor, gap, arrivals[first - 1] - t_kill, ttft, first,
+                            gap - ttft)  # fmt: skip
+        if dead is not None:
+            measured.dead_ttft_s, measured.dead_over_s = dead
+        return measured
+
+    def _while_dead(self, victim: str, survivor: str) -> tuple[float, float]:
+        """A new streamed request to the route that lists the (still dead) victim first:
+        its TTFT through the gateway, and that over the survivor's own (median of three). A refused connection must cost no backoff before the survivor is asked."""
+        body = {"model": f"{victim}_{survivor}", "messages": [{"role": "user", "content": PROMPT}],
+                "max_tokens": 5, "temperature": 0.0, "stream": True}  # fmt: skip
+        # One: with the kill, two failed visits; a third would open the victim's breaker.
+        through = asyncio.run(_async_ttft(self.url + "/v1/chat/completions", body))
+        own = statistics.median(self._direct_ttft(survivor, "", 0) for _ in range(BASELINE_TRIES))
+        return through, through - own
 
     def _direct_ttft(self, name: str, shown: str, generated: int) -> float:
         """The survivor's TTFT for the continuation, sent straight to it in the request
@@ -381,23 +422,15 @@ class Pair:
         request = continuation(request, shown, generated)
 
         async def measure() -> float:
-            # An asyncio client, as the router's own: it sets TCP_NODELAY, which a
-            # blocking httpx client does not (its request body then waits out the
-            # server's delayed ACK, ~40 ms that would be the client's, not the target's).
-            async with httpx.AsyncClient(timeout=120) as client:
+            async with httpx.AsyncClient() as client:  # for the adapter: it sends nothing
                 adapter: Any = adapter_for(target, client)  # type: ignore[arg-type]
                 raw = adapter.continues(request)
                 path = adapter.dialect.completions_path if raw else adapter.dialect.chat_path
                 payload = adapter.body(request, stream=True)
-                if self.kind == "llama":
-                    payload["cache_prompt"] = False
-                started = time.perf_counter()
-                async with client.stream("POST", adapter.url(path), json=payload) as resp:
-                    resp.raise_for_status()
-                    async for line in resp.aiter_lines():
-                        if _content(line)[0]:
-                            return time.perf_counter() - started
-            raise RuntimeError(f"{name} streamed no text")
+                url = adapter.url(path)
+            if self.kind == "llama":
+                payload["cache_prompt"] = False
+            return await _async_ttft(url, payload)
 
         return asyncio.run(measure())
 
@@ -412,6 +445,9 @@ def _summary(runs: list[Measured]) -> dict[str, Any]:
         "survivor_ttft_s": statistics.median(r.survivor_ttft_s for r in runs),
         "over_s": statistics.median(r.over_s for r in runs),
         "last_victim_s": statistics.median(r.last_victim_s for r in runs),
+        "dead_over_s": statistics.median(r.dead_over_s for r in runs)
+        if all(r.dead_over_s is not None for r in runs)
+        else None,
     }
 
 
@@ -460,6 +496,9 @@ def main() -> int:
             f"  median: gap {s['gap_s'] * 1000:.1f}, own TTFT {s['survivor_ttft_s'] * 1000:.1f},"
             f" gap−TTFT {s['over_s'] * 1000:.1f} ms (target ≤ {TARGET * 1000:.0f}: {verdict})"
         )
+        if s["dead_over_s"] is not None:
+            print(f"  a new request while the victim is dead: TTFT over the survivor's own"
+                  f" {s['dead_over_s'] * 1000:.1f} ms (median)")  # fmt: skip
     for when in ("start", "end"):
         print(
             f"load average at the {when}: "
