@@ -65,7 +65,7 @@ BATUTA = str(Path(sys.executable).with_name("batuta"))
 PROMPT = "Write a long story about a dragon who learns to read."
 MAX_TOKENS = 200
 TARGET = 0.25
-FAKE_INTERVAL = 0.01
+FAKE = Path(__file__).with_name("fake_stream.py")
 BASELINE_TRIES = 3
 # A server killed a 5th time within 60 s would be a crash loop (docs/runtime.md): each one
 # is killed at most this often per minute.
@@ -73,54 +73,6 @@ KILLS_PER_MINUTE = 4
 
 
 # ---------------------------------------------------------------------------- fake upstream
-
-
-def _sse(name: str, text: str, finish: str | None = None) -> bytes:
-    chunk = {
-        "id": f"chatcmpl-{name}", "object": "chat.completion.chunk", "created": 0,
-        "model": "fake", "choices": [{"index": 0, "delta": {"content": text} if text else {},
-                                      "finish_reason": finish}],
-    }  # fmt: skip
-    data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-async def _answer(name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One keep-alive connection: each chat request is answered with a chunked SSE stream
-    of ``max_tokens`` chunks, ``FAKE_INTERVAL`` apart, as OpenAI frames them."""
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            body = json.loads(await reader.readexactly(length)) if length else {}
-            count = int(body.get("max_tokens") or MAX_TOKENS)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
-            writer.write(_sse(name, ""))  # the role chunk
-            for i in range(count):
-                writer.write(_sse(name, f"{name}{i} "))
-                await writer.drain()
-                await asyncio.sleep(FAKE_INTERVAL)
-            writer.write(_sse(name, "", "length"))
-            done = b"data: [DONE]\n\n"
-            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
-
-
-def _serve_fake(name: str, port: int) -> None:
-    async def main() -> None:
-        server = await asyncio.start_server(
-            lambda r, w: _answer(name, r, w), "127.0.0.1", port, reuse_address=True
-        )
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
 
 
 class Fake:
@@ -133,7 +85,7 @@ class Fake:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-fake", self.name, str(self.port)],
+            [sys.executable, str(FAKE), self.name, str(self.port)],
             start_new_session=True,
         )
         _wait(lambda: _listening(self.port), 30, f"fake {self.name}")
@@ -474,11 +426,7 @@ def main() -> int:
     parser.add_argument("--fake", action="store_true", help="only the fake pair")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
-    parser.add_argument("--serve-fake", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_fake:
-        _serve_fake(args.serve_fake[0], int(args.serve_fake[1]))
-        return 0
     kinds = ["fake"] if args.fake else ["llama", "fake"]
     r = run(args.runs, args.kill_after, kinds)
     missed = False
