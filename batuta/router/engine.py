@@ -237,7 +237,9 @@ class Router:
         run = Run(route, request, now, now + route.timeout, on_text, on_event, on_tools=tools)
         pricing: Pricing | None = None
         try:
-            for index, entry in enumerate(self._strategies.order(route, self.gates.busy)):
+            order = self._strategies.order(route, self.gates.busy)
+            for index, entry in enumerate(order):
+                run.left = len(order) - index - 1
                 target = self._target(entry)
                 pricing = pricing_for(entry)
                 reason = self._skip_reason(run, entry, target, pricing, managed)
@@ -339,7 +341,7 @@ class Router:
             decision = decide(
                 error, retries_done=retries_done, max_retries=run.route.retries,
                 output_shown=shown_here or run.tools_shown, now=self._clock(), deadline=run.deadline,
-                rnd=self._random(), backoff=self._backoff,
+                rnd=self._random(), backoff=self._backoff, local_with_next=target.local and run.left > 0,
             )  # fmt: skip
             if decision.action is Action.RETRY:
                 retries_done += 1

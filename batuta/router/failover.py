@@ -6,6 +6,10 @@ and the route's deadline:
 
 - connect / timeout / server / overloaded / rate_limit / malformed / stream_cut:
   retried on the same target up to ``route.retries`` times, then fall over;
+- except connect on a local target while another target of the route is left: a local
+  server that cannot be reached is down (killed, or being restarted by its supervisor,
+  which takes longer than the first backoff), so the next target is asked at once rather
+  than after a backoff; the route's last target is still retried;
 - auth / client / quota: fall over at once (a wrong key on one provider must not sink
   the route, and repeating the same bad request cannot help); a target this machine
   cannot use at all (an optional extra missing) reaches here as client;
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from batuta.backends.types import InferenceRequest
-from batuta.errors import BackendError
+from batuta.errors import BackendError, FailureKind
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,16 @@ def decide(
     deadline: float,
     rnd: float,
     backoff: Backoff = DEFAULT_BACKOFF,
+    local_with_next: bool = False,
 ) -> Decision:
-    """Retry the same target or fall over to the next one."""
+    """Retry the same target or fall over to the next one. ``local_with_next``: the target
+    is a local server and another target of the route is left after it."""
     if output_shown:
         return Decision(Action.FALL_OVER, reason="output was shown; continuing elsewhere")
     if not error.kind.retryable:
         return Decision(Action.FALL_OVER, reason=f"{error.kind.value} is not retried")
+    if local_with_next and error.kind is FailureKind.CONNECT:
+        return Decision(Action.FALL_OVER, reason="a local server that cannot be reached is down")
     if retries_done >= max_retries:
         return Decision(Action.FALL_OVER, reason=f"{retries_done} retries used")
     if error.retry_after is not None:

@@ -279,6 +279,18 @@ def test_deadline_skips_the_rest(fakes) -> None:
     assert generations(b) == []
 
 
+def test_a_dead_local_server_is_passed_over_without_a_backoff(fakes, free_port: int) -> None:
+    # A killed (or restarting) local server refuses connections: the next target is asked
+    # at once, not after a backoff and a second refused try.
+    _, b = fakes
+    dead = TargetEntry("dead", "llamacpp", "openai", f"http://127.0.0.1:{free_port}", "m", True)
+    sleeps = Sleeps()
+    resp = ask(Router(sleep=sleeps), route_of(dead, local("b", b), retries=2))
+    assert resp.target == "b" and resp.text == DEFAULT_TEXT
+    assert [(x.target, x.kind) for x in resp.tried] == [("dead", FailureKind.CONNECT)]
+    assert sleeps.waits == [] and resp.attempts == 2 and len(generations(b)) == 1
+
+
 def test_all_targets_fail_lists_every_attempt(fakes, free_port: int) -> None:
     a, _ = fakes
     a.fail_next(500).fail_next(500)

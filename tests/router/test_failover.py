@@ -129,3 +129,18 @@ def test_splice_releases_a_true_continuation_at_once() -> None:
     s = Splice("Paris is a city")
     assert s.feed("Paris was") == "Paris was"  # a differently worded restart: shown as is
     assert Splice("").feed("x") == "x"
+
+
+@pytest.mark.parametrize("kind", RETRIED)
+def test_a_local_server_that_cannot_be_reached_falls_over_at_once_when_another_is_left(
+    kind,
+) -> None:
+    d = decide(
+        BackendError(kind, "x"), retries_done=0, max_retries=2, output_shown=False,
+        now=0.0, deadline=100.0, rnd=0.0, local_with_next=True,
+    )  # fmt: skip
+    if kind is FailureKind.CONNECT:
+        assert d.action is Action.FALL_OVER and d.wait == 0.0 and "down" in d.reason
+    else:  # a server that answered badly may answer the retry
+        assert d.action is Action.RETRY
+    assert _decide(FailureKind.CONNECT).action is Action.RETRY  # the route's last target
