@@ -8,8 +8,8 @@ same way:
   :class:`~batuta.errors.BackendError` for transport failures, first-byte timeouts and
   non-2xx answers (via :func:`error_from_response`).
 - :func:`iter_bytes`, :func:`iter_lines`, :func:`iter_ndjson`, :func:`iter_sse`
-  (:func:`sse_stream`: with the stream skeleton around it), :func:`read_json` read the body under the same first-byte timeout and overall deadline,
-  turning a dropped connection into ``STREAM_CUT`` and bad JSON into ``MALFORMED``.
+  (:func:`sse_stream`: with the stream skeleton around it), :func:`read_json` read the
+  body under the same first-byte timeout and overall deadline, turning a dropped connection into ``STREAM_CUT`` and bad JSON into ``MALFORMED``.
 
 - :func:`probe` is the short readiness or credentials check behind every ``health()``.
 
@@ -19,10 +19,11 @@ Both sending functions take either client (:data:`HttpClient`): an ``httpx.Async
 answer is a :class:`Response` either way, and failures classify alike: the aiohttp half
 raises the httpx error of the same failure.
 
-This module is the one import adapters need: it re-exports the error helpers of
-:mod:`~batuta.backends._failures`, the payload helpers of :mod:`~batuta.backends._payload`,
-the stream-ending rules of :mod:`~batuta.backends._stream` and
-:class:`~batuta.backends._sse.SSEEvent`.
+The sending half (:func:`send`, :func:`probe`, the timeouts) lives in
+:mod:`batuta.backends._send`. This module is the one import adapters need: it re-exports
+that, the error helpers of :mod:`~batuta.backends._failures`, the payload helpers of
+:mod:`~batuta.backends._payload`, the stream-ending rules of
+:mod:`~batuta.backends._stream` and :class:`~batuta.backends._sse.SSEEvent`.
 
 Deadlines are absolute ``time.monotonic()`` values so a router can give one budget to a
 whole fallback chain. Messages never contain request headers, keys or query strings.
@@ -30,13 +31,11 @@ whole fallback chain. Messages never contain request headers, keys or query stri
 
 from __future__ import annotations
 
-import codecs
 import functools
 import re
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -53,6 +52,7 @@ from batuta.backends._failures import (
     parse_retry_after,
     transport_error,
 )
+from batuta.backends._lines import LineSplitter
 from batuta.backends._payload import (
     StopFilter,
     body_extras,
@@ -64,42 +64,27 @@ from batuta.backends._payload import (
     refuses_prefill,
     split_stops,
 )
-from batuta.backends._sse import SSEEvent, parse_sse
+from batuta.backends._send import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    STALE_RESENDS,
+    Response,
+    _budget,
+    _first_byte_timeout,
+    _remaining,
+    probe,
+    request_timeout,
+    send,
+)
+from batuta.backends._sse import SSEEvent, SSEParser
 from batuta.backends._stream import cut, drain, forgive_late_cut, opened
 from batuta.catalogue import lookup
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    from batuta.backends._aio import AioClient
+    from batuta.backends._send import HttpClient as HttpClient
     from batuta.backends.types import Target
 
-    HttpClient: TypeAlias = httpx.AsyncClient | AioClient
-
-
-class Response(Protocol):
-    """What adapters use of a streamed answer: an ``httpx.Response`` or an
-    :class:`~batuta.backends._aio.AioResponse`."""
-
-    @property
-    def status_code(self) -> int: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def is_success(self) -> bool: ...
-
-    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
-
-    async def aread(self) -> bytes: ...
-
-    async def aclose(self) -> None: ...
-
-
-CONNECT_TIMEOUT = 10.0  # seconds to open a TCP/TLS connection
-READ_TIMEOUT = 600.0  # longest silence tolerated between two reads when nothing else is set
 
 _VERSIONED = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
 
@@ -149,183 +134,6 @@ def auth_headers(
     if style in ("api-key", "x-api-key"):
         return {style: api_key}
     raise BackendError(FailureKind.CLIENT, f"{target.name}: unknown auth header style {style!r}")
-
-
-def request_timeout(
-    connect: float | None = CONNECT_TIMEOUT,
-    first_byte: float | None = None,
-    total: float | None = None,
-) -> httpx.Timeout:
-    """An ``httpx.Timeout`` for one call: ``connect`` to open the socket, then each read may
-    wait up to ``first_byte`` (or ``total``, or :data:`READ_TIMEOUT`). The overall deadline is
-    enforced by :func:`send` and the body readers, which httpx cannot do by itself."""
-    read = first_byte or total or READ_TIMEOUT
-    if total is not None:
-        read = min(read, total)
-        connect = total if connect is None else min(connect, total)
-    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
-
-
-def _budget(*limits: float | None) -> float | None:
-    values = [v for v in limits if v is not None]
-    return max(0.0, min(values)) if values else None
-
-
-# ---------------------------------------------------------------------------- sending
-
-
-async def send(
-    client: HttpClient,
-    method: str,
-    url: str,
-    *,
-    provider: str,
-    headers: Mapping[str, str] | None = None,
-    json_body: Any = None,
-    content: bytes | None = None,
-    params: Mapping[str, str] | None = None,
-    first_byte_timeout: float | None = None,
-    deadline: float | None = None,
-    secret: str | None = None,
-) -> Response:
-    """Send one request and return the *streamed* 2xx response (close it when done).
-    The body is ``json_body`` encoded as JSON, or ``content`` sent as is (signed bodies).
-
-    Raises a classified BackendError on connection failure, on a non-2xx status (the body
-    is read for the provider's message) and when no response arrives within
-    ``first_byte_timeout`` or before ``deadline``."""
-    budget = _budget(first_byte_timeout, _remaining(deadline))
-    timeout = request_timeout(total=_remaining(deadline))
-    response: Response
-    try:
-        async with _within(budget):
-            if isinstance(client, httpx.AsyncClient):
-                request = client.build_request(
-                    method,
-                    url,
-                    headers=dict(headers or {}),
-                    json=json_body,
-                    content=content,
-                    params=params,
-                    timeout=timeout,
-                )
-                response = await _send_resending_stale(client, request)
-            else:
-                response = await _aio_send(
-                    client, method, url, headers, json_body, content, params, timeout
-                )
-    except TimeoutError:
-        raise _first_byte_timeout(provider, budget) from None
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, provider=provider) from exc
-    if response.is_success:
-        return response
-    try:
-        async with _within(_budget(_remaining(deadline), 30.0)):
-            body = await response.aread()
-    except (httpx.HTTPError, TimeoutError):
-        body = b""
-    finally:
-        await response.aclose()
-    raise error_from_response(
-        response.status_code, response.headers, body, provider=provider, secret=secret
-    )
-
-
-async def _aio_send(
-    client: AioClient,
-    method: str,
-    url: str,
-    headers: Mapping[str, str] | None,
-    json_body: Any,
-    content: bytes | None,
-    params: Mapping[str, str] | None,
-    timeout: httpx.Timeout,
-) -> Response:
-    from batuta.backends import _aio
-
-    sent = dict(headers or {})
-    if content is None and json_body is not None:
-        content = _aio.encode_json(json_body)
-        if not any(name.lower() == "content-type" for name in sent):
-            sent["Content-Type"] = "application/json"
-    for _ in range(STALE_RESENDS):
-        try:
-            return await _aio.send(
-                client, method, url, headers=sent, body=content, params=params, timeout=timeout
-            )
-        except httpx.RemoteProtocolError as exc:
-            if not _stale(exc):
-                raise
-    return await _aio.send(
-        client, method, url, headers=sent, body=content, params=params, timeout=timeout
-    )
-
-
-# A keep-alive connection the server closed while it sat in the pool fails the next request
-# on it before a byte of answer arrives. llama.cpp's llama-server does this after some
-# streamed answers without saying `Connection: close`; browsers and urllib3 resend such a
-# request on a new connection, since the server answered nothing. Bounded: a server that
-# drops every request still fails after these.
-STALE_RESENDS = 2
-
-
-def _stale(exc: httpx.HTTPError) -> bool:
-    return isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
-        "Server disconnected without sending a response"
-    )
-
-
-async def _send_resending_stale(
-    client: httpx.AsyncClient, request: httpx.Request
-) -> httpx.Response:
-    for _ in range(STALE_RESENDS):
-        try:
-            return await client.send(request, stream=True)
-        except httpx.RemoteProtocolError as exc:
-            if not _stale(exc):
-                raise
-    return await client.send(request, stream=True)
-
-
-async def probe(
-    client: HttpClient,
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    json_body: Any = None,
-) -> Response | None:
-    """One short check (10 s in all): ``GET url``, or ``POST`` when ``json_body`` is given.
-    None when the server cannot be reached; any answer is returned, read and closed."""
-    method = "GET" if json_body is None else "POST"
-    try:
-        if isinstance(client, httpx.AsyncClient):
-            return await client.request(
-                method,
-                url,
-                headers=dict(headers or {}),
-                json=json_body,
-                timeout=request_timeout(total=10.0),
-            )
-        async with _within(10.0):
-            response = await _aio_send(
-                client, method, url, headers, json_body, None, None, request_timeout(total=10.0)
-            )
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        return response
-    except (httpx.HTTPError, TimeoutError):
-        return None
-
-
-def _first_byte_timeout(provider: str, budget: float | None) -> BackendError:
-    return BackendError(FailureKind.TIMEOUT, f"{provider}: no answer within {budget or 0:.3g} s")
 
 
 async def iter_bytes(
@@ -419,9 +227,6 @@ async def read_answer(
     return body
 
 
-_NEWLINE = re.compile(r"\r\n|\r|\n")
-
-
 async def iter_lines(
     response: Response,
     *,
@@ -429,27 +234,16 @@ async def iter_lines(
     first_byte_timeout: float | None = None,
     deadline: float | None = None,
 ) -> AsyncGenerator[str, None]:
-    """Body lines split on CRLF, CR or LF only (unlike ``str.splitlines``, a U+2028 inside a
-    JSON string stays put). A final line without a newline is still yielded."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    pending = ""
+    """Body lines split on CRLF, CR or LF only (:class:`~batuta.backends._lines.LineSplitter`:
+    a U+2028 inside a JSON string stays put). A final line without a newline is still
+    yielded."""
+    lines = LineSplitter()
     async for chunk in iter_bytes(
         response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
     ):
-        pending += decoder.decode(chunk)
-        # A trailing CR may be the first half of a CRLF split across chunks: keep it.
-        keep_cr = pending.endswith("\r")
-        body = pending[:-1] if keep_cr else pending
-        *lines, pending = _NEWLINE.split(body)
-        if keep_cr:
-            pending += "\r"
-        for line in lines:
+        for line in lines.feed(chunk):
             yield line
-    pending += decoder.decode(b"", final=True)
-    lines = _NEWLINE.split(pending)
-    if lines and lines[-1] == "":
-        lines.pop()
-    for line in lines:
+    for line in lines.close():
         yield line
 
 
@@ -475,14 +269,21 @@ async def iter_sse(
     first_byte_timeout: float | None = None,
     deadline: float | None = None,
 ) -> AsyncGenerator[SSEEvent, None]:
-    """Server-sent events of the body (see :func:`batuta.backends._sse.parse_sse`); a drop
+    """Server-sent events of the body (see :class:`batuta.backends._sse.SSEParser`); a drop
     mid-body raises STREAM_CUT. Decoding each event's ``data`` is the caller's job
     (:func:`parse_json` fails as MALFORMED)."""
-    lines = iter_lines(
+    # Lines and events split by plain calls per chunk: a generator per layer cost more.
+    lines, parser = LineSplitter(), SSEParser()
+    async for chunk in iter_bytes(
         response, provider=provider, first_byte_timeout=first_byte_timeout, deadline=deadline
-    )
-    async for event in parse_sse(lines):
+    ):
+        for event in parser.feed(lines.feed(chunk)):
+            yield event
+    for event in parser.feed(lines.close()):
         yield event
+    last = parser.close()
+    if last is not None:
+        yield last
 
 
 def sse_stream(
@@ -505,6 +306,7 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_MESSAGE",
     "READ_TIMEOUT",
+    "STALE_RESENDS",
     "Response",
     "SSEEvent",
     "StopFilter",

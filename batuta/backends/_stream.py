@@ -23,8 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
+from batuta._util.timeouts import within
 from batuta.errors import BackendError, FailureKind
 
 if TYPE_CHECKING:
@@ -57,12 +56,14 @@ async def drain(
     """Read and discard what is left of ``source`` (at most ``items`` more, within
     ``seconds``). True when it ended; False when it did not in time, was cut or went wrong,
     in which case the caller's close tears the connection down as before."""
-    with anyio.move_on_after(seconds), contextlib.suppress(BackendError):
-        for _ in range(items + 1):
-            try:
-                await anext(source)
-            except StopAsyncIteration:
-                return True
+    # asyncio's timeout, not anyio's cancel scope: this runs once per streamed answer.
+    with contextlib.suppress(BackendError, TimeoutError):
+        async with within(seconds):
+            for _ in range(items + 1):
+                try:
+                    await anext(source)
+                except StopAsyncIteration:
+                    return True
     return False
 
 

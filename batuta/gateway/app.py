@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,11 +31,21 @@ from batuta._util import fastjson
 from batuta._util.timeouts import within
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, completions, openai
-from batuta.gateway.errors import GatewayError, anthropic_body, from_routing, openai_body
-from batuta.gateway.inbox import Inbox, Piece
+from batuta.gateway.errors import GatewayError, from_routing
+from batuta.gateway.exchange import (
+    Exchange,
+    Gone,
+    Receive,
+    Scope,
+    Send,
+    disconnected,
+    routing_headers,
+)
+from batuta.gateway.inbox import Inbox
 from batuta.gateway.keys import Keyring
-from batuta.gateway.observe import Observer, ObserveSettings, Outcome
+from batuta.gateway.observe import Observer, ObserveSettings
 from batuta.gateway.select import Selected, model_ids, require_fields, select
+from batuta.gateway.streaming import Frames, stream
 from batuta.gateway.tablefile import TableFile
 from batuta.router.targets import target_of
 
@@ -46,12 +55,7 @@ if TYPE_CHECKING:
     from batuta.router.engine import Router
     from batuta.router.redisstate import SharedState
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
-Frames = openai.ChatStream | anthropic.MessageStream | completions.TextStream
 
 KEEPALIVE_SECONDS = 15.0
 BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body (then 408)
@@ -59,70 +63,6 @@ MAX_BODY = 16 * 2**20
 # Seconds between looks at the breakers file for what ``serve query`` beside the gateway
 # changed: stat-ing it twice per request would be a tenth of the gateway's own time.
 BREAKER_RECHECK = 0.05
-_JSON = [(b"content-type", b"application/json")]
-_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-
-
-class _Gone(Exception):
-    """The client disconnected: nothing more is to be sent."""
-
-
-@dataclass
-class _Exchange:
-    """One HTTP exchange: what the client sent, and whether the response has begun."""
-
-    scope: Scope
-    receive: Receive
-    send: Send
-    anthropic: bool
-    started: float
-    begun: bool = False
-    key: str = ""  # the API key's name once authenticated ("" without one)
-    status: int = 0
-    outcome: Outcome = field(default_factory=Outcome)  # recorded when ``api`` is set
-
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.begun = True
-        self.status = status
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def body(self, data: bytes, more: bool = False) -> None:
-        await self.send({"type": "http.response.body", "body": data, "more_body": more})
-
-    async def json(
-        self, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        body = fastjson.dumps(data)
-        length = (b"content-length", str(len(body)).encode())
-        await self.start(status, [*_JSON, length, *(headers or [])])
-        await self.body(body)
-
-    async def error(self, error: GatewayError) -> None:
-        body = anthropic_body(error) if self.anthropic else openai_body(error)
-        await self.json(error.status, body, error.headers())
-
-
-async def _disconnect(receive: Receive) -> None:
-    """Returns when the client has gone away."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _routing_headers(resp: InferenceResponse, started: float) -> list[tuple[bytes, bytes]]:
-    overhead = max(0.0, (time.monotonic() - started) * 1000.0 - resp.latency_ms)
-    return [
-        (b"x-batuta-target", resp.target.encode()),
-        (b"x-batuta-attempts", str(resp.attempts).encode()),
-        (b"x-batuta-fallbacks", str(resp.fallbacks).encode()),
-        (b"x-batuta-overhead-ms", f"{overhead:.2f}".encode()),
-    ]
-
-
-def _frame(frames: Frames, piece: Piece) -> bytes:
-    if isinstance(piece, str):
-        return frames.text(piece)
-    assert isinstance(frames, openai.ChatStream)  # only chat streams are given tool calls
-    return frames.tools(piece)
 
 
 class Gateway:
@@ -194,7 +134,7 @@ class Gateway:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        ex = _Exchange(scope, receive, send, path == "/v1/messages", time.monotonic())
+        ex = Exchange(scope, receive, send, path == "/v1/messages", time.monotonic())
         try:
             if self.keys is not None and path != "/health" and not _local_operator(scope):
                 ex.key = self.keys.admit(scope["headers"]).name
@@ -203,7 +143,7 @@ class Gateway:
             if not ex.begun:
                 await ex.error(exc)
             ex.outcome.error = exc.message
-        except _Gone:
+        except Gone:
             ex.status = 499  # the client closed the request (nginx's code for it)
         finally:
             if ex.outcome.api and self.observer is not None:
@@ -220,7 +160,7 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _dispatch(self, ex: _Exchange, method: str, path: str) -> None:
+    async def _dispatch(self, ex: Exchange, method: str, path: str) -> None:
         posts = {"/v1/chat/completions": self._chat, "/v1/messages": self._messages,
                  "/v1/completions": self._completions, "/v1/embeddings": self._embeddings}  # fmt: skip
         if path in posts:
@@ -252,7 +192,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ GET
 
-    def _models(self, ex: _Exchange) -> list[dict[str, Any]]:
+    def _models(self, ex: Exchange) -> list[dict[str, Any]]:
         """What the request's key may use (everything, without keys)."""
         scope = self.keys.by_name[ex.key].routes if self.keys is not None else None
         return [
@@ -261,13 +201,13 @@ class Gateway:
             if scope is None or (m.kind in ("route", "alias") and m.owned_by in scope)
         ]
 
-    async def _model(self, ex: _Exchange, name: str) -> None:
+    async def _model(self, ex: Exchange, name: str) -> None:
         found = [m for m in self._models(ex) if m["id"] == name]
         if not found:
             self._select(ex, name, None)  # raises the 404 with its "did you mean", or the 403
         await ex.json(200, found[0])
 
-    async def _ready(self, ex: _Exchange) -> None:
+    async def _ready(self, ex: Exchange) -> None:
         from batuta.router.breaker import BreakerState
 
         try:
@@ -292,7 +232,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ POST
 
-    async def _read_json(self, ex: _Exchange) -> Any:
+    async def _read_json(self, ex: Exchange) -> Any:
         pieces: list[bytes] = []
         size = 0
 
@@ -301,7 +241,7 @@ class Gateway:
             while True:
                 message = await ex.receive()
                 if message["type"] == "http.disconnect":
-                    raise _Gone
+                    raise Gone
                 piece = message.get("body", b"")
                 size += len(piece)
                 if size > MAX_BODY:
@@ -324,7 +264,7 @@ class Gateway:
             raise GatewayError(400, f"the request body is not valid JSON: {exc}",
                                code="invalid_json") from None  # fmt: skip
 
-    async def _chat(self, ex: _Exchange) -> None:
+    async def _chat(self, ex: Exchange) -> None:
         call = openai.parse_chat(await self._read_json(ex))
         selected = self._select(ex, call.model, call.request)
         require_fields(selected, call.request)
@@ -333,9 +273,9 @@ class Gateway:
             await self._stream(ex, selected, call.request, frames)
             return
         resp = await self._answer(ex, selected, call.request)
-        await ex.json(200, openai.completion(call.model, resp), _routing_headers(resp, ex.started))
+        await ex.json(200, openai.completion(call.model, resp), routing_headers(resp, ex.started))
 
-    async def _completions(self, ex: _Exchange) -> None:
+    async def _completions(self, ex: Exchange) -> None:
         call = completions.parse_completion(await self._read_json(ex))
         selected = self._select(ex, call.model, call.request)
         require_fields(selected, call.request)
@@ -345,9 +285,9 @@ class Gateway:
             return
         resp = await self._answer(ex, selected, call.request)
         body = completions.text_completion(call.model, resp)
-        await ex.json(200, body, _routing_headers(resp, ex.started))
+        await ex.json(200, body, routing_headers(resp, ex.started))
 
-    async def _embeddings(self, ex: _Exchange) -> None:
+    async def _embeddings(self, ex: Exchange) -> None:
         from batuta.gateway import embeddings
         from batuta.router.embed import embed_route
 
@@ -363,18 +303,18 @@ class Gateway:
         ]
         await ex.json(200, embeddings.response(call, done), headers)
 
-    async def _messages(self, ex: _Exchange) -> None:
+    async def _messages(self, ex: Exchange) -> None:
         call = anthropic.parse_messages(await self._read_json(ex))
         selected = self._select(ex, call.model, call.request)
         if call.request.stream:
             await self._stream(ex, selected, call.request, anthropic.MessageStream(call.model))
             return
         resp = await self._answer(ex, selected, call.request)
-        await ex.json(200, anthropic.message(call.model, resp), _routing_headers(resp, ex.started))
+        await ex.json(200, anthropic.message(call.model, resp), routing_headers(resp, ex.started))
 
     # ------------------------------------------------------------------ routing
 
-    def _select(self, ex: _Exchange, model: str, request: InferenceRequest | None) -> Selected:
+    def _select(self, ex: Exchange, model: str, request: InferenceRequest | None) -> Selected:
         """The route for ``model``; a 403 when it is outside the key's scope."""
         ex.outcome.model, ex.outcome.request = model, request
         ex.outcome.stream = request is not None and request.stream
@@ -386,7 +326,7 @@ class Gateway:
 
     def _route(
         self,
-        ex: _Exchange,
+        ex: Exchange,
         selected: Selected,
         request: InferenceRequest,
         on_text: Callable[[str], None] | None,
@@ -418,17 +358,17 @@ class Gateway:
         return self.router.query(route, request, on_text=on_text, on_tools=on_tools)
 
     async def _answer(
-        self, ex: _Exchange, selected: Selected, request: InferenceRequest
+        self, ex: Exchange, selected: Selected, request: InferenceRequest
     ) -> InferenceResponse:
         """A blocking answer; cancelled when the client goes away first."""
         resp = await self._until_gone(ex, self._route(ex, selected, request, None))
         ex.outcome.resp = resp
         return resp
 
-    async def _until_gone(self, ex: _Exchange, call: Awaitable[T]) -> T:
+    async def _until_gone(self, ex: Exchange, call: Awaitable[T]) -> T:
         """``call``'s result; cancelled when the client goes away first."""
         work = asyncio.ensure_future(call)
-        gone = asyncio.ensure_future(_disconnect(ex.receive))
+        gone = asyncio.ensure_future(disconnected(ex.receive))
         gone.add_done_callback(lambda _: work.cancel())
         try:
             return await work
@@ -437,68 +377,22 @@ class Gateway:
             raise from_routing(exc) from None
         except asyncio.CancelledError:
             if gone.done() and not gone.cancelled():  # the client left, not a shutdown
-                raise _Gone from None
+                raise Gone from None
             raise
         finally:
             gone.cancel()
 
     async def _stream(
         self,
-        ex: _Exchange,
+        ex: Exchange,
         selected: Selected,
         request: InferenceRequest,
         frames: Frames,
     ) -> None:
         inbox = Inbox()
         tools = inbox.put if isinstance(frames, openai.ChatStream) else None  # tool-call deltas
-        work = asyncio.ensure_future(self._route(ex, selected, request, inbox.put, tools))
-        gone = asyncio.ensure_future(_disconnect(ex.receive))
-        work.add_done_callback(inbox.wake)
-        gone.add_done_callback(inbox.wake)
-        headers = [*_SSE, (b"x-batuta-route", selected.route.name.encode())]
-
-        async def begin(data: bytes) -> None:
-            """Send ``data``; first the headers and the opening frame, when not yet sent
-            (in one body message with ``data``)."""
-            if not ex.begun:
-                await ex.start(200, headers)
-                data = frames.start() + data
-            await ex.body(data, more=True)
-
-        shown = False
-        try:
-            while True:
-                if gone.done():
-                    raise _Gone
-                pieces = inbox.take()
-                if pieces:
-                    await begin(b"".join([_frame(frames, piece) for piece in pieces]))
-                    shown = True
-                    continue
-                if work.done():
-                    break
-                if not await inbox.wait(None if shown else self.keepalive):
-                    await begin(frames.KEEPALIVE)  # no text yet: proxies and clients wait on
-            try:
-                resp = work.result()
-            except RoutingError as exc:
-                error = from_routing(exc)
-                ex.outcome.failure = exc
-                if not ex.begun:
-                    raise error from None
-                ex.status = error.status  # in-band, after a 200: the records say what it was
-                ex.outcome.error = error.message
-                await ex.body(frames.error(error))
-                return
-            ex.outcome.resp = resp
-            if not ex.begun:
-                await begin(b"")
-            await ex.body(frames.end(resp))
-        finally:
-            for task in (work, gone):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(work, gone, return_exceptions=True)
+        work = self._route(ex, selected, request, inbox.put, tools)
+        await stream(ex, work, inbox, frames, route=selected.route.name, keepalive=self.keepalive)
 
 
 # The status page and metrics answer a client on this machine without a key (a browser

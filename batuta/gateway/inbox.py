@@ -50,6 +50,9 @@ class Inbox:
             return True
         self._waiter = asyncio.get_running_loop().create_future()
         try:
+            if timeout is None:  # once text has been shown: no timer per wait
+                await self._waiter
+                return True
             async with within(timeout):
                 await self._waiter
         except TimeoutError:

@@ -154,6 +154,12 @@ class ChatStream:
         self.include_usage = include_usage
         self.id = f"chatcmpl-{os.urandom(16).hex()}"
         self.created = int(time.time())
+        # A text delta's event is the same bytes around the piece's JSON string each time:
+        # made once, so a piece costs one dumps of a string (byte-identical to _chunk's).
+        around = self._chunk([{"index": 0, "delta": {"content": ""}, "logprobs": None,
+                               "finish_reason": None}])  # fmt: skip
+        cut = around.index(b'"content":""') + len(b'"content":')
+        self._text_head, self._text_tail = around[:cut], around[cut + 2 :]
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -164,8 +170,7 @@ class ChatStream:
         return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def text(self, piece: str) -> bytes:
-        delta = {"content": piece}
-        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return self._text_head + fastjson.dumps(piece) + self._text_tail
 
     def tools(self, calls: tuple[dict[str, Any], ...]) -> bytes:
         """Tool-call deltas, as the upstream streamed them."""
