@@ -32,13 +32,22 @@ class RedisServer:
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that never answered must not outlive the test
+            raise
+
+    def _wait_ready(self) -> None:
+        import redis  # first: without the package no PING can ever answer
+
         end = time.monotonic() + 20
         while True:
             assert self.proc.poll() is None, "redis-server exited at once"
             try:
                 if self.client().ping():
-                    break
-            except Exception:  # not listening yet
+                    return
+            except redis.RedisError:  # not listening yet
                 assert time.monotonic() < end, "redis-server did not answer PING"
                 time.sleep(0.05)
 
