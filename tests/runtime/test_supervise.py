@@ -640,7 +640,7 @@ def test_values_of_a_forgotten_request_are_dropped(tmp_path, world, sup) -> None
     sup.tick()
     sup.tick()
     assert world.values[-1] == {"SERVER_TOKEN": "sk-2"}
-    assert list(sup._values) == ["t2"]
+    assert list(sup.env_values._values) == ["t2"]
 
 
 def test_a_spec_without_references_needs_no_values(tmp_path, world, sup) -> None:
