@@ -83,6 +83,10 @@ class Supervisor:
         self._next_rotate = 0.0
         self.env_values = EnvValues(self.seams.say)
         self._state_error = ""
+        # Until state.json has been read once, a record's server may have been spawned by
+        # an earlier supervisor (found by its spawn mark); a record that appears later was
+        # written while this one held the lock, so only this one can have started it.
+        self._read_once = False
         self.on_demand = OnDemandRules(self.state_dir, self.seams.wall, self._say)
 
     def receive(self, token: str, values: Mapping[str, str]) -> None:
@@ -106,10 +110,11 @@ class Supervisor:
             self._state_unreadable(str(exc))
             return
         self._state_readable()
+        scan, self._read_once = not self._read_once, True
         for name, rec in records.items():
             slot = self.slots.get(name)
             if slot is None:
-                self._adopt_or_start(rec, now)
+                self._adopt_or_start(rec, now, scan)
             elif rec.generation != slot.record.generation:
                 if slot.proc is not None:
                     slot.pending = rec
@@ -141,7 +146,7 @@ class Supervisor:
             self._state_error = ""
             self.seams.say("state.json is readable again")
 
-    def _adopt_or_start(self, rec: ServerRecord, now: float) -> None:
+    def _adopt_or_start(self, rec: ServerRecord, now: float, scan: bool = True) -> None:
         # A supervisor that starts finds what an earlier one left: live processes are
         # adopted (pid + create time prove they are ours), dead ones count as exits.
         current = rec.pid_generation == rec.generation  # the pid runs this record's spec
@@ -150,7 +155,8 @@ class Supervisor:
             and rec.create_time is not None
             and self.seams.owned(rec.pid, rec.create_time)
         ):
-            rec = find_unrecorded(rec, self.state_dir, self.seams)
+            # Each scan reads every process's environment: ~10 ms before a new server starts.
+            rec = find_unrecorded(rec, self.state_dir, self.seams) if scan else rec
             current = rec.pid_generation == rec.generation
         if (
             rec.pid is not None
