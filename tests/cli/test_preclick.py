@@ -147,3 +147,12 @@ def test_serve_start_spawns_its_supervisor_before_importing_click(
     log = (state / daemon.LOG_FILE).read_text()
     assert "another supervisor" not in log
     assert log.count("nothing left to supervise") == 1, log
+
+
+def test_a_command_that_starts_a_server_does_not_import_the_supervisors_loop() -> None:
+    # The command competes for the CPU with the supervisor it has just started.
+    code = "import sys, batuta.runtime.manager, batuta.runtime.adhoc; print(sorted(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = done.stdout
+    assert "batuta.runtime.manager" in loaded and "batuta.runtime.supervise'" not in loaded
+    assert "batuta.runtime.ondemand_supervise" not in loaded
