@@ -160,3 +160,31 @@ def test_a_command_that_starts_a_server_does_not_import_the_supervisors_loop() -
     loaded = done.stdout
     assert "batuta.runtime.manager" in loaded and "batuta.runtime.supervise'" not in loaded
     assert "batuta.runtime.ondemand_supervise" not in loaded
+
+
+@pytest.mark.parametrize("argv", [["serve", "tree"], ["serve", "tree", "--json"]], ids=" ".join)
+def test_the_answer_in_process_is_the_click_commands(argv: list[str], capsys) -> None:
+    from batuta.cli.main import main
+
+    assert preclick.answer(argv) == 0
+    fast = capsys.readouterr().out
+    assert main(argv) == 0
+    assert capsys.readouterr().out == fast
+
+
+def test_warm_up_for_starts_the_state_directorys_supervisor(tmp_path: Path, monkeypatch) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("BATUTA_STATE_DIR", str(state))
+    monkeypatch.setattr(daemon, "LINGER", 0.5)
+    assert preclick.warm_up_for(["serve", "start", "--model", "m.gguf"]) is True
+    assert preclick.warm_up_for(["serve", "start", "--model", "m.gguf"]) is False  # booting
+    deadline = time.monotonic() + 15
+    log = state / daemon.LOG_FILE
+    while time.monotonic() < deadline and "nothing left" not in (
+        log.read_text() if log.exists() else ""
+    ):
+        time.sleep(0.05)
+    while time.monotonic() < deadline and daemon.supervisor_alive(state):
+        time.sleep(0.05)
+    assert not daemon.supervisor_alive(state)
+    assert "another supervisor" not in log.read_text()
