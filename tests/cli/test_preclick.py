@@ -188,3 +188,29 @@ def test_warm_up_for_starts_the_state_directorys_supervisor(tmp_path: Path, monk
         time.sleep(0.05)
     assert not daemon.supervisor_alive(state)
     assert "another supervisor" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, code, expected",
+    [(["serve", "tree"], 0, "Model Serving Ecosystem"), (["serve", "nope"], 2, "No such command")],
+)
+def test_run_exits_with_the_answers_code(
+    argv: list[str], code: int, expected: str, monkeypatch, capsys
+) -> None:
+    from batuta.cli.main import run
+
+    monkeypatch.setattr(sys, "argv", ["batuta", *argv])
+    with pytest.raises(SystemExit) as exited:
+        run()
+    assert exited.value.code == code
+    out = capsys.readouterr()
+    assert expected in out.out + out.err
+
+
+def test_the_click_names_are_still_importable_from_main() -> None:
+    import batuta.cli.main as main_module
+    from batuta.cli import root
+
+    assert main_module.cli is root.cli and main_module._SERVE_COMMANDS is root._SERVE_COMMANDS
+    with pytest.raises(AttributeError, match="no_such_name"):
+        main_module.no_such_name  # noqa: B018
