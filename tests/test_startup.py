@@ -71,11 +71,13 @@ from batuta.cli.main import main
 main({args!r})
 print("BATUTA:", ",".join(sorted(m for m in sys.modules if m.split(".")[0] == "batuta")))
 """
-_HELP_MODULES = ["batuta", "batuta.cli", "batuta.cli.main", "batuta.errors"]
+_HELP_MODULES = ["batuta", "batuta.cli", "batuta.cli.main", "batuta.cli.root", "batuta.errors"]
 _TREE_MODULES = [
     *("batuta", "batuta._util", "batuta._util.fuzzy", "batuta._util.ollama_host"),
-    *("batuta._util.passthrough", "batuta._util.which", "batuta.catalogue", "batuta.cli"),
-    *("batuta.cli.main", "batuta.cli.serve_info", "batuta.errors", "batuta.plugins"),
+    *("batuta._util.passthrough", "batuta._util.which", "batuta.catalogue"),
+    *("batuta.catalogue.builtin", "batuta.catalogue.records", "batuta.cli"),
+    *("batuta.cli.ecosystem", "batuta.cli.main", "batuta.cli.root", "batuta.cli.serve_info"),
+    *("batuta.errors", "batuta.plugins"),
     "batuta.selection",
 ]  # batuta.plugins: the tree lists installed plugin backends too; _util.passthrough: the
 # field names of the catalogue's capability sets (data only)

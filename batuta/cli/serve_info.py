@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from batuta._util.ollama_host import ollama_base_url
-from batuta.catalogue import CATALOGUE, TREE_GROUPS, Backend
+from batuta.catalogue import CATALOGUE, Backend
+from batuta.cli.ecosystem import LEGEND, mark, tree_text
 from batuta.errors import BatutaError
 from batuta.selection import (
     COST_TIERS,
     LATENCY_TIERS,
     PRIVACY_TIERS,
     THROUGHPUT_TIERS,
-    Availability,
     BackendSelector,
     availability,
     default_backend,
@@ -28,16 +28,6 @@ from batuta.selection import (
 
 if TYPE_CHECKING:
     from batuta.selection import CostTier, LatencyTier, PrivacyTier, ThroughputTier
-
-LEGEND = "✓ installed  ✗ not installed  ? cannot tell  ● key set  ○ key not set"
-_FORMAT_SHORT = {"gguf": "GGUF", "safetensors": "ST", "pytorch": "PT", "exl2": "EXL2", "mlc": "MLC"}
-
-
-def mark(backend: Backend, status: Availability) -> str:
-    """One character saying whether ``backend`` is usable here (see LEGEND)."""
-    if backend.local:
-        return {True: "✓", False: "✗", None: "?"}[status.ready]
-    return "●" if status.ready else "○"
 
 
 def _address(backend: Backend) -> str:
@@ -104,81 +94,11 @@ def backends(as_json: bool) -> None:
         click.echo(f"warning: {exc}", err=True)
 
 
-class _Node:
-    def __init__(self, label: str, backend: Backend | None = None) -> None:
-        self.label = label
-        self.backend = backend
-        self.children: list[_Node] = []
-
-    def to_json(self) -> dict[str, object]:
-        if self.backend is None:
-            return {"group": self.label, "children": [c.to_json() for c in self.children]}
-        status = availability(self.backend)
-        return {
-            "backend": self.backend.key,
-            "name": self.backend.display,
-            "local": self.backend.local,
-            "usable": status.ready,
-            "status": status.detail,
-            "label": self.label,
-        }
-
-
-def _leaf(backend: Backend) -> str:
-    status = availability(backend)
-    if backend.local:
-        kinds = backend.capabilities.formats
-        formats = "/".join(_FORMAT_SHORT.get(f.value, f.value.upper()) for f in kinds)
-        text = f"{backend.language}, {formats}, {backend.feature}"
-        if status.ready:
-            text += f" ({status.detail})"
-    else:
-        text = f"{backend.feature} ({status.detail})"
-    return f"{backend.tree_label:<14}{mark(backend, status)} {text}"
-
-
-def _tree() -> _Node:
-    root = _Node("Model Serving Ecosystem")
-    nodes: dict[str, _Node] = {}
-    for group in TREE_GROUPS:
-        parent = root
-        path = ""
-        for part in group.split("/"):
-            path = f"{path}/{part}" if path else part
-            if path not in nodes:
-                nodes[path] = _Node(part)
-                parent.children.append(nodes[path])
-            parent = nodes[path]
-    for backend in CATALOGUE.values():
-        nodes[backend.tree_group].children.append(_Node(_leaf(backend), backend))
-    return root
-
-
-def tree_lines() -> list[str]:
-    """The ecosystem tree of the catalogue, with live marks, ending with the legend."""
-    root = _tree()
-    lines = [root.label]
-
-    def walk(node: _Node, prefix: str) -> None:
-        for i, child in enumerate(node.children):
-            last = i == len(node.children) - 1
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{child.label}")
-            walk(child, prefix + ("    " if last else "│   "))
-
-    walk(root, "")
-    return [*lines, "", LEGEND]
-
-
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the tree as nested JSON.")
 def tree(as_json: bool) -> None:
     """Show the model-serving ecosystem as a tree, marking what is usable here."""
-    if as_json:
-        import json
-
-        click.echo(json.dumps(_tree().to_json(), indent=2, ensure_ascii=False))
-        return
-    click.echo("\n".join(tree_lines()))
+    click.echo(tree_text(as_json))
 
 
 @click.command()

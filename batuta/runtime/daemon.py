@@ -110,7 +110,10 @@ def warm_up(state_dir: Path) -> bool:
     the request then only wakes it (:func:`nudge`). True when one was started."""
     _reap()
     state_dir = ensure_state_dir(Path(state_dir))
-    if supervisor_alive(state_dir):
+    warming = _warming.get(state_dir.resolve())
+    # One this process started already (the console script's, before click) may not hold
+    # its lock yet: a second would only find it taken and leave.
+    if (warming is not None and warming.poll() is None) or supervisor_alive(state_dir):
         return False
     _warming[state_dir.resolve()] = spawn_supervisor(state_dir, linger=LINGER)
     return True

@@ -27,10 +27,10 @@ from batuta.runtime import daemon, handoff, logs, ollama
 from batuta.runtime.gateway import is_gateway
 from batuta.runtime.ports import holder, port_free
 from batuta.runtime.process import env_refs, owned
+from batuta.runtime.slot import describe_exit
 from batuta.runtime.spec import ServerSpec, ServerStatus
 from batuta.runtime.state import ServerRecord, State, locked_state, read_state, write_state
 from batuta.runtime.stop import terminate
-from batuta.runtime.supervise import describe_exit
 
 if TYPE_CHECKING:
     from batuta.runtime.ollama import Progress

@@ -16,10 +16,8 @@ crash within 60 s of five restarts is a crash loop: restarting stops and the sta
 log text: a server may print its secrets).
 
 ``${env:VAR}`` references in a spec are expanded only from the values the requesting
-command handed over (:meth:`Supervisor.receive`, keyed by the record's ``handoff``
-token), never from the supervisor's own environment; the same values serve every
-restart of that request. Without them a server is not started: it is ``failed``, with a
-message saying which variables to set and what to run again.
+command handed over (:meth:`Supervisor.receive`; see :mod:`batuta.runtime.env_values`).
+One server's bookkeeping is a :class:`~batuta.runtime.slot.Slot`.
 
 A corrupt state.json or a failing log rotation is reported and survived: the last good
 desired state stays in memory, and the rotation is retried at the next round.
@@ -28,34 +26,32 @@ desired state stays in memory, and the rotation is retried at the next round.
 from __future__ import annotations
 
 import shlex
-import signal
-import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from batuta.errors import StateError
 from batuta.runtime import logs
-from batuta.runtime.health import probe
-from batuta.runtime.idle import IdleStops
+from batuta.runtime.env_values import EnvValues
+from batuta.runtime.ondemand_supervise import OnDemandRules
 from batuta.runtime.process import (
     KILL,
     TERM,
     UNKNOWN_EXIT,
-    AdoptedProcess,
-    Process,
-    env_refs,
-    find_marked,
-    group_members,
-    owned,
-    signal_group,
-    spawn,
     spawn_mark,
-    spawn_mark_prefix,
 )
-from batuta.runtime.spec import ServerSpec, ServerState
+from batuta.runtime.slot import (
+    IDLE_STATES,
+    Seams,
+    Slot,
+    describe_exit,
+    find_unrecorded,
+    rotate_log,
+    slot_from,
+)
 from batuta.runtime.state import ServerRecord, locked_state, read_state
+
+__all__ = ["Seams", "Supervisor", "describe_exit"]
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -75,74 +71,6 @@ IDLE_TICK = 5.0
 CENSUS_EVERY = 1.0  # how often a running server's process group members are recorded
 HANDOFF_WAIT = 30.0  # how long a new request waits for its ${env:} values
 
-_IDLE_STATES = ("crashloop", "exited", "stopped", "failed", "idle")
-
-
-def describe_exit(code: int | None) -> str:
-    """``exit code 1`` / ``killed by SIGKILL`` / ``exit status unknown``."""
-    if code is None or code == UNKNOWN_EXIT:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-@dataclass
-class Seams:
-    """Everything the supervisor does to the outside world (swap them in tests)."""
-
-    clock: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-    spawner: Callable[[ServerSpec, Path, Mapping[str, str], str], Process] = spawn
-    marked: Callable[[str], list[tuple[int, float, str]]] = find_marked
-    signaller: Callable[[int, int], bool] = signal_group
-    prober: Callable[[str], str] = probe
-    owned: Callable[[int | None, float | None], bool] = owned
-    adopt: Callable[[int, float], Process] = AdoptedProcess
-    members: Callable[[int], dict[int, float]] = group_members  # pgid -> {pid: create time}
-    say: Callable[[str], None] = logs.say  # a line of the supervisor's own log
-
-
-@dataclass
-class _Slot:
-    """The supervisor's bookkeeping for one server (one generation of its record)."""
-
-    record: ServerRecord
-    proc: Process | None = None
-    state: ServerState = "starting"
-    restarts: int = 0
-    recent: deque[float] = field(default_factory=deque)
-    failures: int = 0
-    next_start: float | None = None
-    started_mono: float = 0.0
-    started_at: float | None = None
-    ready_mono: float | None = None
-    ready_at: float | None = None
-    last_exit: int | None = None
-    message: str = ""
-    next_probe: float = 0.0
-    probe_fails: int = 0
-    stop_deadline: float | None = None
-    killed: bool = False
-    pending: ServerRecord | None = None  # a newer generation, started once this one stops
-    forget: bool = False  # the record is gone: drop the slot once stopped
-    adopted: bool = False  # not our child: no SIGCHLD when it exits, so poll it
-    group: dict[int, float] = field(default_factory=dict)  # members seen: pid -> create time
-    next_census: float = 0.0
-    await_until: float | None = None  # a new request waits this long for its env values
-    rotate_error: str = ""
-
-    @property
-    def spec(self) -> ServerSpec:
-        return self.record.spec
-
-    def observed(self) -> tuple[object, ...]:
-        pid = self.proc.pid if self.proc else None
-        return (self.state, pid, self.restarts, self.last_exit, self.message, self.ready_at)
-
 
 class Supervisor:
     """Keeps the servers recorded in ``state_dir`` running, restarting and stopping them."""
@@ -150,17 +78,21 @@ class Supervisor:
     def __init__(self, state_dir: Path, seams: Seams | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.seams = seams or Seams()
-        self.slots: dict[str, _Slot] = {}
+        self.slots: dict[str, Slot] = {}
         self._saved: dict[str, tuple[object, ...]] = {}
         self._next_rotate = 0.0
-        self._values: dict[str, dict[str, str]] = {}  # handoff token -> ${env:} values
+        self.env_values = EnvValues(self.seams.say)
         self._state_error = ""
-        self.idle_stops = IdleStops(self.state_dir, self.seams.wall)
+        # Until state.json has been read once, a record's server may have been spawned by
+        # an earlier supervisor (found by its spawn mark); a record that appears later was
+        # written while this one held the lock, so only this one can have started it.
+        self._read_once = False
+        self.on_demand = OnDemandRules(self.state_dir, self.seams.wall, self._say)
 
     def receive(self, token: str, values: Mapping[str, str]) -> None:
         """The ``${env:}`` values a command handed over for the request ``token``
         (kept in memory only; a server waiting for them starts at once)."""
-        self._values[token] = dict(values)
+        self.env_values.put(token, values)
         now = self.seams.clock()
         for slot in self.slots.values():
             if slot.record.handoff == token and slot.next_start is not None:
@@ -178,10 +110,11 @@ class Supervisor:
             self._state_unreadable(str(exc))
             return
         self._state_readable()
+        scan, self._read_once = not self._read_once, True
         for name, rec in records.items():
             slot = self.slots.get(name)
             if slot is None:
-                self._adopt_or_start(rec, now)
+                self._adopt_or_start(rec, now, scan)
             elif rec.generation != slot.record.generation:
                 if slot.proc is not None:
                     slot.pending = rec
@@ -198,12 +131,6 @@ class Supervisor:
         if save:
             self._save()
 
-    def _drop_unused_values(self) -> None:
-        # Values live as long as a record of their request does, and not a moment longer.
-        wanted = {s.record.handoff for s in self.slots.values()}
-        wanted |= {s.pending.handoff for s in self.slots.values() if s.pending is not None}
-        self._values = {t: v for t, v in self._values.items() if t in wanted}
-
     def _state_unreadable(self, why: str) -> None:
         # Keep supervising what we know (the last good desired state) instead of dying
         # and being respawned into the same error.
@@ -219,7 +146,7 @@ class Supervisor:
             self._state_error = ""
             self.seams.say("state.json is readable again")
 
-    def _adopt_or_start(self, rec: ServerRecord, now: float) -> None:
+    def _adopt_or_start(self, rec: ServerRecord, now: float, scan: bool = True) -> None:
         # A supervisor that starts finds what an earlier one left: live processes are
         # adopted (pid + create time prove they are ours), dead ones count as exits.
         current = rec.pid_generation == rec.generation  # the pid runs this record's spec
@@ -228,14 +155,15 @@ class Supervisor:
             and rec.create_time is not None
             and self.seams.owned(rec.pid, rec.create_time)
         ):
-            rec = self._find_unrecorded(rec)
+            # Each scan reads every process's environment: ~10 ms before a new server starts.
+            rec = find_unrecorded(rec, self.state_dir, self.seams) if scan else rec
             current = rec.pid_generation == rec.generation
         if (
             rec.pid is not None
             and rec.create_time is not None
             and self.seams.owned(rec.pid, rec.create_time)
         ):
-            slot = self._slot_from(rec if current else replace(rec, generation=rec.pid_generation))
+            slot = slot_from(rec if current else replace(rec, generation=rec.pid_generation))
             slot.proc = self.seams.adopt(rec.pid, rec.create_time)
             slot.adopted = True
             slot.state = rec.state if rec.state in ("starting", "ready", "unhealthy") else "ready"
@@ -252,47 +180,20 @@ class Supervisor:
             current
             and rec.desired == "running"
             and rec.pid is not None
-            and rec.state not in _IDLE_STATES
+            and rec.state not in IDLE_STATES
         ):
             # It died while nobody watched: an exit of unknown status.
             self._exited(slot, UNKNOWN_EXIT, now)
 
-    def _find_unrecorded(self, rec: ServerRecord) -> ServerRecord:
-        # An earlier supervisor may have died after spawning the server and before saving
-        # its pid: the process carries the spawn mark, so it is found and adopted (or
-        # stopped, when its generation is outdated) rather than left running unowned.
-        if rec.desired in ("stopped", "idle") and rec.state in _IDLE_STATES:
-            return rec
-        prefix = spawn_mark_prefix(self.state_dir, rec.name)
-        for pid, create_time, mark in self.seams.marked(prefix):
-            generation = mark.removeprefix(prefix)
-            if generation.isdigit():
-                self.seams.say(f"{rec.name}: found its process (pid {pid}) by its spawn mark")
-                return replace(
-                    rec, pid=pid, create_time=create_time, pid_generation=int(generation)
-                )
-        return rec
-
-    def _slot_from(self, rec: ServerRecord) -> _Slot:
-        return _Slot(
-            record=rec,
-            state=rec.state,
-            restarts=rec.restarts,
-            started_at=rec.started_at,
-            ready_at=rec.ready_at,
-            last_exit=rec.last_exit,
-            message=rec.message,
-        )
-
-    def _install(self, rec: ServerRecord, now: float, fresh: bool = True) -> _Slot:
+    def _install(self, rec: ServerRecord, now: float, fresh: bool = True) -> Slot:
         """Make ``rec`` the slot of its server. A ``fresh`` record is a new request and
         starts now; otherwise (a supervisor booting) only records still waiting start."""
-        slot = self._slot_from(rec)
+        slot = slot_from(rec)
         self.slots[rec.name] = slot
         if rec.desired in ("stopped", "idle"):
             slot.state = rec.desired
         elif fresh or (
-            rec.state not in _IDLE_STATES
+            rec.state not in IDLE_STATES
             and (rec.pid is None or rec.pid_generation != rec.generation)
         ):
             slot.state, slot.next_start = "starting", now
@@ -311,33 +212,12 @@ class Supervisor:
             self._next_rotate = now + ROTATE_EVERY
             for slot in self.slots.values():
                 if slot.proc is not None:
-                    self._rotate(slot)
-        self._drop_unused_values()
+                    rotate_log(slot, self._log(slot), self.seams.say, ROTATE_EVERY)
+        self.env_values.keep_for(self.slots.values())
         self._save()
         return self._next_due(now)
 
-    def _rotate(self, slot: _Slot) -> None:
-        log = self._log(slot)
-        try:
-            logs.rotate_if_needed(log, slot.spec.log_max_size)
-        except OSError as exc:
-            # A full disk or a bad permission must not kill the supervisor: say so
-            # once, and try again at the next round.
-            why = f"cannot rotate {log}: {exc.strerror or exc}"
-            if why != slot.rotate_error:
-                slot.rotate_error = why
-                self.seams.say(why)
-                logs.note(log, f"{why}; retrying every {ROTATE_EVERY:g}s")
-            if not slot.message:
-                slot.message = why
-            return
-        if slot.rotate_error:
-            if slot.message == slot.rotate_error:
-                slot.message = ""
-            slot.rotate_error = ""
-            self.seams.say(f"{log} rotates again")
-
-    def _check(self, slot: _Slot, now: float) -> None:
+    def _check(self, slot: Slot, now: float) -> None:
         if slot.proc is not None:
             code = slot.proc.poll()
             if code is not None:
@@ -351,10 +231,7 @@ class Supervisor:
                 # group now is ours, and proves the group ours after the leader exits.
                 slot.next_census = now + CENSUS_EVERY
                 slot.group.update(self.seams.members(slot.proc.pid))
-            if why := self.idle_stops.unused(slot.spec, slot.state, slot.pending, slot.ready_at):
-                slot.record, slot.message = replace(slot.record, desired="idle"), why
-                logs.note(self._log(slot), why)
-                self.seams.say(f"{slot.spec.name}: {why}")
+            if self.on_demand.idle_out(slot):
                 self._begin_stop(slot, now)
                 return
             if slot.state == "stopping":
@@ -368,44 +245,10 @@ class Supervisor:
         elif slot.next_start is not None and now >= slot.next_start:
             self._start(slot, now)
 
-    def _values_for(self, slot: _Slot, now: float) -> Mapping[str, str] | None:
-        """The ``${env:}`` values to start ``slot`` with; None when it cannot start now
-        (it waits for them, or it is ``failed``)."""
-        needed = env_refs(slot.spec)
-        if not needed:
-            return {}
-        values = self._values.get(slot.record.handoff) if slot.record.handoff else None
-        if values is None:
-            if slot.await_until is not None and now < slot.await_until:
-                slot.next_start = slot.await_until  # receive() brings it forward
-                return None
-            self._failed(slot, sorted(needed))
-            return None
-        missing = sorted(
-            v for v, has_default in needed.items() if not has_default and v not in values
-        )
-        if missing:
-            self._failed(slot, missing)
-            return None
-        return values
-
-    def _failed(self, slot: _Slot, names: list[str]) -> None:
-        # Never start with values from our own environment: they may be empty or other.
-        listed = ", ".join(names)
-        slot.state, slot.next_start = "failed", None
-        slot.message = (
-            f"not started: needs the value of {listed} (from ${{env:...}}), which only the "
-            "command that starts it hands over, and this supervisor does not have it; run "
-            "`batuta apply` (or `batuta serve start`) again from a shell where "
-            f"{listed} {'is' if len(names) == 1 else 'are'} set"
-        )
-        logs.note(self._log(slot), slot.message)
-        self.seams.say(f"{slot.spec.name}: {slot.message}")
-
-    def _start(self, slot: _Slot, now: float) -> None:
+    def _start(self, slot: Slot, now: float) -> None:
         spec = slot.spec
         slot.next_start = None
-        values = self._values_for(slot, now)
+        values = self.env_values.for_start(slot, now, self._log(slot))
         if values is None:
             return
         slot.await_until = None  # restarts use these very values, never wait for others
@@ -427,7 +270,7 @@ class Supervisor:
         slot.next_probe = now
         slot.probe_fails = 0
 
-    def _probe(self, slot: _Slot, now: float) -> None:
+    def _probe(self, slot: Slot, now: float) -> None:
         health = self.seams.prober(slot.spec.health_url)
         if health == "ready":
             slot.probe_fails = 0
@@ -452,7 +295,7 @@ class Supervisor:
             slot.message = f"readiness check says {health}"
             logs.note(self._log(slot), f"unhealthy: {slot.message}")
 
-    def _exited(self, slot: _Slot, code: int, now: float) -> None:
+    def _exited(self, slot: Slot, code: int, now: float) -> None:
         slot.last_exit = None if code == UNKNOWN_EXIT else code
         what = describe_exit(code)
         if slot.state == "stopping":
@@ -487,7 +330,7 @@ class Supervisor:
 
     # --- stopping ---------------------------------------------------------------------
 
-    def _begin_stop(self, slot: _Slot, now: float) -> None:
+    def _begin_stop(self, slot: Slot, now: float) -> None:
         slot.next_start = None
         if slot.proc is None:
             self._stopped(slot, now)
@@ -502,17 +345,16 @@ class Supervisor:
             return
         slot.state = "stopping"
         slot.killed = False
-        if slot.spec.start == "on-demand":
-            self.idle_stops.stopping(slot.spec)
+        self.on_demand.stopping(slot)
         timeout = (slot.pending or slot.record).stop_timeout
         slot.stop_deadline = now + timeout
         logs.note(self._log(slot), "stopping: SIGTERM to the process group")
         self.seams.signaller(slot.proc.pid, TERM)
 
-    def _stopped(self, slot: _Slot, now: float) -> None:
+    def _stopped(self, slot: Slot, now: float) -> None:
         slot.state, slot.stop_deadline = "stopped", None
         name = slot.spec.name
-        self.idle_stops.stopped(name)
+        self.on_demand.stopped(slot)
         if slot.forget:
             del self.slots[name]
         elif slot.pending is not None:
@@ -520,7 +362,7 @@ class Supervisor:
         elif slot.record.desired == "idle":
             slot.state = "idle"
 
-    def _kill_leftovers(self, slot: _Slot, pgid: int) -> None:
+    def _kill_leftovers(self, slot: Slot, pgid: int) -> None:
         # The leader is gone; anything it forked into its group goes with it. Once every
         # member is gone the kernel may hand the id to an unrelated group, so the group
         # is signalled only while a member we recorded (pid + create time) still lives:
@@ -543,11 +385,8 @@ class Supervisor:
 
     def idle(self) -> bool:
         """Nothing runs, nothing is scheduled: the supervisor may exit."""
-        # A sleeping on-demand server keeps us: its wake is then a signal rather than a
-        # supervisor's start (part of every cold start), and a successor would not have
-        # the ${env:} values we hold for it.
         return all(
-            s.proc is None and s.next_start is None and s.state != "idle"
+            s.proc is None and s.next_start is None and not self.on_demand.keeps_supervisor(s)
             for s in self.slots.values()
         )
 
@@ -563,13 +402,16 @@ class Supervisor:
                 due.append(now + 0.05)
             else:
                 due.append(slot.next_probe)
-                if slot.spec.start == "on-demand" and slot.state == "ready":
-                    due.append(now + self.idle_stops.next_check(slot.spec, slot.ready_at))
+                if (check := self.on_demand.next_check(slot, now)) is not None:
+                    due.append(check)
                 if slot.adopted:
                     due.append(now + POLL_ADOPTED)
         return max(0.0, min(due) - now)
 
-    def _log(self, slot: _Slot) -> Path:
+    def _say(self, message: str) -> None:
+        self.seams.say(message)
+
+    def _log(self, slot: Slot) -> Path:
         return logs.log_path(self.state_dir, slot.spec.name)
 
     def _save(self, desired_stopped: bool = False) -> None:

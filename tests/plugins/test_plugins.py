@@ -39,7 +39,7 @@ def on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_plugin_backend_joins_the_catalogue_lists_and_schema(on_path: Path) -> None:
-    from batuta.cli.serve_info import tree_lines
+    from batuta.cli.ecosystem import tree_lines
     from batuta.manifest.schema import manifest_schema
 
     fake_distribution(on_path, "batuta-echo", "echo = echo_records:backends", "echo_records", INIT)

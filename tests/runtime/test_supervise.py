@@ -640,7 +640,7 @@ def test_values_of_a_forgotten_request_are_dropped(tmp_path, world, sup) -> None
     sup.tick()
     sup.tick()
     assert world.values[-1] == {"SERVER_TOKEN": "sk-2"}
-    assert list(sup._values) == ["t2"]
+    assert list(sup.env_values._values) == ["t2"]
 
 
 def test_a_spec_without_references_needs_no_values(tmp_path, world, sup) -> None:
@@ -720,3 +720,21 @@ def test_an_unrecorded_process_of_an_outdated_generation_is_stopped(tmp_path, wo
     successor = Supervisor(tmp_path, world.seams())
     successor.load()
     assert (101, signal.SIGTERM) in world.signals  # the old generation's process goes
+
+
+def test_only_the_first_read_of_state_json_looks_for_unrecorded_processes(
+    tmp_path, world, sup
+) -> None:
+    # A record written after that read was written while this supervisor held the lock:
+    # no earlier one can have started its server, and scanning every process's
+    # environment would only delay its start.
+    scans: list[str] = []
+    sup.seams.marked = lambda prefix: scans.append(prefix) or world.marked(prefix)
+    sup.load()  # nothing recorded yet
+    put(tmp_path, spec())
+    sup.load()
+    sup.tick()
+    assert [s.name for s in world.spawned] == ["s"] and scans == []
+    put(tmp_path, spec("t", port=8090))  # no pid recorded: a successor looks for it
+    Supervisor(tmp_path, sup.seams).load()
+    assert len(scans) == 1 and scans[0].endswith("|t|")
