@@ -24,12 +24,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+import yarl
 
 from batuta._util import fastjson
 from batuta._util.net import environment_proxies, proxy_for
 
 CONNECTOR_LIMIT = 256
 KEEPALIVE_SECONDS = 15.0
+CACHED_URLS = 4096  # per client: the routing table's targets and their few routes each
 
 
 class AioResponse:
@@ -85,6 +87,7 @@ class AioClient:
     def __init__(self, proxies: Mapping[str, str] | None = None) -> None:
         self._proxies = environment_proxies() if proxies is None else dict(proxies)
         self._routes: dict[str, str | None] = {}
+        self._urls: dict[str, yarl.URL | str] = {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -103,13 +106,33 @@ class AioClient:
 
     def route(self, url: str) -> str | None:
         """The proxy ``url`` goes through, or None when it is sent directly."""
-        parts = urlsplit(url)
-        key = f"{parts.scheme}://{parts.netloc}"
-        try:
-            return self._routes[key]
+        try:  # keyed by the whole URL: a gateway sends to a few, and a split costs more
+            return self._routes[url]
         except KeyError:
-            proxy = self._routes[key] = proxy_for(url, self._proxies)
-            return proxy
+            pass
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._routes:
+            self._routes[origin] = proxy_for(url, self._proxies)
+        proxy = self._routes[origin]
+        if len(self._routes) < CACHED_URLS:
+            self._routes[url] = proxy
+        return proxy
+
+    def parsed(self, url: str) -> yarl.URL | str:
+        """``url`` parsed once (aiohttp parses a str per request); the str itself when it
+        does not parse, so aiohttp raises its own error for it."""
+        try:
+            return self._urls[url]
+        except KeyError:
+            pass
+        try:
+            value: yarl.URL | str = yarl.URL(url)
+        except ValueError:
+            value = url
+        if len(self._urls) < CACHED_URLS:
+            self._urls[url] = value
+        return value
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -138,7 +161,7 @@ async def send(
     try:
         response = await client.session.request(
             method,
-            url,
+            client.parsed(url),
             headers=headers,
             data=body,
             params=params,
