@@ -50,6 +50,12 @@ class AioResponse:
     def is_success(self) -> bool:
         return 200 <= self.status_code < 300
 
+    @property
+    def buffered(self) -> bool:
+        """Whether the whole body has arrived (a small answer comes with its headers), so
+        reading it cannot wait and needs no timer."""
+        return self._response.content.is_eof()
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives; a drop mid-body raises the httpx error it would there."""
         content = self._response.content

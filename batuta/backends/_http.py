@@ -184,8 +184,11 @@ async def read_json(
     """The whole body parsed as JSON (MALFORMED when it is not)."""
     if first_byte_timeout is None:  # one read under one timer: every blocking answer
         try:
-            async with _within(_remaining(deadline)):
-                body = await response.aread()
+            if getattr(response, "buffered", False):  # an aiohttp body read to its end
+                body = await response.aread()  # cannot wait: a timer would cost, not guard
+            else:
+                async with _within(_remaining(deadline)):
+                    body = await response.aread()
         except TimeoutError:
             raise BackendError(
                 FailureKind.TIMEOUT, f"{provider}: deadline passed mid-answer"

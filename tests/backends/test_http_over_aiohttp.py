@@ -10,6 +10,7 @@ when a connection goes back to the pool, how its failures classify.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -135,3 +136,33 @@ def test_probe_over_aiohttp_reads_and_closes_and_is_none_when_unreachable(free_p
     with server:
         assert asyncio.run(go(server.url + "/h")) == 503
     assert asyncio.run(go(f"http://127.0.0.1:{free_port}/h")) is None
+
+
+def _read_blocking(pieces: list[bytes | float | None], after_send: float) -> object:
+    """read_json of a blocking answer (no first-byte timeout) whose deadline is
+    ``after_send`` seconds after its headers arrived."""
+    server = FakeServer()
+    server.route("POST", "/s", lambda q, r: r.stream(200, pieces, "application/json"))
+
+    async def go() -> object:
+        async with _support.new_client() as client:
+            response = await _http.send(client, "POST", server.url + "/s", provider="p")
+            await asyncio.sleep(0.2)  # what the server sends at once has arrived by now
+            deadline = time.monotonic() + after_send
+            return await _http.read_json(response, provider="p", deadline=deadline)
+
+    with server:
+        return asyncio.run(go())
+
+
+def test_a_blocking_body_still_arriving_is_read_under_the_deadline():
+    with pytest.raises(BackendError) as late:
+        _read_blocking([b'{"a":', 3.0, b" 1}"], after_send=0.3)
+    assert late.value.kind is FailureKind.TIMEOUT
+    assert "deadline passed mid-answer" in str(late.value)
+
+
+def test_a_blocking_body_already_read_to_its_end_is_parsed_without_a_timer():
+    # Reading it cannot wait, so no timer is set: even a deadline passed meanwhile
+    # leaves the answer that is already there, as it did under a timer.
+    assert _read_blocking([b'{"a": 1}'], after_send=-1.0) == {"a": 1}
