@@ -46,25 +46,12 @@ def parse_chat(raw: Any) -> ChatCall:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_field("messages", "must be a non-empty list of messages")
-    system: list[str] = []
-    turns: list[Message] = []
-    tooled = False  # a conversation with tool calls or results goes out as the client wrote it
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise bad_field(where, "must be an object")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise bad_field(f"{where}.role", f"must be one of {', '.join(sorted(_ROLES))}")
-        calls = role == "assistant" and bool(message.get("tool_calls"))
-        tooled = tooled or calls or role in ("tool", "function")
-        raw = message.get("content")
-        content = "" if raw is None and calls else _parse.content_text(raw, f"{where}.content")
-        if role in ("system", "developer"):
-            system.append(content)
-        else:
-            # the neutral chat's view of a tool result: a user turn (for token estimates)
-            turns.append(Message("assistant" if role == "assistant" else "user", content))
+    plain = _plain_chat(messages)
+    if plain is not None:
+        system, turns = plain
+        tooled = False
+    else:
+        system, turns, tooled = _checked_chat(messages)
     prompt, history, prefill = _parse.split_turns(turns, "messages")
     n = _parse.integer(body, "n")
     if n not in (None, 1):
@@ -90,6 +77,56 @@ def parse_chat(raw: Any) -> ChatCall:
         extra=_parse.passthrough(body, _MODELED, {"messages": messages} if tooled else {}),
     )
     return ChatCall(model, request, include_usage)
+
+
+_PLAIN = {"user": "user", "assistant": "assistant", "system": None, "developer": None}
+
+
+def _plain_chat(messages: list[Any]) -> tuple[list[str], list[Message]] | None:
+    """The system texts and turns of the common chat (string contents; system, developer,
+    user and assistant roles; no tool calls), read without the per-field checks; None for
+    any other, which :func:`_checked_chat` reads, naming what is wrong."""
+    system: list[str] = []
+    turns: list[Message] = []
+    for message in messages:
+        if type(message) is not dict:
+            return None
+        content = message.get("content")
+        role = message.get("role")
+        if type(content) is not str or type(role) is not str or role not in _PLAIN:
+            return None
+        turn = _PLAIN[role]
+        if turn is None:
+            system.append(content)
+        elif turn == "assistant" and message.get("tool_calls"):
+            return None
+        else:
+            turns.append(Message(turn, content))
+    return system, turns
+
+
+def _checked_chat(messages: list[Any]) -> tuple[list[str], list[Message], bool]:
+    """(system texts, turns, whether tools are in play), each message checked."""
+    system: list[str] = []
+    turns: list[Message] = []
+    tooled = False  # a conversation with tool calls or results goes out as the client wrote it
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad_field(where, "must be an object")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:  # a list would not hash
+            raise bad_field(f"{where}.role", f"must be one of {', '.join(sorted(_ROLES))}")
+        calls = role == "assistant" and bool(message.get("tool_calls"))
+        tooled = tooled or calls or role in ("tool", "function")
+        raw = message.get("content")
+        content = "" if raw is None and calls else _parse.content_text(raw, f"{where}.content")
+        if role in ("system", "developer"):
+            system.append(content)
+        else:
+            # the neutral chat's view of a tool result: a user turn (for token estimates)
+            turns.append(Message("assistant" if role == "assistant" else "user", content))
+    return system, turns, tooled
 
 
 def finish(reason: str | None) -> str:

@@ -59,12 +59,39 @@ def test_chat_turns_become_system_history_prompt_and_prefill() -> None:
         ({"model": "m", "messages": HI, "stream": "yes"}, "stream"),
         ({"model": "m", "messages": HI, "stream_options": []}, "stream_options"),
         ({"model": "m", "messages": HI, "stop": [1]}, "stop"),
+        ({"model": "m", "messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
+        ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     ],
 )  # fmt: skip
 def test_chat_field_errors(body: Any, param: str | None) -> None:
     with pytest.raises(GatewayError) as caught:
         parse_chat(body)
     assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_plain_and_checked_chats_read_alike() -> None:
+    """The common chat (string contents, no tools) is read by a fast path; a conversation
+    with tool calls, content parts or a dict subclass takes the checked one, to the same
+    neutral request."""
+
+    class Body(dict[str, Any]):
+        pass
+
+    plain = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Yo", "tool_calls": []},
+             {"role": "developer", "content": "D"}, {"role": "user", "content": "Why?"}]  # fmt: skip
+    checked = [Body(m) for m in plain]
+    parts = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in plain]
+    got = [parse_chat({"model": "m", "messages": ms}).request for ms in (plain, checked, parts)]
+    assert got[0] == got[1] == got[2]
+    assert got[0].system == "S\n\nD" and got[0].prompt == "Why?" and not got[0].extra
+    assert got[0].history == (Message("user", "Hi"), Message("assistant", "Yo"))
+    call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    tooled = [*plain[:2], {"role": "assistant", "content": None, "tool_calls": call},
+              {"role": "user", "content": "Why?"}]  # fmt: skip
+    request = parse_chat({"model": "m", "messages": tooled}).request
+    assert request.extra["messages"] == tooled
+    assert request.history == (Message("user", "Hi"), Message("assistant", ""))
 
 
 def test_messages_body_as_anthropic_sends_it() -> None:
