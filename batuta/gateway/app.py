@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -366,21 +367,35 @@ class Gateway:
         return resp
 
     async def _until_gone(self, ex: Exchange, call: Awaitable[T]) -> T:
-        """``call``'s result; cancelled when the client goes away first."""
-        work = asyncio.ensure_future(call)
+        """``call``'s result; cancelled when the client goes away first.
+
+        ``call`` runs in this task, which the watcher cancels (a task of its own for the
+        call cost a task creation and two loop steps per request)."""
+        task = asyncio.current_task()
+        assert task is not None
+        state = [True, False]  # running (a callback run after the call must not cancel), left
+
+        def leave(_: object) -> None:
+            if state[0]:
+                state[1] = True
+                task.cancel()
+
         gone = asyncio.ensure_future(disconnected(ex.receive))
-        gone.add_done_callback(lambda _: work.cancel())
+        gone.add_done_callback(leave)
         try:
-            return await work
+            return await call
         except RoutingError as exc:
             ex.outcome.failure = exc
             raise from_routing(exc) from None
         except asyncio.CancelledError:
-            if gone.done() and not gone.cancelled():  # the client left, not a shutdown
+            if state[1]:  # the client left, not a shutdown
                 raise Gone from None
             raise
         finally:
+            state[0] = False
             gone.cancel()
+            if state[1] and sys.version_info >= (3, 11):
+                task.uncancel()  # this task goes on: the cancel was ours, and is spent
 
     async def _stream(
         self,

@@ -336,3 +336,31 @@ def test_an_open_breaker_reads_as_two(tmp_path: Path) -> None:
     text = Metrics(router=lambda: router, table=lambda: table, state_dir=tmp_path).render()
     assert 'batuta_breaker_state{target="gone"} 2.0' in text.decode()
     assert breaker_states(router, None) == {}
+
+
+def test_a_client_that_leaves_a_blocking_call_stops_it_and_is_recorded(
+    tmp_path: Path, fakes: tuple[OpenAIFake, OpenAIFake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call runs in the request's own task, cancelled when the client hangs up: the
+    upstream call ends at once (499), and the next request on the gateway is answered."""
+    a = fakes[0]
+    gw = start(tmp_path, fakes, monkeypatch)
+    try:
+        a.first_byte_delay = 3.0
+        body = {"model": "default", "messages": HI}
+        left = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):  # then the client hangs up
+            httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=0.5)
+        while not list(read_records(tmp_path)):
+            assert time.monotonic() < left + 2.5, "the abandoned call was not stopped"
+            time.sleep(0.02)
+        assert gw.get("/status.json").json()["inflight"] == 0
+        a.first_byte_delay = 0.0
+        answered = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10)
+        assert answered.status_code == 200 and answered.json()["choices"][0]["message"]["content"]
+    finally:
+        a.first_byte_delay = 0.0
+        gw.stop()
+    gone, ok = read_records(tmp_path)
+    assert (gone["status"], gone["stream"], gone["target"]) == (499, False, None)
+    assert ok["status"] == 200 and ok["target"] == "a"
