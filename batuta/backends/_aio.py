@@ -161,8 +161,11 @@ async def send(
     body: bytes | None,
     params: Mapping[str, str] | None,
     timeout: httpx.Timeout,
+    timed: bool = False,
 ) -> AioResponse:
-    """Open one streamed response; failures raise the httpx error of the same failure."""
+    """Open one streamed response; failures raise the httpx error of the same failure.
+    ``timed``: the caller bounds every wait on the answer by its deadline, so aiohttp's
+    read timer (rescheduled on every read) is left off."""
     request = (method, url)
     try:
         response = await client.session.request(
@@ -172,14 +175,26 @@ async def send(
             data=body,
             params=params,
             proxy=client.route(url),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=timeout.connect, sock_read=timeout.read
-            ),
+            timeout=_client_timeout(timeout.connect, None if timed else timeout.read),
             allow_redirects=True,
         )
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise translate(exc, request, sent=False) from exc
     return AioResponse(response, request)
+
+
+_TIMEOUTS: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+
+def _client_timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    """The aiohttp timeout for these limits, made once (most requests share one)."""
+    key = (connect, read)
+    found = _TIMEOUTS.get(key)
+    if found is None:
+        found = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        if len(_TIMEOUTS) < CACHED_URLS:
+            _TIMEOUTS[key] = found
+    return found
 
 
 def translate(exc: BaseException, request: tuple[str, str], *, sent: bool) -> httpx.HTTPError:

@@ -113,8 +113,11 @@ async def send(
                 )
                 response = await _send_resending_stale(client, request)
             else:
+                # Every wait on this answer is then bounded by the deadline (this timer,
+                # the body readers'), so aiohttp's read timer would only repeat them.
+                timed = deadline is not None and (timeout.read or READ_TIMEOUT) < READ_TIMEOUT
                 response = await _aio_send(
-                    client, method, url, headers, json_body, content, params, timeout
+                    client, method, url, headers, json_body, content, params, timeout, timed
                 )
     except TimeoutError:
         raise _first_byte_timeout(provider, budget) from None
@@ -143,6 +146,7 @@ async def _aio_send(
     content: bytes | None,
     params: Mapping[str, str] | None,
     timeout: httpx.Timeout,
+    timed: bool = False,
 ) -> Response:
     from batuta.backends import _aio
 
@@ -154,14 +158,16 @@ async def _aio_send(
     for _ in range(STALE_RESENDS):
         try:
             return await _aio.send(
-                client, method, url, headers=sent, body=content, params=params, timeout=timeout
-            )
+                client, method, url, headers=sent, body=content, params=params, timeout=timeout,
+                timed=timed,
+            )  # fmt: skip
         except httpx.RemoteProtocolError as exc:
             if not _stale(exc):
                 raise
     return await _aio.send(
-        client, method, url, headers=sent, body=content, params=params, timeout=timeout
-    )
+        client, method, url, headers=sent, body=content, params=params, timeout=timeout,
+        timed=timed,
+    )  # fmt: skip
 
 
 # A keep-alive connection the server closed while it sat in the pool fails the next request

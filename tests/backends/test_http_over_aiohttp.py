@@ -166,3 +166,33 @@ def test_a_blocking_body_already_read_to_its_end_is_parsed_without_a_timer():
     # Reading it cannot wait, so no timer is set: even a deadline passed meanwhile
     # leaves the answer that is already there, as it did under a timer.
     assert _read_blocking([b'{"a": 1}'], after_send=-1.0) == {"a": 1}
+
+
+def test_a_stream_that_stalls_mid_body_ends_at_the_deadline_without_aiohttp_read_timer():
+    """With a deadline, aiohttp's per-read timer is left off: the body readers' own timer
+    ends a stalled stream at the deadline, classified as before."""
+    server = FakeServer()
+    server.route("POST", "/s", lambda q, r: r.stream(200, [b"data: a\n\n", 3.0, b"data: b\n\n"]))
+
+    async def go() -> tuple[list[str], float | None, BackendError | None]:
+        got: list[str] = []
+        async with _support.new_client() as client:
+            deadline = time.monotonic() + 0.6
+            response = await _http.send(
+                client, "POST", server.url + "/s", provider="p", deadline=deadline
+            )
+            read_timer = response._response.connection.protocol.read_timeout
+            try:
+                async for event in _http.iter_sse(response, provider="p", deadline=deadline):
+                    got.append(event.data)
+            except BackendError as exc:
+                return got, read_timer, exc
+        return got, read_timer, None
+
+    with server:
+        began = time.monotonic()
+        got, read_timer, error = asyncio.run(go())
+        took = time.monotonic() - began
+    assert got == ["a"] and read_timer is None
+    assert error is not None and error.kind is FailureKind.TIMEOUT
+    assert "deadline passed mid-answer" in str(error) and took < 2.5
