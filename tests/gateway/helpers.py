@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -63,3 +64,17 @@ class GatewayThread:
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=10)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+    """Wait until the gateway process ``proc`` answers ``GET url/health`` with 200; fail
+    with its output if it exits first, or when ``seconds`` pass."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise AssertionError("the gateway never became healthy")

@@ -21,7 +21,7 @@ from batuta.errors import BatutaError
 from tests.conftest import _free_port
 from tests.fakes.openai_server import OpenAIFake
 from tests.fakes.scripted import DEFAULT_TEXT
-from tests.gateway.helpers import local, route_of, write_routes
+from tests.gateway.helpers import local, route_of, wait_healthy, write_routes
 
 ARGV = [sys.executable, "-c", "from batuta.cli.main import run; run()", "gateway"]
 
@@ -40,18 +40,6 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise AssertionError("the gateway never became healthy")
 
 
 def test_without_a_routing_table_it_says_to_apply(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from batuta.gateway.errors import GatewaySetupError
 from batuta.gateway.server import serve
 from tests.conftest import _free_port
 from tests.fakes.openai_server import OpenAIFake
-from tests.gateway.helpers import local, route_of, write_routes
+from tests.gateway.helpers import local, route_of, wait_healthy, write_routes
 
 ARGV = [sys.executable, "-c", "from batuta.cli.main import run; run()", "gateway"]
 VALUE = "gw-config-value-8c41e07b"
@@ -111,14 +110,7 @@ def test_the_gateway_enforces_the_files_keys_and_recording(tmp_path: Path) -> No
                                 stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            end = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None and time.monotonic() < end, "it did not start"
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
+            wait_healthy(url, proc)
             body = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
             chat = url + "/v1/chat/completions"
             assert httpx.post(chat, json=body, timeout=10).status_code == 401

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import _free_port
 from tests.fakes.openai_server import OpenAIFake
-from tests.gateway.helpers import local, route_of, write_routes
+from tests.gateway.helpers import local, route_of, wait_healthy, write_routes
 
 ARGV = [sys.executable, "-c", "from batuta.cli.main import run; run()", "gateway"]
 VALUE = "gw-cli-value-3d9a5c7e"
@@ -47,14 +46,7 @@ def test_with_keys_it_listens_on_every_address_and_wants_a_key(tmp_path: Path) -
                                 stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            end = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None and time.monotonic() < end, "it did not start"
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
+            wait_healthy(url, proc)
             body = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
             chat = url + "/v1/chat/completions"
             assert httpx.post(chat, json=body, timeout=10).status_code == 401

@@ -22,7 +22,7 @@ import pytest
 from batuta.routing.table import TargetEntry
 from tests.conftest import _free_port
 from tests.fakes.openai_server import OpenAIFake
-from tests.gateway.helpers import route_of, write_routes
+from tests.gateway.helpers import route_of, wait_healthy, write_routes
 from tests.redisserver import RedisServer
 
 ARGV = [sys.executable, "-c", "from batuta.cli.main import run; run()", "gateway"]
@@ -80,15 +80,7 @@ class Replica:
         self.err = ""
 
     def wait_ready(self) -> None:
-        end = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.proc.communicate()[1].decode()
-            assert time.monotonic() < end, "the gateway did not start"
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(self.url, self.proc)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import _free_port
+from tests.gateway.helpers import wait_healthy
 from tests.render.helpers import SOVEREIGN, of_kind, render_text, routes_json
 from tests.router.test_real_failover import LlamaServer, english
 
@@ -113,14 +113,7 @@ def _rendered_gateway(
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        end = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url, proc)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
