@@ -53,8 +53,9 @@ def engine_argv(
 
 
 def ready_path(engine: str) -> str:
-    """Where the engine says it is ready: llama-server has /health, the Python one has not."""
-    return "/health" if engine == "server" else "/v1/models"
+    """Where batuta asks the engine whether it is ready: llama-server has /health; the Python one
+    has none, and its /v1/models waits behind a running answer (see the catalogue)."""
+    return "/health" if engine == "server" else "/docs"
 
 
 class LlamaProcess:

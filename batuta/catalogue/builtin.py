@@ -62,7 +62,10 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             embeddings_argv=("--embeddings", "--pooling", "mean"),
         ),
         # llama-cpp-python has no /health, defaults to a single thread, and by default
-        # aborts a running generation when a second request arrives.
+        # aborts a running generation when a second request arrives. Its /v1/models waits
+        # for the model's lock: probed during an answer, it times out (the server reads as
+        # unhealthy) and the answer decodes a third slower. It listens only once its model
+        # is loaded, so any page it serves means ready: FastAPI's /docs takes no lock.
         Recipe(
             "python",
             (
@@ -72,7 +75,7 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             options=(("--n_ctx", "{ctx}"), ("--n_threads", "{threads}")),
             module="llama_cpp.server",
             needs=("uvicorn", "fastapi"),  # the server extra of llama-cpp-python
-            health_path="/v1/models",
+            health_path="/docs",
             always_threads=True,
             engine="python",
             default_ctx=LLAMACPP_DEFAULT_CTX,

@@ -234,7 +234,7 @@ def test_pinning_the_other_engine_replaces_the_server(ws: Workspace) -> None:
     assert ws.pids()["a"] != before["a"] and not psutil.pid_exists(before["a"])
     status = ws.run("status")
     assert "llamacpp (python)" in status.stdout and "in sync" in status.stdout
-    assert Runtime(ws.state).status()["a"].spec.health_url.endswith("/v1/models")
+    assert Runtime(ws.state).status()["a"].spec.health_url.endswith("/docs")
     assert [p.pid for p in ws.engines()] == [ws.pids()["a"]]
 
 

@@ -133,7 +133,7 @@ def test_llamacpp_falls_back_to_llama_cpp_python(bin_dir, model_file) -> None:
         "--port", "8081", "--host", "127.0.0.1", "--interrupt_requests", "False",
         "--n_ctx", "2048", "--n_threads", str(cores()),
     ]  # fmt: skip
-    assert health == "http://127.0.0.1:8081/v1/models"  # llama_cpp.server has no /health
+    assert health == "http://127.0.0.1:8081/docs"  # llama_cpp.server has no /health
     assert env == {}
 
 
@@ -202,7 +202,7 @@ def test_engine_pins_one_llama_cpp_form(bin_dir, model_file, monkeypatch) -> Non
     executable(bin_dir, "llama-server")
     run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="python")
     assert run.argv[:3] == [sys.executable, "-m", "llama_cpp.server"] and run.engine == "python"
-    assert run.health_url.endswith("/v1/models")
+    assert run.health_url.endswith("/docs")
     run = launch_for("llamacpp", str(model_file), "127.0.0.1", 8081, engine="server")
     assert run.argv[0] == str(bin_dir / "llama-server") and run.health_url.endswith("/health")
     (bin_dir / "llama-server").unlink()

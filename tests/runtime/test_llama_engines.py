@@ -3,7 +3,9 @@ command line batuta builds for it (``launch_for``), started and stopped here by 
 
 llama-server listens before its model is loaded and answers ``/health`` with 503 until
 then: batuta's probe must call that ``loading``, not ``down`` and not ``ready``.
-llama-cpp-python's server only listens once the model is loaded, and has no ``/health``.
+llama-cpp-python's server only listens once the model is loaded, and has no ``/health``;
+its ``/v1/models`` waits for the model's lock, so batuta asks its ``/docs`` page instead,
+which must stay ready while an answer streams.
 """
 
 from __future__ import annotations
@@ -73,9 +75,41 @@ def test_readiness_while_the_model_loads(smollm2_path: Path, tmp_path: Path, lla
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
             assert metrics.status_code == 200 and "llamacpp:prompt_tokens_total" in metrics.text
         else:
-            assert run.health_url == f"http://127.0.0.1:{port}/v1/models"
+            assert run.health_url == f"http://127.0.0.1:{port}/docs"
             assert "loading" not in states and states[-1] == "ready", states
         assert probe(run.health_url) == "ready"
     finally:
         _stop(proc)
     assert probe(run.health_url) == "down"
+
+
+def test_ready_while_an_answer_streams(smollm2_path: Path, tmp_path: Path, llama_engine: str):
+    """The supervisor probes a ready server every few seconds: a probe sent while an answer
+    streams must say ``ready`` within its timeout, and the answer must go on meanwhile."""
+    port = _free_port()
+    run = launch_for("llamacpp", str(smollm2_path), "127.0.0.1", port, threads=1,
+                     engine=llama_engine)  # fmt: skip
+    proc = _spawn(run.argv, tmp_path / "engine.log")
+    body = {
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "max_tokens": 400, "temperature": 0, "stream": True,
+    }  # fmt: skip
+    try:
+        _states_until_ready(run.health_url, proc)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        before = after = 0
+        probes: list[Health] = []
+        with httpx.stream("POST", url, json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                if len(probes) < 3 and before >= 5:
+                    probes.append(probe(run.health_url, timeout=1.0))
+                elif len(probes) < 3:
+                    before += 1
+                else:
+                    after += 1
+        assert probes == ["ready"] * 3
+        assert after > 20, "the answer ended before the probes were made"
+    finally:
+        _stop(proc)
