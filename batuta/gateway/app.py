@@ -34,12 +34,12 @@ from batuta.errors import RoutingError
 from batuta.gateway import anthropic, completions, openai
 from batuta.gateway.errors import GatewayError, from_routing
 from batuta.gateway.exchange import (
+    Departure,
     Exchange,
     Gone,
     Receive,
     Scope,
     Send,
-    disconnected,
     routing_headers,
 )
 from batuta.gateway.inbox import Inbox
@@ -369,19 +369,18 @@ class Gateway:
     async def _until_gone(self, ex: Exchange, call: Awaitable[T]) -> T:
         """``call``'s result; cancelled when the client goes away first.
 
-        ``call`` runs in this task, which the watcher cancels (a task of its own for the
+        ``call`` runs in this task, which the watch cancels (a task of its own for the
         call cost a task creation and two loop steps per request)."""
         task = asyncio.current_task()
         assert task is not None
-        state = [True, False]  # running (a callback run after the call must not cancel), left
+        state = [True, False]  # running (a watch firing after the call must not cancel), left
 
-        def leave(_: object) -> None:
+        def leave() -> None:
             if state[0]:
                 state[1] = True
                 task.cancel()
 
-        gone = asyncio.ensure_future(disconnected(ex.receive))
-        gone.add_done_callback(leave)
+        watch = Departure(ex.receive, leave)
         try:
             return await call
         except RoutingError as exc:
@@ -393,7 +392,7 @@ class Gateway:
             raise
         finally:
             state[0] = False
-            gone.cancel()
+            watch.close()
             if state[1] and sys.version_info >= (3, 11):
                 task.uncancel()  # this task goes on: the cancel was ours, and is spent
 

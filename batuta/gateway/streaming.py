@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from batuta.errors import RoutingError
 from batuta.gateway import anthropic, completions, openai
 from batuta.gateway.errors import from_routing
-from batuta.gateway.exchange import Exchange, Gone, disconnected
+from batuta.gateway.exchange import Departure, Exchange, Gone
 from batuta.gateway.inbox import Inbox, Piece
 
 if TYPE_CHECKING:
@@ -44,9 +44,8 @@ async def stream(
 ) -> None:
     """Send ``call``'s answer as it arrives in ``inbox``, framed by ``frames``."""
     work = asyncio.ensure_future(call)
-    gone = asyncio.ensure_future(disconnected(ex.receive))
     work.add_done_callback(inbox.wake)
-    gone.add_done_callback(inbox.wake)
+    watch = Departure(ex.receive, inbox.wake)
     headers = [*_SSE, (b"x-batuta-route", route.encode())]
 
     async def begin(data: bytes) -> None:
@@ -60,7 +59,7 @@ async def stream(
     shown = False
     try:
         while True:
-            if gone.done():
+            if watch.left:
                 raise Gone
             pieces = inbox.take()
             if pieces:
@@ -87,7 +86,7 @@ async def stream(
             await begin(b"")
         await ex.body(frames.end(resp))
     finally:
-        for task in (work, gone):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(work, gone, return_exceptions=True)
+        watch.close()
+        if not work.done():
+            work.cancel()
+        await asyncio.gather(work, return_exceptions=True)

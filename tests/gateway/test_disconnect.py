@@ -61,7 +61,10 @@ def _request(port: int, stream: bool) -> socket.socket:
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_client_going_away_closes_the_upstream_connection(tmp_path: Path, stream: bool) -> None:
+@pytest.mark.parametrize("pause", [0.0, 0.05])  # at once (before the watch begins), or later
+def test_client_going_away_closes_the_upstream_connection(
+    tmp_path: Path, stream: bool, pause: float
+) -> None:
     with HangingUpstream() as upstream:
         entry = TargetEntry("u", "llamacpp", "openai", upstream.url, "m", True)
         table = write_routes(tmp_path, route_of("r", entry, timeout=30.0))
@@ -78,7 +81,7 @@ def test_client_going_away_closes_the_upstream_connection(tmp_path: Path, stream
                 while not upstream.requests and time.monotonic() < end:
                     time.sleep(0.005)
                 assert upstream.requests
-            time.sleep(0.05)  # the upstream is now waiting on its connection
+            time.sleep(pause)  # the upstream is waiting on its connection
             sock.close()
             gone = time.monotonic()
             end = gone + 5
