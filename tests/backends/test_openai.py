@@ -655,6 +655,10 @@ def test_real_llamacpp_honours_stop_sequences(engine):
     request = InferenceRequest(
         prompt="Describe the sea in two sentences.", max_tokens=40, temperature=0.0
     )
+    # From the second request on, the engine reuses the prompt's cached KV and evaluates
+    # only its last token anew, which can tip a greedy answer at a near tie (it does on
+    # AVX-512): the reference answer is taken with the cache as the later requests find it.
+    complete(smol(engine), dataclasses.replace(request, stream=False))
     full = complete(smol(engine), dataclasses.replace(request, stream=False)).text
     assert len(full) > 20, full
     stop = full[len(full) // 2 : len(full) // 2 + 4]

@@ -206,6 +206,7 @@ def test_generation_speed_agrees_with_the_servers_own_timings(engine: Engine, tm
 
 PROMPT_WORDS = (32, 128, 512)  # the prompt sizes of the throughput comparison
 DECODE_TOKENS = 64
+REQUEST_HANDLING = 0.020  # seconds of a request's own handling that TTFT may hold (4-18 ms seen)
 
 
 def _agrees_with_llama_server_timings(engine: Engine) -> None:
@@ -232,12 +233,19 @@ def _agrees_with_llama_server_timings(engine: Engine) -> None:
             prompt_ours, prompt_theirs = prompt_n / record.ttft, prompt_n / (prompt_ms / 1000)
             assert record.tpot is not None
             decode_ours, decode_theirs = 1 / record.tpot, (eval_n - 1) / (eval_ms / 1000)
+            extra = record.ttft - prompt_ms / 1000  # what TTFT holds beyond the prompt timer
             measured.append(
-                (words, prompt_n, prompt_ours, prompt_theirs, decode_ours, decode_theirs)
+                (words, prompt_n, prompt_ours, prompt_theirs, decode_ours, decode_theirs, extra)
             )
-    for words, prompt_n, p_ours, p_theirs, d_ours, d_theirs in measured:
+    for words, prompt_n, p_ours, p_theirs, d_ours, d_theirs, extra in measured:
         print(f"{words:4d} words ({prompt_n:4d} tokens): prompt {p_ours:7.1f} vs {p_theirs:7.1f}"
-              f" tok/s, decode {d_ours:6.1f} vs {d_theirs:6.1f} tok/s")  # fmt: skip
-    for words, _, p_ours, p_theirs, d_ours, d_theirs in measured:
+              f" tok/s (+{extra * 1000:.1f} ms), decode {d_ours:6.1f} vs {d_theirs:6.1f} tok/s")  # fmt: skip
+    for words, _, p_ours, p_theirs, d_ours, d_theirs, extra in measured:
         assert d_ours == pytest.approx(d_theirs, rel=0.05), (words, d_ours, d_theirs)
-        assert p_ours == pytest.approx(p_theirs, rel=0.05), (words, p_ours, p_theirs)
+        # TTFT also holds the request's own handling (HTTP, chat template, tokenization),
+        # which the server's prompt timer does not: a few ms, which is more than 5 % of a
+        # short prompt on a fast CPU. So: within 5 %, or apart by no more than that.
+        assert extra >= 0, (words, extra)
+        assert p_ours == pytest.approx(p_theirs, rel=0.05) or extra <= REQUEST_HANDLING, (
+            words, p_ours, p_theirs, extra,
+        )  # fmt: skip
