@@ -181,6 +181,8 @@ def test_bench_reports_every_key_and_counts_what_the_server_counts(
         assert docs[1]["median_ttft_ms"] > docs[0]["median_ttft_ms"]
 
 
+# Milliseconds of request handling decide it: run alone, without coverage's tracing.
+@pytest.mark.timing
 def test_generation_speed_agrees_with_the_servers_own_timings(engine: Engine, tmp_path: Path):
     if engine.engine == "server":
         return _agrees_with_llama_server_timings(engine)
