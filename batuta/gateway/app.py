@@ -373,27 +373,19 @@ class Gateway:
         call cost a task creation and two loop steps per request)."""
         task = asyncio.current_task()
         assert task is not None
-        state = [True, False]  # running (a watch firing after the call must not cancel), left
-
-        def leave() -> None:
-            if state[0]:
-                state[1] = True
-                task.cancel()
-
-        watch = Departure(ex.receive, leave)
+        watch = Departure(ex.receive, task.cancel)
         try:
             return await call
         except RoutingError as exc:
             ex.outcome.failure = exc
             raise from_routing(exc) from None
         except asyncio.CancelledError:
-            if state[1]:  # the client left, not a shutdown
+            if watch.left:  # the client left, not a shutdown
                 raise Gone from None
             raise
         finally:
-            state[0] = False
             watch.close()
-            if state[1] and sys.version_info >= (3, 11):
+            if watch.left and sys.version_info >= (3, 11):
                 task.uncancel()  # this task goes on: the cancel was ours, and is spent
 
     async def _stream(
