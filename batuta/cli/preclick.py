@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import sys
 
-from batuta.errors import BatutaError
-
 # The argv forms answered without click, and whether each asks for JSON.
 _TREE_FORMS: dict[tuple[str, ...], bool] = {
     ("serve", "tree"): False,
@@ -26,6 +24,7 @@ def answer(argv: list[str]) -> int | None:
     if as_json is None:
         return None
     from batuta.cli.ecosystem import tree_text
+    from batuta.errors import BatutaError
 
     try:
         text = tree_text(as_json)
@@ -65,7 +64,9 @@ def start_file(argv: list[str]) -> tuple[bool, str | None]:
 def warm_up_for(argv: list[str]) -> bool:
     """Start the supervisor of ``serve start``'s state directory now (see
     :func:`batuta.runtime.daemon.warm_up`); True when one was started. Anything that goes
-    wrong here is left for the command itself to meet and report."""
+    wrong here is left for the command itself to meet and report (so nothing is imported
+    for it beyond what starting a process needs: the supervisor boots in parallel with
+    everything else this command imports)."""
     starts, manifest = start_file(argv)
     if not starts:
         return False
@@ -74,5 +75,5 @@ def warm_up_for(argv: list[str]) -> bool:
 
     try:
         return warm_up(state_dir_for(manifest, adhoc=True))
-    except (BatutaError, OSError):
+    except OSError:  # the only failure of making a directory and spawning a process
         return False

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 
 from batuta._util.files import atomic_write, flocked
 from batuta._util.paths import ensure_state_dir
-from batuta.errors import StateError
 from batuta.runtime import logs
 
 if TYPE_CHECKING:
@@ -257,6 +256,7 @@ def _wake_only(signum: int, frame: FrameType | None) -> None:
 def _serve(
     state_dir: Path, seams: Seams | None, flags: dict[str, bool], wake_r: int, idle_from: float
 ) -> int:
+    from batuta.errors import StateError
     from batuta.runtime import handoff
     from batuta.runtime.process import create_time_of
     from batuta.runtime.state import STATE_FILE

@@ -15,14 +15,12 @@ its socket in a 0700 directory of the user's own, ``$XDG_RUNTIME_DIR/batuta`` (e
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import select
 import socket
 import stat
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,6 +43,8 @@ def socket_path(state_dir: Path) -> Path:
     inside = state_dir / SOCKET
     if len(os.fsencode(inside)) <= _SUN_PATH_MAX:
         return inside
+    import hashlib  # only for a deep state directory
+
     digest = hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:20]
     return _private_dir() / f"{digest}.sock"
 
@@ -54,6 +54,8 @@ def _private_dir() -> Path:
     if runtime_dir and Path(runtime_dir).is_dir():
         base = Path(runtime_dir) / "batuta"
     else:
+        import tempfile
+
         base = Path(tempfile.gettempdir()) / f"batuta-{os.getuid()}"
     with contextlib.suppress(FileExistsError):
         base.mkdir(mode=0o700)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +50,8 @@ def rotate_if_needed(path: Path, max_size: int) -> bool:
             return False
     except FileNotFoundError:
         return False
+    import shutil  # rarely needed: not at every command's import
+
     with (
         open(path, "rb") as src,
         os.fdopen(open_private(_rotated(path), truncate=True), "wb") as dst,

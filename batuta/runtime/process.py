@@ -170,7 +170,18 @@ def spawn(
 
 
 def create_time_of(pid: int) -> float | None:
-    """psutil's create time of ``pid``, or None when it does not exist (or is a zombie)."""
+    """psutil's create time of ``pid``, or None when it does not exist (or is a zombie).
+
+    On Linux it is read from procfs the way psutil computes it (boot time plus the start
+    time in clock ticks): the supervisor records its own at start-up, and importing
+    psutil there would delay the first server it spawns.
+    """
+    try:
+        return _procfs_create_time(pid)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, IndexError):
+        pass  # no procfs (not Linux) or an unexpected format: ask psutil
     import psutil
 
     try:
@@ -180,6 +191,23 @@ def create_time_of(pid: int) -> float | None:
         return proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+_boot_time: list[float] = []  # /proc/stat's btime, read once
+
+
+def _procfs_create_time(pid: int) -> float | None:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # Fields follow the command name, which may itself hold spaces and parentheses.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None
+    if not _boot_time:
+        with open("/proc/stat", "rb") as f:
+            btime = next(line for line in f if line.startswith(b"btime "))
+        _boot_time.append(float(btime.split()[1]))
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK") + _boot_time[0]
 
 
 def owned(pid: int | None, create_time: float | None) -> bool:
