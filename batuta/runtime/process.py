@@ -9,6 +9,7 @@ unrelated process since we recorded it, and such a process is never signalled.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -193,9 +194,6 @@ def create_time_of(pid: int) -> float | None:
         return None
 
 
-_boot_time: list[float] = []  # /proc/stat's btime, read once
-
-
 def _procfs_create_time(pid: int) -> float | None:
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
@@ -203,11 +201,17 @@ def _procfs_create_time(pid: int) -> float | None:
     fields = stat[stat.rindex(b")") + 2 :].split()
     if fields[0] == b"Z":
         return None
-    if not _boot_time:
-        with open("/proc/stat", "rb") as f:
-            btime = next(line for line in f if line.startswith(b"btime "))
-        _boot_time.append(float(btime.split()[1]))
-    return int(fields[19]) / os.sysconf("SC_CLK_TCK") + _boot_time[0]
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK") + _boot_time()
+
+
+@functools.cache
+def _boot_time() -> float:
+    """/proc/stat's ``btime``, read once (ValueError when it has none)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise ValueError("/proc/stat has no btime line")
 
 
 def owned(pid: int | None, create_time: float | None) -> bool:
