@@ -80,8 +80,7 @@ def via_batuta(
     env = {**os.environ, "BATUTA_STATE_DIR": str(state)}
     port = _free_port()
     began = time.perf_counter()
-    _batuta(env, work, "serve", "start", "--backend", "llamacpp", "--model", MODEL,
-            "--port", str(port), "--engine", engine)  # fmt: skip
+    _start(env, work, port, engine)
     elapsed = time.perf_counter() - began
     record = json.loads((state / "state.json").read_text())["servers"][f"llamacpp-{port}"]
     spec = record["spec"]
@@ -103,11 +102,15 @@ def via_batuta(
     return elapsed, spec, rss, through, plain
 
 
+def _start(env: dict[str, str], work: Path, port: int, engine: str) -> None:
+    _batuta(env, work, "serve", "start", "--backend", "llamacpp", "--model", MODEL,
+            "--port", str(port), "--engine", engine)  # fmt: skip
+
+
 def _batuta_start_only(work: Path, engine: str) -> None:
     work.mkdir()
     env = {**os.environ, "BATUTA_STATE_DIR": str(work / ".batuta")}
-    _batuta(env, work, "serve", "start", "--backend", "llamacpp", "--model", MODEL,
-            "--port", str(_free_port()), "--engine", engine)  # fmt: skip
+    _start(env, work, _free_port(), engine)
     _batuta(env, work, "serve", "stop", "--all")
 
 
