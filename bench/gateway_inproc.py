@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as bench  # the fake upstream and the bare proxy, beside this file
@@ -72,6 +73,24 @@ async def _run(app: App, body: bytes, n: int) -> tuple[float, float]:
     return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
 
+@contextlib.asynccontextmanager
+async def bare_proxy(upstream: int) -> AsyncIterator[App]:
+    """The bare proxy's ASGI app of ``bench/gateway.py``, its lifespan started (and ended
+    on leaving), to be called as the gateway's app is."""
+    app = bench._bare_app(f"http://127.0.0.1:{upstream}")
+    life: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await life.put({"type": "lifespan.startup"})
+    lifespan = asyncio.ensure_future(app({"type": "lifespan"}, life.get, out.put))
+    await out.get()
+    try:
+        yield cast(App, app)
+    finally:
+        await life.put({"type": "lifespan.shutdown"})
+        await out.get()
+        await lifespan
+
+
 async def measure(upstream: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from batuta.gateway.app import Gateway
     from batuta.gateway.observe import ObserveSettings
@@ -80,35 +99,27 @@ async def measure(upstream: int, workdir: Path, args: argparse.Namespace) -> dic
     state = workdir / ".batuta"
     observe = ObserveSettings(metrics=not args.quiet, request_log=not args.quiet)
     gw = Gateway(table_path(state), state_dir=state, observe=observe)
-    bare = bench._bare_app(f"http://127.0.0.1:{upstream}")
-    life: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await life.put({"type": "lifespan.startup"})
-    lifespan = asyncio.ensure_future(bare({"type": "lifespan"}, life.get, out.put))
-    await out.get()
     results: dict[str, Any] = {}
     try:
-        for mode, tail in (("blocking", b""), ("stream", b',"stream":true')):
-            for name, app, model in (("gateway", gw, b"default"), ("bare", bare, b"m")):
-                body = CHAT % (model, tail)
-                await _run(app, body, 300)  # warm: pools, caches, the first table read
-                runs = [await _run(app, body, args.requests) for _ in range(args.runs)]
-                results[f"{name}-{mode}"] = (
-                    statistics.median(r[0] for r in runs),
-                    statistics.median(r[1] for r in runs),
-                )
-            if args.profile:
-                import cProfile
+        async with bare_proxy(upstream) as bare:
+            for mode, tail in (("blocking", b""), ("stream", b',"stream":true')):
+                for name, app, model in (("gateway", gw, b"default"), ("bare", bare, b"m")):
+                    body = CHAT % (model, tail)
+                    await _run(app, body, 300)  # warm: pools, caches, the first table read
+                    runs = [await _run(app, body, args.requests) for _ in range(args.runs)]
+                    results[f"{name}-{mode}"] = (
+                        statistics.median(r[0] for r in runs),
+                        statistics.median(r[1] for r in runs),
+                    )
+                if args.profile:
+                    import cProfile
 
-                prof = cProfile.Profile()
-                prof.enable()
-                await _run(gw, CHAT % (b"default", tail), args.requests)
-                prof.disable()
-                prof.dump_stats(f"{args.profile}.{mode}")
+                    prof = cProfile.Profile()
+                    prof.enable()
+                    await _run(gw, CHAT % (b"default", tail), args.requests)
+                    prof.disable()
+                    prof.dump_stats(f"{args.profile}.{mode}")
     finally:
-        await life.put({"type": "lifespan.shutdown"})
-        await out.get()
-        await lifespan
         await gw.aclose()
     return results
 

@@ -160,12 +160,14 @@ async def send(
     headers: Mapping[str, str],
     body: bytes | None,
     params: Mapping[str, str] | None,
-    timeout: httpx.Timeout,
+    timeout: tuple[float | None, float | None],
     timed: bool = False,
 ) -> AioResponse:
     """Open one streamed response; failures raise the httpx error of the same failure.
-    ``timed``: the caller bounds every wait on the answer by its deadline, so aiohttp's
-    read timer (rescheduled on every read) is left off."""
+    ``timeout`` is ``(connect, read)`` seconds. ``timed``: the caller bounds every wait on
+    the answer by its deadline, so aiohttp's read timer (rescheduled on every read) is left
+    off."""
+    connect, read = timeout
     request = (method, url)
     try:
         response = await client.session.request(
@@ -175,7 +177,7 @@ async def send(
             data=body,
             params=params,
             proxy=client.route(url),
-            timeout=_client_timeout(timeout.connect, None if timed else timeout.read),
+            timeout=_client_timeout(connect, None if timed else read),
             allow_redirects=True,
         )
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

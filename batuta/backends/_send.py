@@ -60,20 +60,30 @@ def request_timeout(
     """An ``httpx.Timeout`` for one call: ``connect`` to open the socket, then each read may
     wait up to ``first_byte`` (or ``total``, or :data:`READ_TIMEOUT`). The overall deadline is
     enforced by :func:`send` and the body readers, which httpx cannot do by itself."""
+    connect, read = _limits(connect, first_byte, total)
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+
+def _limits(
+    connect: float | None, first_byte: float | None, total: float | None
+) -> tuple[float | None, float]:
+    """``(connect, read)`` seconds of :func:`request_timeout`."""
     read = first_byte or total or READ_TIMEOUT
     if total is not None:
         read = min(read, total)
         connect = total if connect is None else min(connect, total)
-    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+    return connect, read
 
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-def _budget(*limits: float | None) -> float | None:
-    values = [v for v in limits if v is not None]
-    return max(0.0, min(values)) if values else None
+def _budget(first: float | None, second: float | None) -> float | None:
+    """The smaller of two limits (None: no limit), never below zero."""
+    if first is None or (second is not None and second < first):
+        first = second
+    return None if first is None else max(0.0, first)
 
 
 async def send(
@@ -96,8 +106,8 @@ async def send(
     Raises a classified BackendError on connection failure, on a non-2xx status (the body
     is read for the provider's message) and when no response arrives within
     ``first_byte_timeout`` or before ``deadline``."""
-    budget = _budget(first_byte_timeout, _remaining(deadline))
-    timeout = request_timeout(total=_remaining(deadline))
+    left = _remaining(deadline)
+    budget = _budget(first_byte_timeout, left)
     response: Response
     try:
         async with _within(budget):
@@ -109,16 +119,18 @@ async def send(
                     json=json_body,
                     content=content,
                     params=params,
-                    timeout=timeout,
+                    timeout=request_timeout(total=left),
                 )
                 response = await _send_resending_stale(client, request)
             else:
+                connect, read = _limits(CONNECT_TIMEOUT, None, left)
                 # Every wait on this answer is then bounded by the deadline (this timer,
                 # the body readers'), so aiohttp's read timer would only repeat them.
-                timed = deadline is not None and (timeout.read or READ_TIMEOUT) < READ_TIMEOUT
+                timed = deadline is not None and (read or READ_TIMEOUT) < READ_TIMEOUT
                 response = await _aio_send(
-                    client, method, url, headers, json_body, content, params, timeout, timed
-                )
+                    client, method, url, headers, json_body, content, params, (connect, read),
+                    timed,
+                )  # fmt: skip
     except TimeoutError:
         raise _first_byte_timeout(provider, budget) from None
     except httpx.HTTPError as exc:
@@ -145,15 +157,19 @@ async def _aio_send(
     json_body: Any,
     content: bytes | None,
     params: Mapping[str, str] | None,
-    timeout: httpx.Timeout,
+    timeout: tuple[float | None, float],
     timed: bool = False,
 ) -> Response:
+    """Send over aiohttp; ``timeout`` is ``(connect, read)`` seconds."""
     from batuta.backends import _aio
 
     sent = dict(headers or {})
     if content is None and json_body is not None:
         content = _aio.encode_json(json_body)
-        if not any(name.lower() == "content-type" for name in sent):
+        for name in sent:
+            if name.lower() == "content-type":
+                break
+        else:
             sent["Content-Type"] = "application/json"
     for _ in range(STALE_RESENDS):
         try:
@@ -216,9 +232,8 @@ async def probe(
                 timeout=request_timeout(total=10.0),
             )
         async with _within(10.0):
-            response = await _aio_send(
-                client, method, url, headers, json_body, None, None, request_timeout(total=10.0)
-            )
+            limits = _limits(CONNECT_TIMEOUT, None, 10.0)
+            response = await _aio_send(client, method, url, headers, json_body, None, None, limits)
             try:
                 await response.aread()
             finally:

@@ -104,6 +104,22 @@ class OpenAIAdapter(Adapter):
         self.provider = target.name or target.backend
         self.legacy = target.options.get("api") == "completions"
         self.retired = record.retired if record and record.retired_at(target.base_url) else None
+        # What the target's options add to every call, worked out once (a target's options
+        # never change); only the values of the variables they name are read per call.
+        options = target.options
+        self._fixed_headers = {
+            header: text(options, option)
+            for option, header in (("organization", "OpenAI-Organization"),
+                                   ("project", "OpenAI-Project"))
+            if option in options
+        }  # fmt: skip
+        self._env_headers = tuple(
+            (header, env)
+            for option, header in (("proxy_key_env", "Modal-Key"),
+                                   ("proxy_secret_env", "Modal-Secret"))
+            if (env := text(options, option))
+        )  # fmt: skip
+        self._extras = _http.body_extras(options)
 
     def _check_retired(self) -> None:
         """A retired service (Anyscale Endpoints) answers with HTML pages, if at all: say so
@@ -134,6 +150,8 @@ class OpenAIAdapter(Adapter):
         )
 
     def _raw_prompt(self, request: InferenceRequest) -> bool:
+        if not (self.legacy or request.raw_prompt or request.assistant_prefix):
+            return False  # a plain chat (most calls), to the chat route
         return self.legacy or self._text_completion(request) or self.continues(request)
 
     def url(self, path: str) -> str:
@@ -144,24 +162,15 @@ class OpenAIAdapter(Adapter):
         """Auth in the dialect's style plus the optional OpenAI organisation/project and
         Modal proxy-auth token."""
         headers = _http.auth_headers(self.target, self.api_key(), self.dialect.auth_header)
-        for option, header in (
-            ("organization", "OpenAI-Organization"),
-            ("project", "OpenAI-Project"),
-        ):
-            if option in self.target.options:
-                headers[header] = text(self.target.options, option)
-        for option, header in (
-            ("proxy_key_env", "Modal-Key"),
-            ("proxy_secret_env", "Modal-Secret"),
-        ):
-            env = text(self.target.options, option)
-            if env:  # read when the call is made; only the variable's name is ever shown
-                value = os.environ.get(env)
-                if not value:
-                    raise BackendError(
-                        FailureKind.AUTH, f"{self.provider}: set {env} (Modal proxy auth)"
-                    )
-                headers[header] = value
+        headers.update(self._fixed_headers)
+        for header, env in self._env_headers:
+            # read when the call is made; only the variable's name is ever shown
+            value = os.environ.get(env)
+            if not value:
+                raise BackendError(
+                    FailureKind.AUTH, f"{self.provider}: set {env} (Modal proxy auth)"
+                )
+            headers[header] = value
         return headers
 
     def body(self, request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
@@ -205,7 +214,7 @@ class OpenAIAdapter(Adapter):
             body["stream_options"] = {"include_usage": True}
         # The client's own fields, as sent; the operator's ``param.*`` engine settings win.
         body.update((k, v) for k, v in request.extra.items() if k != "messages")
-        body.update(_http.body_extras(self.target.options))
+        body.update(self._extras)
         if omitted:
             log.info("%s: %s takes no %s: left out", self.provider, body["model"],
                      ", ".join(omitted))  # fmt: skip
@@ -220,6 +229,8 @@ class OpenAIAdapter(Adapter):
     def stops(self, request: InferenceRequest) -> tuple[list[str], tuple[str, ...]]:
         """``(sent, local)``: the stop sequences the server takes, and the rest, which are
         applied here on the answer."""
+        if not request.stop:
+            return [], ()
         takes = self.dialect.sends_stop and (
             self.dialect.fields is None or "stop" in self.dialect.fields
         )

@@ -1,6 +1,12 @@
 """Neutral request, chunk and response types shared by every adapter and the router.
 
 Adapters translate these to and from their wire protocol; nothing here knows HTTP.
+
+The per-request types (``Message``, ``InferenceRequest``, ``Usage``, ``Chunk``) are plain
+dataclasses, never changed once made: a frozen dataclass's ``__init__`` sets each field
+through ``object.__setattr__`` and costs three times as much, and the gateway makes several
+per request (a ``Chunk`` per streamed token). ``Target`` stays frozen: it is made once per
+routing-table entry and its identity keys caches.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from batuta.errors import Attempt
 ToolCall = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Message:
     """One chat turn. ``role`` is system, user or assistant."""
 
@@ -25,7 +31,7 @@ class Message:
     content: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class InferenceRequest:
     """What the user asked for, independent of any backend.
 
@@ -64,7 +70,7 @@ class InferenceRequest:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass
 class Usage:
     """Token counts as the server reported them (None when it did not)."""
 
@@ -72,7 +78,7 @@ class Usage:
     output_tokens: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Chunk:
     """A piece of a streamed answer. The last one carries ``finish_reason`` and/or usage."""
 

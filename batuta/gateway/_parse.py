@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 from batuta.backends.types import Message
@@ -98,11 +97,13 @@ def split_turns(turns: list[Message], where: str) -> tuple[str, tuple[Message, .
 
 
 def passthrough(
-    body: dict[str, Any], modeled: Collection[str], extra: dict[str, Any]
+    body: dict[str, Any], modeled: frozenset[str], extra: dict[str, Any]
 ) -> dict[str, Any]:
     """The body's fields beyond ``modeled``, to send on as they are (``extra`` added).
     Nulls and an empty ``tools`` are left out; ``logprobs`` and ``n`` > 1 are refused,
     since the answer carries one choice's text and tool calls only."""
+    if modeled.issuperset(body):  # most requests: nothing beyond the modeled fields
+        return extra
     out = {k: v for k, v in body.items() if k not in modeled and v is not None}
     if out.get("tools") == []:
         del out["tools"]

@@ -8,7 +8,6 @@ an error after the stream began is an ``error`` event, as Anthropic's own.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from batuta._util import fastjson
 from batuta.backends.types import InferenceRequest, InferenceResponse, Message
 from batuta.gateway import _parse
 from batuta.gateway.errors import GatewayError, anthropic_body, bad_field
+from batuta.gateway.ids import answer_id
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
 
@@ -82,7 +82,7 @@ def _usage(resp: InferenceResponse) -> dict[str, int]:
 def message(model: str, resp: InferenceResponse) -> dict[str, Any]:
     """The ``message`` object of a blocking answer."""
     return {
-        "id": f"msg_{os.urandom(16).hex()}",
+        "id": answer_id("msg_"),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -105,7 +105,7 @@ class MessageStream:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.id = f"msg_{os.urandom(16).hex()}"
+        self.id = answer_id("msg_")
 
     def start(self) -> bytes:
         head: dict[str, Any] = {

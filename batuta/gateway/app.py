@@ -162,14 +162,13 @@ class Gateway:
                 return
 
     async def _dispatch(self, ex: Exchange, method: str, path: str) -> None:
-        posts = {"/v1/chat/completions": self._chat, "/v1/messages": self._messages,
-                 "/v1/completions": self._completions, "/v1/embeddings": self._embeddings}  # fmt: skip
-        if path in posts:
+        post = _POSTS.get(path)
+        if post is not None:
             if method != "POST":
                 raise GatewayError(405, f"{path} takes POST", code="method_not_allowed")
             ex.outcome.started = ex.started  # an inference request: recorded once it ends
             ex.outcome.api = "anthropic" if ex.anthropic else "openai"
-            await posts[path](ex)
+            await post(self, ex)
             return
         if method not in ("GET", "HEAD"):
             raise GatewayError(404 if path not in _GETS else 405, f"no {method} {path}")
@@ -186,7 +185,7 @@ class Gateway:
 
             headers, body = response(path, table=self.table.maybe(), router=self.router,
                                      observer=self.observer, state_dir=self._state_dir)  # fmt: skip
-            await ex.start(200, [*headers, (b"content-length", str(len(body)).encode())])
+            await ex.start(200, [*headers, (b"content-length", b"%d" % len(body))])
             await ex.body(body)
         else:
             raise GatewayError(404, f"no such endpoint: {path}", code="unknown_url")
@@ -236,24 +235,19 @@ class Gateway:
     async def _read_json(self, ex: Exchange) -> Any:
         pieces: list[bytes] = []
         size = 0
-
-        async def read() -> None:
-            nonlocal size
-            while True:
-                message = await ex.receive()
-                if message["type"] == "http.disconnect":
-                    raise Gone
-                piece = message.get("body", b"")
-                size += len(piece)
-                if size > MAX_BODY:
-                    raise GatewayError(413, f"the request body exceeds {MAX_BODY} bytes")
-                pieces.append(piece)
-                if not message.get("more_body"):
-                    return
-
         try:
             async with within(self.body_timeout):  # no task per request, as wait_for makes
-                await read()
+                while True:
+                    message = await ex.receive()
+                    if message["type"] == "http.disconnect":
+                        raise Gone
+                    piece = message.get("body", b"")
+                    size += len(piece)
+                    if size > MAX_BODY:
+                        raise GatewayError(413, f"the request body exceeds {MAX_BODY} bytes")
+                    pieces.append(piece)
+                    if not message.get("more_body"):
+                        break
         except TimeoutError:
             raise GatewayError(
                 408, f"the request body did not arrive within {self.body_timeout:g} s",
@@ -400,6 +394,14 @@ class Gateway:
         work = self._route(ex, selected, request, inbox.put, tools)
         await stream(ex, work, inbox, frames, route=selected.route.name, keepalive=self.keepalive)
 
+
+# The inference endpoints, each a POST handled by one method.
+_POSTS: dict[str, Callable[[Gateway, Exchange], Awaitable[None]]] = {
+    "/v1/chat/completions": Gateway._chat,
+    "/v1/messages": Gateway._messages,
+    "/v1/completions": Gateway._completions,
+    "/v1/embeddings": Gateway._embeddings,
+}
 
 # The status page and metrics answer a client on this machine without a key (a browser
 # cannot send one; a remote one, or a Prometheus elsewhere, presents a key as any client).

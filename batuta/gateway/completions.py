@@ -12,13 +12,13 @@ asks for it.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from batuta.backends.types import InferenceRequest, InferenceResponse
 from batuta.gateway import _parse
 from batuta.gateway.errors import GatewayError, bad_field, openai_body
+from batuta.gateway.ids import answer_id
 from batuta.gateway.openai import event, facts, finish, usage_of
 
 _MODELED = frozenset(
@@ -79,7 +79,7 @@ def _choice(text: str, reason: str | None) -> dict[str, Any]:
 def text_completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
     """The ``text_completion`` object of a blocking answer."""
     return {
-        "id": f"cmpl-{uuid.uuid4().hex}",
+        "id": answer_id("cmpl-"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
@@ -97,7 +97,7 @@ class TextStream:
     def __init__(self, model: str, include_usage: bool) -> None:
         self.model = model
         self.include_usage = include_usage
-        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.id = answer_id("cmpl-")
         self.created = int(time.time())
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:

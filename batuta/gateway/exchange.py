@@ -58,7 +58,7 @@ class Exchange:
         self, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         body = fastjson.dumps(data)
-        length = (b"content-length", str(len(body)).encode())
+        length = (b"content-length", b"%d" % len(body))
         await self.start(status, [*_JSON, length, *(headers or [])])
         await self.body(body)
 
@@ -118,7 +118,7 @@ def routing_headers(resp: InferenceResponse, started: float) -> list[tuple[bytes
     overhead = max(0.0, (time.monotonic() - started) * 1000.0 - resp.latency_ms)
     return [
         (b"x-batuta-target", resp.target.encode()),
-        (b"x-batuta-attempts", str(resp.attempts).encode()),
-        (b"x-batuta-fallbacks", str(resp.fallbacks).encode()),
-        (b"x-batuta-overhead-ms", f"{overhead:.2f}".encode()),
+        (b"x-batuta-attempts", b"%d" % resp.attempts),
+        (b"x-batuta-fallbacks", b"%d" % resp.fallbacks),
+        (b"x-batuta-overhead-ms", b"%.2f" % overhead),
     ]

@@ -184,7 +184,7 @@ class Observer:
         if self.log is not None:
             self.log.write(record)
         if self.metrics is not None:
-            self.metrics.observe(record, fallbacks(tried, record["target"]))
+            self.metrics.observe(record, fallbacks(tried, record["target"]) if tried else [])
         if self.tracing is not None:
             self.tracing.record(outcome, record)
         self._remember(record, now)

@@ -9,7 +9,6 @@ chunk as ``x_batuta`` (headers are gone by then), as Groq sends ``x_groq``.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from batuta._util import fastjson
 from batuta.backends.types import InferenceRequest, InferenceResponse, Message
 from batuta.gateway import _parse
 from batuta.gateway.errors import GatewayError, bad_field, openai_body
+from batuta.gateway.ids import answer_id
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # The fields parse_chat reads itself; any other is a pass-through field (batuta._util.passthrough).
@@ -29,7 +29,7 @@ _FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop", "end_tur
            "max_tokens": "length", "content_filter": "content_filter"}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChatCall:
     """A parsed ``POST /v1/chat/completions``."""
 
@@ -159,7 +159,7 @@ def completion(model: str, resp: InferenceResponse) -> dict[str, Any]:
         message = {"role": "assistant", "content": resp.text or None,
                    "tool_calls": resp.tool_calls}  # fmt: skip
     return {
-        "id": f"chatcmpl-{os.urandom(16).hex()}",
+        "id": answer_id("chatcmpl-"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -189,7 +189,7 @@ class ChatStream:
     def __init__(self, model: str, include_usage: bool) -> None:
         self.model = model
         self.include_usage = include_usage
-        self.id = f"chatcmpl-{os.urandom(16).hex()}"
+        self.id = answer_id("chatcmpl-")
         self.created = int(time.time())
         # A text delta's event is the same bytes around the piece's JSON string each time:
         # made once, so a piece costs one dumps of a string (byte-identical to _chunk's).

@@ -18,6 +18,7 @@ class TableFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._where = os.fspath(path)  # stat-ed per request: no Path conversion each time
         self._signature: tuple[int, int, int] | None = None
         self._table: RoutingTable | None = None
         self._error = ""
@@ -25,7 +26,7 @@ class TableFile:
     def current(self) -> RoutingTable:
         """The table in force; a 503 when no readable table was ever found."""
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._where)
             signature: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             signature = None

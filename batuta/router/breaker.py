@@ -146,7 +146,10 @@ class Breakers:
     def allow(self, target: Target) -> bool:
         """Whether a query may use the target now; claims the trial when one is due."""
         key = breaker_key(target)
-        rec = self._record(key)
+        raw = self._current().get(key)
+        if raw is None:  # no record: closed, and nothing to claim
+            return True
+        rec = _Record.parse(raw)
         if rec.state is BreakerState.CLOSED:
             return True
         now = self._clock()

@@ -82,6 +82,8 @@ class Run:
 
     def next_request(self) -> InferenceRequest:
         """The request for the next call: a continuation of whatever was shown."""
+        if not self.shown:  # most calls: nothing was shown, the request is the client's
+            return self.request
         return continuation(self.request, self.shown_text(), self.shown_tokens)
 
     def spent(self) -> bool:
