@@ -248,11 +248,8 @@ class Router:
                     run.event(f"· {target.name} skipped: {reason}")
                     continue
                 visit = functools.partial(self._visit, run, target, pricing, managed)
-                if entry.on_demand and self.waker is not None:
-                    visit = functools.partial(
-                        visit_held, self.waker, run, entry, self._clock, visit
-                    )
-                error = await visit_gated(self.gates, run, entry, self._clock, visit)
+                held = functools.partial(visit_held, self.waker, run, entry, self._clock, visit)
+                error = await visit_gated(self.gates, run, entry, self._clock, held)
                 if error is None:
                     if managed:
                         bookkeep(run, self.breakers.record_success, target)
@@ -278,15 +275,14 @@ class Router:
     ) -> str | None:
         if self._clock() >= run.deadline:
             return f"the route's {run.route.timeout:g} s deadline has passed"
-        if run.request.extra:  # only pass-through fields can make a target unable
-            refused = capable.skip_reason(run.request, target)
-            if refused is not None:
-                return refused
+        refused = capable.skip_reason(run.request, target)
+        if refused is not None:
+            return refused
         if not managed:
             return None
         if bookkeep(run, self.breakers.allow, target) is False:
             return "circuit open"
-        return None if pricing is None else self._reserve(run, pricing)
+        return self._reserve(run, pricing)
 
     def _reserve(self, run: Run, pricing: Pricing | None) -> str | None:
         """Set aside this call's worst case in the route's budget; why the target must be
@@ -369,21 +365,19 @@ class Router:
 
     async def _call(self, run: Run, target: Target, request: InferenceRequest) -> None:
         """One request to one target; fills ``run``'s answer fields or raises BackendError."""
+        import httpx
+
         self.inflight[target.name] = self.inflight.get(target.name, 0) + 1
         try:
             await self._exchange(run, target, request)
         except BackendError:
             raise
+        except httpx.TransportError as exc:  # an adapter that let one slip through
+            raise BackendError(FailureKind.CONNECT, f"{target.name}: {exc}") from exc
         except BatutaError as exc:
             # The target cannot be used from here (an optional extra or a credential helper
             # missing, settings it refuses): no retry can fix that, the next target may.
             raise BackendError(FailureKind.CLIENT, f"{target.name} cannot be used: {exc}") from exc
-        except Exception as exc:
-            import httpx  # here, not per call: only a failure needs it
-
-            if isinstance(exc, httpx.TransportError):  # an adapter that let one slip through
-                raise BackendError(FailureKind.CONNECT, f"{target.name}: {exc}") from exc
-            raise
         finally:
             self.inflight[target.name] -= 1
 
@@ -457,7 +451,7 @@ class Router:
         else:
             rate = tokens / latency if latency > 0 else 0.0
         return InferenceResponse(
-            text=run.shown_text() + text if run.shown else text,
+            text=run.shown_text() + text,
             tokens_generated=tokens,
             latency_ms=latency * 1000.0,
             tokens_per_second=rate,
